@@ -1,0 +1,100 @@
+"""The tiny base every poison and recovery attack shares.
+
+A poison is one function `craft(ctx, params) -> released images`, registered in `POISONS` with a
+parameter dataclass (subclass of `PoisonParams`) that declares its norm and budget. `release`
+turns a perturbation into what a data owner publishes (rounded to 8-bit storage, in [0, 1]) and
+`measure` checks the budget on exactly that.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from certify.errors import UserError
+from certify.registry import Registry
+from certify.training import TrainConfig
+from certify.validation import check_nonnegative
+
+POISONS = Registry("poison", package="attacks")
+RECOVERY = Registry("recovery attack", package="attacks")
+
+STORAGE_LEVELS = 255  # 8-bit images
+
+
+@dataclass
+class CraftContext:
+    """What every poison may use: the clean training split, a model factory and the run settings."""
+    x: torch.Tensor  # clean training images N x C x H x W in [0, 1] on the 1/255 grid
+    y: torch.Tensor  # int64 labels
+    num_classes: int
+    make_model: Callable[[int], nn.Module]  # seed -> fresh model of the run's architecture on `device`
+    train: TrainConfig  # the run's training settings (crafting models reuse lr, batch size, ...)
+    seed: int  # this poison's own seed (derived from the run seed and the poison's name)
+    device: torch.device
+
+
+@dataclass
+class PoisonParams:
+    norm: ClassVar[str] = "linf"  # linf | l2 | l0 | none
+    epsilon: float = 8 / 255
+
+    def validate(self, where: str) -> None:
+        check_nonnegative(where, epsilon=self.epsilon)
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    return torch.round(x * STORAGE_LEVELS) / STORAGE_LEVELS
+
+
+def release(x: torch.Tensor, delta: torch.Tensor, norm: str, epsilon: float) -> torch.Tensor:
+    """Clean + delta rounded to 8-bit storage and clipped to [0, 1], with the budget kept.
+
+    `x` is on the storage grid, so rounding delta itself (not x + delta) keeps |delta| <= epsilon
+    for an l-inf budget on the grid; for an l2 budget, images that rounding pushed past epsilon
+    are rounded again after shrinking.
+    """
+    released = (x + quantize(delta)).clamp(0, 1)
+    if norm == "l2":
+        for _ in range(20):
+            over = per_image_norm(released - x, "l2") > epsilon + 1e-6
+            if not over.any():
+                break
+            shrink = epsilon / per_image_norm(released[over] - x[over], "l2")
+            released[over] = (x[over] + quantize((released[over] - x[over]) * shrink.view(-1, 1, 1, 1) * 0.99)).clamp(0, 1)
+    return released
+
+
+def per_image_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    flat = delta.reshape(len(delta), -1)
+    if norm == "linf":
+        return flat.abs().amax(1)
+    if norm == "l2":
+        return flat.norm(dim=1)
+    if norm == "l0":  # pixels changed (any channel), the unit of one-pixel attacks
+        per_pixel = delta.abs().amax(1).reshape(len(delta), -1) if delta.dim() == 4 else flat.abs()
+        return (per_pixel > 0.5 / STORAGE_LEVELS).sum(1).to(delta.dtype)
+    return torch.zeros(len(delta))
+
+
+def measure(x: torch.Tensor, released: torch.Tensor, norm: str) -> float:
+    """The largest per-image norm of released - clean."""
+    if norm == "none":
+        return float((released - x).abs().max()) if len(x) else 0.0
+    return float(per_image_norm(released - x, norm).max())
+
+
+def check_budget(name: str, x: torch.Tensor, released: torch.Tensor, norm: str, epsilon: float) -> float:
+    measured = measure(x, released, norm)
+    if norm != "none" and measured > epsilon + 1e-6:
+        raise UserError(f"poison {name}: released data exceeds its {norm} budget "
+                        f"({measured:.6f} > {epsilon:.6f})")
+    return measured
+
+
+def sign_step(delta: torch.Tensor, grad: torch.Tensor, step: float, x: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """One signed-gradient *descent* step on delta, projected to the l-inf ball and to valid images."""
+    delta = (delta - step * grad.sign()).clamp(-epsilon, epsilon)
+    return (x + delta).clamp(0, 1) - x

@@ -1,0 +1,90 @@
+"""A content-addressed cache of artifacts (released data, weights, draws).
+
+Each artifact is keyed by a hash of exactly the configuration that determines it and written
+atomically (temp file, then rename), so an interrupted run never leaves half an artifact and any
+run that needs the same artifact reuses it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from certify.errors import UserError
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "certify"
+
+
+def key_of(kind: str, spec: Any) -> str:
+    text = json.dumps(spec, sort_keys=True, default=str)
+    return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
+
+
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        h.update(str(tuple(t.shape)).encode())
+    return h.hexdigest()[:20]
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class Cache:
+    def __init__(self, root: str | os.PathLike | None):
+        self.root = Path(root) if root else default_cache_dir()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cache directory {self.root} cannot be created: {e.strerror}") from None
+        if not os.access(self.root, os.W_OK):
+            raise UserError(f"cache directory {self.root} is not writable")
+
+    def path(self, key: str, suffix: str) -> Path:
+        return self.root / key[: key.index("-")] / f"{key}{suffix}"
+
+    def tensors(self, key: str, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Load the artifact `key`, or make it and store it (torch.save of tensors and plain values)."""
+        p = self.path(key, ".pt")
+        if p.exists():
+            try:
+                return torch.load(p, weights_only=True)
+            except Exception:
+                p.unlink(missing_ok=True)  # a corrupt artifact is rebuilt, never trusted
+        value = make()
+        atomic_write(p, lambda tmp: torch.save(value, tmp))
+        return value
+
+    def array(self, key: str, name: str) -> np.ndarray | None:
+        p = self.path(key, "") / f"{name}.npy"
+        if not p.exists():
+            return None
+        try:
+            return np.load(p, allow_pickle=False)
+        except Exception:
+            p.unlink(missing_ok=True)
+            return None
+
+    def put_array(self, key: str, name: str, value: np.ndarray) -> None:
+        p = self.path(key, "") / f"{name}.npy"
+        atomic_write(p, lambda tmp: np.save(tmp, value, allow_pickle=False))

@@ -1,0 +1,214 @@
+"""The `certify` command: argument parsing, subcommands, and bad input as one line with exit 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+from certify.errors import CheckFailed, UserError
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints the whole usage otherwise)
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _floats(value: str) -> list[float]:
+    try:
+        return [float(v) for v in _list(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") from None
+
+
+def _sigma(value: str):
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
+
+
+def _evaluation_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `run` and `audit` (they run the same stages)."""
+    p.add_argument("--config", help="YAML file of settings (flags override it)")
+    p.add_argument("--model", help="architecture (see `certify list`); default: the dataset's")
+    p.add_argument("--defense", dest="defenses", type=_list, help="comma-separated defences to apply")
+    p.add_argument("--samples", type=int, help="Monte-Carlo draws N for the certificate (default 1000)")
+    p.add_argument("--out", help="report directory (default reports/runs/<timestamp>-<poisons>/)")
+    p.add_argument("--seed", type=int, help="run seed (default 0)")
+    p.add_argument("--sigma", type=_sigma, help="weight-noise sigma, or 'auto' (default)")
+    p.add_argument("--q", type=float, help="quantile q in (0, 1) (default 0.9)")
+    p.add_argument("--alpha", type=float, help="failure probability alpha in (0, 1) (default 0.01)")
+    p.add_argument("--eta-sigma", dest="eta_sigma", type=_floats, help="eta grid as multiples of sigma")
+    p.add_argument("--coverage", choices=["per-eta", "bonferroni"], help="per-eta (default) or whole-curve")
+    p.add_argument("--executor", choices=["ray", "serial"], help="where draws run (default ray)")
+    p.add_argument("--workers", type=int, help="Ray workers (default 2)")
+    p.add_argument("--address", help="an existing Ray cluster (default: a local instance)")
+    p.add_argument("--skip", type=_list, help="stages to skip: certify,scores,recovery")
+    p.add_argument("--profile", choices=["quick", "reference"], help="solver settings (default quick)")
+    p.add_argument("--no-baseline", dest="baseline", action="store_const", const=False,
+                   help="drop the clean control's own row")
+    p.add_argument("--cache-dir", dest="cache_dir", help="artifact cache (default ~/.cache/certify)")
+    p.add_argument("--resume", action="store_const", const=True, help="finish the interrupted run in --out")
+    p.add_argument("--data-root", dest="data_root", help="where torchvision datasets live")
+    p.add_argument("--download", action="store_const", const=True, help="let torchvision download datasets")
+
+
+def build_parser() -> Parser:
+    top = Parser(prog="certify", description="Certify and evaluate unlearnable examples (data poisons "
+                 "that protect images from unauthorized training).")
+    top.add_argument("--quiet", action="store_true", help="no progress output")
+    top.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
+    sub = top.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="craft poisons, train, certify, score and report (the main job)")
+    r.add_argument("--poison", dest="poisons", type=_list, help="poison name(s), comma-separated, or all")
+    r.add_argument("--dataset", help="cifar10-mini (default), digits, mnist, ..., folder:PATH, npz:PATH")
+    r.add_argument("--test", help="a separate test source (default: the dataset's own test split)")
+    _evaluation_options(r)
+
+    p = sub.add_parser("poison", help="craft a poison and export the protected dataset")
+    p.add_argument("--poison", required=True, help="poison name")
+    p.add_argument("--dataset", help="dataset (default cifar10-mini)")
+    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--format", choices=["png", "npz"], default="png")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--model")
+    p.add_argument("--config")
+    p.add_argument("--cache-dir", dest="cache_dir")
+    p.add_argument("--data-root", dest="data_root")
+    p.add_argument("--download", action="store_const", const=True)
+
+    c = sub.add_parser("check", help="CI gate: exit 1 if protection got weaker than a baseline")
+    c.add_argument("baseline")
+    c.add_argument("report")
+    c.add_argument("--tolerance", type=float, default=0.02)
+    c.add_argument("--junit", help="write a JUnit XML file")
+
+    rep = sub.add_parser("report", help="render report.md and report.html again from report.json")
+    rep.add_argument("report_json")
+
+    sub.add_parser("list", help="every registered poison, defence, attack, dataset and model")
+    return top
+
+
+def _flags(ns: argparse.Namespace, names: list[str]) -> dict:
+    return {k: getattr(ns, k) for k in names if getattr(ns, k, None) is not None}
+
+
+RUN_FLAGS = ["poisons", "dataset", "test", "model", "defenses", "samples", "out", "seed", "sigma", "q", "alpha",
+             "eta_sigma", "coverage", "executor", "workers", "address", "skip", "profile", "baseline", "cache_dir",
+             "resume", "data_root", "download"]
+
+
+def cmd_run(ns, argv) -> int:
+    from certify.config import load_config
+    from certify.pipeline import run
+
+    cfg = load_config(ns.config, _flags(ns, RUN_FLAGS))
+    command = "certify " + " ".join(shlex.quote(a) for a in argv)
+    report, out = run(cfg, command)
+    _print_summary(report, out, ns.json)
+    return EXIT_OK
+
+
+def _print_summary(report: dict, out, as_json: bool) -> None:
+    rows = {}
+    for name, sec in report["poisons"].items():
+        row = {"protected_accuracy": sec["empirical"]["protected_accuracy"],
+               "clean_accuracy": sec["empirical"]["clean_accuracy"]}
+        cert = sec.get("certificate")
+        if cert:
+            row["sigma"] = cert["sigma"]
+            row["certified"] = {str(p["eta_over_sigma"]): p["learnability"] for p in cert["curve"]}
+        rows[name] = row
+    if as_json:
+        print(json.dumps({"report": str(out / "report.json"), "poisons": rows}, indent=1))
+        return
+    print(f"report: {out / 'report.json'} (also report.md, report.html)")
+    for name, row in rows.items():
+        line = f"  {name:<18} clean {row['clean_accuracy']:.3f}  protected {row['protected_accuracy']:.3f}"
+        if "certified" in row:
+            cells = " ".join(f"{k}:{'abst' if v is None else f'{v:.3f}'}" for k, v in row["certified"].items())
+            line += f"  certified (eta/sigma:value, sigma={row['sigma']}) {cells}"
+        print(line)
+
+
+def cmd_poison(ns, argv) -> int:
+    from certify.poison_export import export_poison
+
+    export_poison(ns)
+    return EXIT_OK
+
+
+def cmd_check(ns, argv) -> int:
+    from certify.gate import check
+
+    return check(ns.baseline, ns.report, tolerance=ns.tolerance, junit=ns.junit)
+
+
+def cmd_report(ns, argv) -> int:
+    from certify.report import render
+
+    render(ns.report_json)
+    print(f"rendered report.md and report.html beside {ns.report_json}")
+    return EXIT_OK
+
+
+def cmd_list(ns, argv) -> int:
+    from attacks.base import POISONS, RECOVERY
+    from certify.data import DATASETS, SPEC_FORMS
+    from certify.models import MODELS
+    from defenses.base import DEFENSES
+
+    def section(title, entries):
+        print(title)
+        for e in entries:
+            tag = " (control)" if getattr(e, "kind", "") == "control" else ""
+            print(f"  {e.name:<18} {e.summary}{tag}")
+
+    section("poisons:", POISONS.entries())
+    section("defences:", DEFENSES.entries())
+    section("recovery attacks:", RECOVERY.entries())
+    section("datasets:", DATASETS.entries())
+    for form, text in SPEC_FORMS.items():
+        print(f"  {form:<18} {text}")
+    section("models:", MODELS.entries())
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "poison": cmd_poison, "check": cmd_check, "report": cmd_report, "list": cmd_list}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        ns = build_parser().parse_args(argv)
+        if ns.command is None:
+            build_parser().print_help()
+            return EXIT_USAGE
+        from certify.progress import set_quiet
+
+        set_quiet(ns.quiet or ns.json)
+        return COMMANDS[ns.command](ns, argv)
+    except UserError as e:
+        print(f"certify: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except CheckFailed as e:
+        print(f"certify: check failed: {e}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    except KeyboardInterrupt:
+        print("certify: interrupted; finished work is saved: rerun with --resume --out DIR", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Run configuration: dataclasses, YAML (safe_load), CLI overrides, validation, per-dataset defaults.
+
+Precedence: built-in defaults <- per-dataset defaults <- YAML file <- command-line flags.
+Every value is checked on load; an unknown key or a bad value is one line naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from certify.errors import UserError
+from certify.training import TrainConfig
+from certify.validation import check_choice, check_nonnegative, check_open_unit, check_positive
+
+STAGES = ("certify", "scores", "recovery")
+SIGMA_GRID = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
+
+
+@dataclass
+class SurrogateConfig:
+    kind: str = "rwp"  # rwp | standard
+    levels: int = 3  # RWP noise levels linspace(0, sigma, levels); the reference profile uses 6
+    epochs: int = 10
+    switch_fraction: float = 0.2  # RWP switches on after this fraction of the epochs
+    draws_per_level: int = 1
+
+    def validate(self, where: str) -> None:
+        check_choice(where, "surrogate.kind", self.kind, ("rwp", "standard"))
+        check_positive(where, **{"surrogate.levels": self.levels, "surrogate.epochs": self.epochs,
+                                 "surrogate.draws_per_level": self.draws_per_level})
+        check_nonnegative(where, **{"surrogate.switch_fraction": self.switch_fraction})
+
+
+@dataclass
+class SmoothingConfig:
+    eval_batch: int = 250  # images per forward pass of one draw (cache-sized; measured fastest)
+    chunk: int = 50  # draws per work unit (checkpointed and resumed as a whole)
+    threads: int = 1  # torch threads per evaluator (serial and each Ray worker alike)
+    sigma_draws: int = 50  # draws per sigma for the auto rule (their own seed stream)
+    sigma_ratio: float = 0.8  # auto rule: median accuracy >= ratio * unperturbed accuracy
+
+    def validate(self, where: str) -> None:
+        check_positive(where, **{"smoothing.eval_batch": self.eval_batch, "smoothing.chunk": self.chunk,
+                                 "smoothing.threads": self.threads, "smoothing.sigma_draws": self.sigma_draws})
+        check_open_unit(where, **{"smoothing.sigma_ratio": self.sigma_ratio})
+
+
+@dataclass
+class RunConfig:
+    poisons: list[str] = field(default_factory=lambda: ["miue"])
+    dataset: str = "cifar10-mini"
+    test: Union[str, None] = None
+    data_root: Union[str, None] = None
+    download: bool = False
+    model: Union[str, None] = None  # None: the dataset's default
+    defenses: list[str] = field(default_factory=list)
+    out: Union[str, None] = None
+    cache_dir: Union[str, None] = None
+    seed: int = 0
+    samples: int = 1000
+    sigma: Union[float, str] = "auto"
+    q: float = 0.9
+    alpha: float = 0.01
+    eta_sigma: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.25, 0.5, 1.0, 1.5])
+    coverage: str = "per-eta"
+    executor: str = "ray"
+    workers: int = 2
+    address: Union[str, None] = None
+    skip: list[str] = field(default_factory=list)
+    profile: str = "quick"
+    baseline: bool = True
+    resume: bool = False
+    train: TrainConfig = field(default_factory=TrainConfig)
+    surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+    poison_params: dict[str, dict] = field(default_factory=dict)  # per-poison parameter overrides
+
+    def validate(self, where: str = "config") -> None:
+        if not self.poisons:
+            raise UserError(f"{where}: poisons must name at least one poison")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+            raise UserError(f"{where}: samples must be a positive integer, got {self.samples!r}")
+        if isinstance(self.sigma, str):
+            if self.sigma != "auto":
+                raise UserError(f"{where}: sigma must be a positive number or 'auto', got {self.sigma!r}")
+        else:
+            check_positive(where, sigma=self.sigma)
+        check_open_unit(where, q=self.q, alpha=self.alpha)
+        if not self.eta_sigma:
+            raise UserError(f"{where}: eta_sigma must list at least one value")
+        for v in self.eta_sigma:
+            check_nonnegative(where, eta_sigma=v)
+        check_choice(where, "coverage", self.coverage, ("per-eta", "bonferroni"))
+        check_choice(where, "executor", self.executor, ("ray", "serial"))
+        check_positive(where, workers=self.workers)
+        for s in self.skip:
+            check_choice(where, "skip", s, STAGES)
+        check_choice(where, "profile", self.profile, ("quick", "reference"))
+        self.train.validate(f"{where}: train")
+        self.surrogate.validate(where)
+        self.smoothing.validate(where)
+
+
+# Per-dataset defaults: the one table. Keys are RunConfig fields (nested dicts for sections) plus
+# "poison_params" for each poison's CPU-sized schedule (documented in each poison's file).
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cifar10-mini": {
+        "model": "cnn",
+        "train": {"epochs": 15, "batch_size": 128, "lr": 0.05, "flip": True},
+        "surrogate": {"epochs": 10},
+    },
+    "digits": {
+        "model": "cnn",
+        "train": {"epochs": 15, "batch_size": 64, "lr": 0.05, "flip": False},
+        "surrogate": {"epochs": 8},
+    },
+    "mnist": {
+        "model": "cnn",
+        "train": {"epochs": 8, "batch_size": 128, "lr": 0.05, "flip": False},
+        "surrogate": {"epochs": 6},
+    },
+}
+GENERIC_DEFAULTS: dict[str, Any] = {"model": "cnn", "train": {"flip": True}}
+
+
+def dataset_defaults(dataset: str) -> dict[str, Any]:
+    base = dataset.split(":", 1)[0]
+    return DATASET_DEFAULTS.get(dataset, DATASET_DEFAULTS.get(base, GENERIC_DEFAULTS))
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; return it (ints are accepted for floats)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except UserError:
+                pass
+        allowed = " or ".join(_type_name(a) for a in typing.get_args(tp))
+        raise UserError(f"config: {key} must be {allowed}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise UserError(f"config: {key} must be null, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise UserError(f"config: {key} must be a list, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"config: {key} must be a mapping, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"config: {key} must be a mapping, got {value!r}")
+        return from_dict(tp, value, key)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"config: {key} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"config: {key} must be an integer, got {value!r}")
+        return value
+    if tp in (bool, str):
+        if not isinstance(value, tp):
+            raise UserError(f"config: {key} must be {_type_name(tp)}, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Build dataclass `cls` from `data`; an unknown key or a bad type is one UserError line."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise UserError(f"config: unknown key {full!r}; allowed: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise UserError(f"config file {path}: malformed YAML{where}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path}: not a text file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """defaults <- dataset defaults <- YAML <- overrides (flags), validated."""
+    file_values = read_yaml(path) if path else {}
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    dataset = flags.get("dataset", file_values.get("dataset", RunConfig.dataset))
+    if not isinstance(dataset, str):
+        raise UserError(f"config: dataset must be a string, got {dataset!r}")
+    merged = _merge(_merge(dataset_defaults(dataset), file_values), flags)
+    cfg = from_dict(RunConfig, merged)
+    cfg.validate()
+    return cfg
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

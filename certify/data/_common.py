@@ -1,0 +1,133 @@
+"""What every dataset source shares: the `Dataset` type, the registry, validation, the seeded split."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from certify.errors import UserError
+from certify.registry import Registry
+from certify.seeding import derive
+
+# Named sources register themselves here (one module each); `folder:` and `npz:` are spec forms.
+DATASETS = Registry("dataset", package="certify.data")
+DEFAULT_DATASET = "cifar10-mini"
+SPEC_FORMS = {
+    "folder:PATH": "an image folder: one subfolder of images per class (sorted names = label order), "
+                   "all the same size; split 80/20 stratified by seed",
+    "npz:PATH": "arrays x (uint8 N×H×W×C or N×H×W, or float32 in [0, 1]) and y (int labels 0..K-1); "
+                "split 80/20 stratified by seed",
+}
+SPLITS = ("train", "test")
+TEST_FRACTION = 0.2
+
+
+@dataclass
+class Dataset:
+    """Clean train/test tensors: x float32 N×C×H×W in [0, 1] on the 1/255 grid, y int64."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def info(self) -> dict:
+        """The report's `dataset` section."""
+        return {"name": self.name, "n_train": int(len(self.y_train)), "n_test": int(len(self.y_test)),
+                "shape": list(self.shape), "classes": self.num_classes}
+
+
+@dataclass
+class Source:
+    """What a loader returns: either both splits (`test` set) or one set to split by seed (`test` None)."""
+
+    classes: list[str]
+    x: torch.Tensor  # the train split, or the whole set when test is None
+    y: torch.Tensor
+    x_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
+
+    @property
+    def has_split(self) -> bool:
+        return self.x_test is not None
+
+
+def uint8_to_tensor(a: np.ndarray, channels_last: bool = True) -> torch.Tensor:
+    """uint8 N×H×W×C (or N×C×H×W with channels_last=False) -> float32 N×C×H×W on the 1/255 grid."""
+    a = np.ascontiguousarray(a, dtype=np.uint8)
+    if not a.flags.writeable:  # e.g. a cached array: torch wants writable memory (the result is a new tensor)
+        a = a.copy()
+    t = torch.from_numpy(a)
+    if channels_last:
+        t = t.permute(0, 3, 1, 2)
+    return t.contiguous().to(torch.float32) / 255.0
+
+
+def to_grid(x: torch.Tensor) -> torch.Tensor:
+    """Round float images in [0, 1] onto the 1/255 grid (what 8-bit storage keeps)."""
+    return torch.round(x.to(torch.float32) * 255.0) / 255.0
+
+
+def labels_tensor(y) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(y), dtype=torch.int64).reshape(-1)
+
+
+def validate(x: torch.Tensor, y: torch.Tensor, where: str, num_classes: int | None = None) -> None:
+    """Check one set: float32 N×C×H×W in [0, 1] without NaN/Inf, int64 labels in range, no empty class."""
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.dim() != 4:
+        raise UserError(f"{where}: images must be a float32 N×C×H×W tensor "
+                        f"(got {getattr(x, 'dtype', type(x).__name__)} with shape {tuple(getattr(x, 'shape', ()))})")
+    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.dim() != 1:
+        raise UserError(f"{where}: labels must be a 1-D int64 tensor")
+    if len(x) != len(y):
+        raise UserError(f"{where}: {len(x)} images but {len(y)} labels")
+    if len(x) == 0:
+        raise UserError(f"{where}: no images")
+    if min(x.shape[1:]) < 1:
+        raise UserError(f"{where}: empty image shape {tuple(x.shape[1:])}")
+    if not bool(torch.isfinite(x).all()):
+        raise UserError(f"{where}: images contain NaN or Inf")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise UserError(f"{where}: pixel values must lie in [0, 1] (found {lo:g} .. {hi:g})")
+    if int(y.min()) < 0:
+        raise UserError(f"{where}: negative label {int(y.min())}")
+    k = int(y.max()) + 1 if num_classes is None else int(num_classes)
+    if k < 2:
+        raise UserError(f"{where}: at least 2 classes are needed (found {k})")
+    if int(y.max()) >= k:
+        raise UserError(f"{where}: label {int(y.max())} out of range for {k} classes")
+    counts = torch.bincount(y, minlength=k)
+    empty = (counts == 0).nonzero().flatten().tolist()
+    if empty:
+        raise UserError(f"{where}: class {empty[0]} has no images (every class 0..{k - 1} needs at least one)")
+
+
+def stratified_split(x: torch.Tensor, y: torch.Tensor, seed: int, where: str):
+    """A fixed, seeded, stratified 80/20 train/test split; both parts keep the source order."""
+    from sklearn.model_selection import train_test_split
+
+    counts = torch.bincount(y)
+    if int(counts.min()) < 2 or len(y) < 2 * len(counts):
+        raise UserError(f"{where}: a stratified 80/20 split needs at least 2 images per class "
+                        f"(class {int(counts.argmin())} has {int(counts.min())}); give a separate test set with --test")
+    idx = np.arange(len(y))
+    n_test = max(int(round(TEST_FRACTION * len(y))), len(counts))
+    try:
+        tr, te = train_test_split(idx, test_size=n_test, stratify=y.numpy(),
+                                  random_state=derive(seed, "split") % (2**32))
+    except ValueError as e:
+        raise UserError(f"{where}: cannot split 80/20 stratified: {e}") from None
+    tr, te = torch.from_numpy(np.sort(tr)), torch.from_numpy(np.sort(te))
+    return x[tr], y[tr], x[te], y[te]

@@ -1,0 +1,101 @@
+"""Models: a small CNN (the CPU default), a CIFAR-stem ResNet-18 from torchvision, and an MLP.
+
+Each model exposes `features(x)` (penultimate features after global pooling) and `head` (the
+final linear layer), so MI-UE and the MI score can read features.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from certify.registry import Registry
+
+MODELS = Registry("model")
+
+
+class SmallCNN(nn.Module):
+    """Three conv-BN-ReLU blocks and a linear head; width 8 has ~6.5 k parameters on CIFAR."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 8):
+        super().__init__()
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(4 * w, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class CifarResNet18(nn.Module):
+    """torchvision's ResNet-18 with the CIFAR stem (3x3 conv, no max-pool) for 32x32 inputs."""
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        net = resnet18(num_classes=num_classes)
+        net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+        self.head = net.fc
+        net.fc = nn.Identity()
+        self.net = net
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.net(x))
+
+
+class MLP(nn.Module):
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 256):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(),
+                                  nn.Linear(hidden, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+@MODELS.register("cnn", "small 3-conv BatchNorm CNN (width 8: ~6.5 k parameters); the CPU default")
+def _cnn(shape, num_classes, width: int = 8):
+    return SmallCNN(shape[0], num_classes, width)
+
+
+@MODELS.register("cnn16", "the small CNN at width 16 (~26 k parameters)")
+def _cnn16(shape, num_classes):
+    return SmallCNN(shape[0], num_classes, 16)
+
+
+@MODELS.register("resnet18", "CIFAR-stem ResNet-18 built from torchvision's (11 M parameters); for GPUs")
+def _resnet18(shape, num_classes):
+    return CifarResNet18(shape[0], num_classes)
+
+
+@MODELS.register("mlp", "two-hidden-layer MLP (256 units)")
+def _mlp(shape, num_classes):
+    c, h, w = shape
+    return MLP(c * h * w, num_classes)
+
+
+def build_model(arch: str, shape: tuple[int, int, int], num_classes: int, seed: int) -> nn.Module:
+    """The model's initial weights depend only on `seed` (global RNG state is restored after)."""
+    factory = MODELS.get(arch).factory
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory(tuple(shape), num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,37 @@
+"""Small checks that raise a one-line UserError naming the field and what is allowed."""
+from __future__ import annotations
+
+import math
+
+from certify.errors import UserError
+
+
+def _num(where, name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{where}: {name} must be a finite number, got {value!r}")
+
+
+def check_positive(where: str, **values) -> None:
+    for name, v in values.items():
+        _num(where, name, v)
+        if v <= 0:
+            raise UserError(f"{where}: {name} must be > 0, got {v!r}")
+
+
+def check_nonnegative(where: str, **values) -> None:
+    for name, v in values.items():
+        _num(where, name, v)
+        if v < 0:
+            raise UserError(f"{where}: {name} must be >= 0, got {v!r}")
+
+
+def check_open_unit(where: str, **values) -> None:
+    for name, v in values.items():
+        _num(where, name, v)
+        if not 0 < v < 1:
+            raise UserError(f"{where}: {name} must be in (0, 1), got {v!r}")
+
+
+def check_choice(where: str, name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise UserError(f"{where}: {name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
