@@ -44,6 +44,10 @@ class PoisonParams:
     def validate(self, where: str) -> None:
         check_nonnegative(where, epsilon=self.epsilon)
 
+    def epsilon_for(self, shape: tuple[int, ...]) -> float:
+        """The budget applied to images of `shape` (poisons with size-scaled l2 budgets override it)."""
+        return self.epsilon
+
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x * STORAGE_LEVELS) / STORAGE_LEVELS
@@ -64,7 +68,7 @@ def release(x: torch.Tensor, delta: torch.Tensor, norm: str, epsilon: float) -> 
                 break
             shrink = epsilon / per_image_norm(released[over] - x[over], "l2")
             released[over] = (x[over] + quantize((released[over] - x[over]) * shrink.view(-1, 1, 1, 1) * 0.99)).clamp(0, 1)
-    return released
+    return quantize(released)  # exactly on the grid (x + quantized delta can be 1 ulp off)
 
 
 def per_image_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:

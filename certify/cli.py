@@ -143,9 +143,15 @@ def _print_summary(report: dict, out, as_json: bool) -> None:
 
 
 def cmd_poison(ns, argv) -> int:
-    from certify.poison_export import export_poison
+    from certify.config import load_config
+    from certify.pipeline import export_poison
 
-    export_poison(ns)
+    flags = _flags(ns, ["dataset", "seed", "model", "cache_dir", "data_root", "download"])
+    cfg = load_config(ns.config, {**flags, "poisons": [ns.poison]})
+    manifest = export_poison(cfg, ns.out, ns.format)
+    budget = manifest["budget"]
+    print(f"wrote {manifest['n']} protected images of {manifest['dataset']} ({ns.poison}, {budget['norm']} "
+          f"budget {budget['epsilon']:.5f}, measured {budget['measured']:.5f}) to {ns.out}")
     return EXIT_OK
 
 

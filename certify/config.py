@@ -102,6 +102,14 @@ class RunConfig:
         for s in self.skip:
             check_choice(where, "skip", s, STAGES)
         check_choice(where, "profile", self.profile, ("quick", "reference"))
+        if self.model is not None:
+            from certify.models import MODELS
+
+            MODELS.get(self.model)
+        from defenses.base import DEFENSES
+
+        for name in self.defenses:
+            DEFENSES.get(name)
         self.train.validate(f"{where}: train")
         self.surrogate.validate(where)
         self.smoothing.validate(where)

@@ -136,8 +136,9 @@ def craft(run: Run, name: str) -> tuple[torch.Tensor, dict]:
 
     released = run.cache.tensors(key, make)["released"].to(torch.float32) / 255.0
     norm = type(params).norm
-    measured = check_budget(name, run.data.x_train, released, norm, params.epsilon)
-    budget = {"norm": norm, "epsilon": float(params.epsilon), "measured": measured}
+    epsilon = float(params.epsilon_for(run.data.shape))
+    measured = check_budget(name, run.data.x_train, released, norm, epsilon)
+    budget = {"norm": norm, "epsilon": epsilon, "measured": measured}
     return released, {"budget": budget, "params": dataclasses.asdict(params) if params else {}}
 
 
@@ -249,6 +250,30 @@ def environment(cfg: RunConfig, dev: torch.device) -> dict:
             "threads": cfg.smoothing.threads}
 
 
+def _start(cfg: RunConfig) -> Run:
+    cache = Cache(cfg.cache_dir)
+    dev = devices.pick_device()
+    devices.set_threads(devices.default_threads())
+    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.seed, cfg.test)
+    run_ = Run(cfg, data, cache, dev, cfg.model or "cnn")
+    run_.test_digest = tensor_digest(data.x_test, data.y_test)
+    return run_
+
+
+def export_poison(cfg: RunConfig, out: str, fmt: str) -> dict:
+    """`certify poison`: craft one poison (cached) and write the released dataset with a manifest."""
+    from certify.export import export_released
+
+    (name,) = cfg.poisons
+    run_ = _start(cfg)
+    released, info = craft(run_, name)
+    manifest = {"poison": name, "parameters": info["params"], "budget": info["budget"], "seed": cfg.seed,
+                "dataset": run_.data.name, "model": run_.arch, "n": len(released),
+                "classes": run_.data.classes}
+    export_released(released, run_.data.y_train, run_.data.classes, out, fmt, manifest)
+    return manifest
+
+
 def run(cfg: RunConfig, command: str) -> tuple[dict, Path]:
     names = poison_names(cfg)
     for n in names:  # parameters are validated before any work
@@ -256,16 +281,11 @@ def run(cfg: RunConfig, command: str) -> tuple[dict, Path]:
     for n in cfg.poison_params:
         POISONS.get(n)
     out = prepare_out(cfg, command)
-    cache = Cache(cfg.cache_dir)
-    dev = devices.pick_device()
-    devices.set_threads(devices.default_threads())
     certifying = "certify" not in cfg.skip
     if certifying and cfg.executor == "ray":
         execution.start_ray(cfg.address, cfg.workers)  # overlaps Ray's start-up with training
-    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.seed, cfg.test)
-    arch = cfg.model or "cnn"
-    run_ = Run(cfg, data, cache, dev, arch)
-    run_.test_digest = tensor_digest(data.x_test, data.y_test)
+    run_ = _start(cfg)
+    data, arch, dev = run_.data, run_.arch, run_.device
     say(f"dataset {data.name}: {len(data.x_train)} train / {len(data.x_test)} test, "
         f"{'x'.join(map(str, data.shape))}, {data.num_classes} classes; model {arch}; poisons {', '.join(names)}")
 

@@ -1,0 +1,120 @@
+"""MI-UE (Zhu, Miao, Dong, Gao, ICLR 2026): unlearnable examples that lower the mutual information
+between clean and poisoned features by pulling same-class penultimate features together.
+
+Bi-level, fixed rounds, no early stop. Each round: train the crafting model one epoch on (x + δ, y)
+with cross-entropy (random horizontal flip only; SGD with the run's lr, momentum and weight decay,
+cosine-annealed over all rounds); then, in eval mode, K signed-gradient *descent* steps on
+L = L_sim + ζ·L_dist over every batch of the (seeded, shuffled) data, with the step α_t rising
+linearly from `step_start` (first round) to `step_end` (last round).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from attacks.base import POISONS, CraftContext, PoisonParams, release, sign_step
+from attacks.em import BatchStream, batches, check_int_positive, crafting_model, model_step, sgd
+from certify.progress import progress
+from certify.seeding import derive
+from certify.training import flip_crop
+from certify.validation import check_nonnegative, check_positive
+
+
+@dataclass
+class MIUEParams(PoisonParams):
+    """MI-UE, l-inf.
+
+    Published (CIFAR-10, ResNet-18): eps 8/255, 100 rounds x (1 epoch of CE training, batch 128,
+    SGD lr 0.1 cosine, momentum 0.9, wd 1e-4) + K = 10 signed steps per batch of 512,
+    α 0.2/255 -> 0.4/255, τ = 0.1, ζ = 0. CPU defaults (cifar10-mini, cnn): 6 rounds x 4 steps;
+    everything else as published (the crafting model uses the run's lr/momentum/weight decay).
+    """
+    rounds: int = 6
+    steps: int = 4  # K: signed steps on δ per batch per round (published 10)
+    tau: float = 0.1  # temperature of the supervised-contrastive similarity term
+    zeta: float = 0.0  # weight of the distance term (0 in the released default)
+    step_start: float = 0.2 / 255  # α in the first round
+    step_end: float = 0.4 / 255  # α in the last round
+    craft_batch: int = 512
+    train_epochs_per_round: int = 1
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        check_int_positive(where, rounds=self.rounds, steps=self.steps, craft_batch=self.craft_batch,
+                           train_epochs_per_round=self.train_epochs_per_round)
+        check_positive(where, epsilon=self.epsilon, tau=self.tau, step_start=self.step_start,
+                       step_end=self.step_end)
+        check_nonnegative(where, zeta=self.zeta)
+
+
+def sim_loss(z: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
+    """L_sim = -(1/B) Σ_i log[Σ_{j: y_j = y_i} exp(s_ij/τ) / Σ_k exp(s_ik/τ)], s = cosine, j = i included."""
+    zn = nn.functional.normalize(z, dim=1)
+    s = zn @ zn.t() / tau
+    same = y.view(-1, 1) == y.view(1, -1)
+    pos = torch.logsumexp(s.masked_fill(~same, float("-inf")), dim=1)
+    return (torch.logsumexp(s, dim=1) - pos).mean()
+
+
+def dist_loss(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L_dist = (1/B) Σ_i log(1 + (1/d) Σ_{j: y_j = y_i} ||z_i - z_j||_2), d the feature dimension."""
+    sq = (z * z).sum(1)
+    d2 = (sq.view(-1, 1) + sq.view(1, -1) - 2 * z @ z.t()).clamp_min(1e-12)
+    same = (y.view(-1, 1) == y.view(1, -1)) & ~torch.eye(len(y), dtype=torch.bool, device=z.device)
+    dist = torch.where(same, d2.sqrt(), torch.zeros_like(d2)).sum(1)
+    return torch.log1p(dist / z.shape[1]).mean()
+
+
+def miue_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, tau: float, zeta: float) -> torch.Tensor:
+    z = model.features(x)
+    loss = sim_loss(z, y, tau)
+    if zeta:
+        loss = loss + zeta * dist_loss(z, y)
+    return loss
+
+
+def step_schedule(p: MIUEParams) -> list[float]:
+    if p.rounds == 1:
+        return [p.step_start]
+    return [p.step_start + (p.step_end - p.step_start) * r / (p.rounds - 1) for r in range(p.rounds)]
+
+
+def delta_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, p: MIUEParams,
+                alpha: float, gen: torch.Generator, flip: bool) -> torch.Tensor:
+    """One round of δ updates: eval mode, `p.steps` signed descent steps on L per shuffled batch."""
+    model.eval()
+    dev = next(model.parameters()).device
+    delta = delta.clone()
+    for idx in batches(len(x), p.craft_batch, gen):
+        xb, yb, db = x[idx].to(dev), y[idx].to(dev), delta[idx].to(dev)
+        for _ in range(p.steps):
+            db = db.detach().requires_grad_(True)
+            xin = flip_crop((xb + db).clamp(0, 1), gen, flip, 0)
+            grad = torch.autograd.grad(miue_loss(model, xin, yb, p.tau, p.zeta), db)[0]
+            db = sign_step(db.detach(), grad, alpha, xb, p.epsilon)
+        delta[idx] = db.cpu()
+    return delta
+
+
+@POISONS.register("miue", "MI-UE (Zhu et al. 2026): pull same-class features together (supervised-contrastive "
+                  "loss on penultimate features), bi-level, l-inf 8/255", MIUEParams)
+def craft_miue(ctx: CraftContext, p: MIUEParams) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(derive(ctx.seed, "miue", "noise"))
+    x, y, flip = ctx.x, ctx.y, ctx.train.flip
+    model = crafting_model(ctx, "miue")
+    opt = sgd(model, ctx)
+    steps_per_epoch = -(-len(x) // ctx.train.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=p.rounds * p.train_epochs_per_round * steps_per_epoch)
+    stream = BatchStream(len(x), ctx.train.batch_size, gen)
+    delta = torch.zeros_like(x)
+    alphas = step_schedule(p)
+    for r in progress(range(p.rounds), desc="miue", unit="round"):
+        for _ in range(p.train_epochs_per_round * steps_per_epoch):
+            idx = next(stream)
+            model_step(model, opt, (x[idx] + delta[idx]).clamp(0, 1), y[idx], gen, flip)
+            sched.step()
+        delta = delta_steps(model, x, y, delta, p, alphas[r], gen, flip)
+    return release(x, delta, p.norm, p.epsilon)

@@ -1,0 +1,213 @@
+"""`certify check BASELINE.json REPORT.json [--tolerance F] [--junit FILE]`: the CI gate.
+
+Exit 1 if any poison present in the baseline got weaker in the report: its protected accuracy, peak
+protected accuracy, any defended accuracy (final or peak) or certified learnability at any η (curves
+matched by eta_over_sigma) is higher by more than the tolerance; an η certified in the baseline
+abstains in the report; or the poison, or a judged metric of it, is missing from the report. Exit 0
+otherwise. A table is printed either way. The clean control `none` is shown but never judged.
+Certificates made with different σ, q, α, coverage or surrogate recipe are not comparable: UserError
+(exit 2).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from certify.errors import UserError
+from certify.report import load_report
+
+CONTROL = "none"
+EPS = 1e-9  # float slack so that a delta of exactly the tolerance passes
+
+OK, WEAKER, ABSTAINS, MISSING, NOT_JUDGED, NEW = "ok", "WEAKER", "ABSTAINS", "MISSING", "not judged", "new"
+FAILING = (WEAKER, ABSTAINS, MISSING)
+
+
+@dataclass
+class Row:
+    poison: str
+    metric: str
+    baseline: float | None | str
+    report: float | None | str
+    verdict: str
+
+    @property
+    def delta(self) -> float | None:
+        if isinstance(self.baseline, (int, float)) and isinstance(self.report, (int, float)):
+            return self.report - self.baseline
+        return None
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return _close(float(a), float(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _comparable(name: str, base: dict, rep: dict) -> None:
+    for field in ("sigma", "q", "alpha", "coverage", "surrogate", "surrogate_recipe"):
+        if not _same(base.get(field), rep.get(field)):
+            raise UserError(f"certificates not comparable: poison {name!r} has {field} {base.get(field)!r} in the "
+                            f"baseline but {rep.get(field)!r} in the report (certify both with the same --sigma, "
+                            "--q, --alpha, coverage and surrogate recipe)")
+
+
+def _judge(base_v, rep_v, tolerance: float) -> str:
+    if rep_v is None:
+        return MISSING
+    return WEAKER if rep_v - base_v > tolerance + EPS else OK
+
+
+def _accuracy_metrics(sec: dict | None) -> dict[str, float]:
+    """metric name -> value for the judged empirical accuracies of one poison section."""
+    if sec is None:
+        return {}
+    emp = sec["empirical"]
+    out = {"protected_accuracy": emp["protected_accuracy"], "peak_protected_accuracy": emp["peak_protected_accuracy"]}
+    for d, v in (emp.get("defenses") or {}).items():
+        out[f"defense {d}: accuracy"] = v["accuracy"]
+        out[f"defense {d}: peak_accuracy"] = v["peak_accuracy"]
+    return out
+
+
+def _curve_label(pt: dict) -> str:
+    return f"certified eta/sigma={pt['eta_over_sigma']:g}"
+
+
+def compare(baseline: dict, report: dict, tolerance: float) -> list[Row]:
+    """The table rows, in baseline order then poisons new in the report. Raises UserError if not comparable."""
+    bp, rp = baseline["poisons"], report["poisons"]
+    for name in bp:
+        if name in rp and bp[name].get("certificate") and rp[name].get("certificate"):
+            _comparable(name, bp[name]["certificate"], rp[name]["certificate"])
+
+    rows: list[Row] = []
+    for name, bsec in bp.items():
+        judged = name != CONTROL
+        rsec = rp.get(name)
+        if rsec is None:
+            rows.append(Row(name, "poison", "present", "absent", MISSING if judged else NOT_JUDGED))
+            continue
+        racc = _accuracy_metrics(rsec)
+        for metric, bv in _accuracy_metrics(bsec).items():
+            rv = racc.get(metric)
+            rows.append(Row(name, metric, bv, rv, _judge(bv, rv, tolerance) if judged else NOT_JUDGED))
+        bcert, rcert = bsec.get("certificate"), rsec.get("certificate")
+        for bpt in (bcert or {}).get("curve", []):
+            rpt = next((p for p in (rcert or {}).get("curve", []) if _close(p["eta_over_sigma"], bpt["eta_over_sigma"])),
+                       None)
+            bv = bpt["learnability"]
+            if rpt is None:
+                rv, verdict = "absent", MISSING
+            else:
+                rv = rpt["learnability"]
+                if bv is None:
+                    verdict = OK  # abstained in the baseline: nothing to get weaker than
+                elif rv is None:
+                    verdict = ABSTAINS
+                else:
+                    verdict = WEAKER if rv - bv > tolerance + EPS else OK
+            if bv is None and rpt is None:
+                verdict = OK
+            rows.append(Row(name, _curve_label(bpt), bv, rv, verdict if judged else NOT_JUDGED))
+    for name, rsec in rp.items():
+        if name in bp:
+            continue
+        for metric, rv in _accuracy_metrics(rsec).items():
+            rows.append(Row(name, metric, None, rv, NEW))
+        for pt in (rsec.get("certificate") or {}).get("curve", []):
+            rows.append(Row(name, _curve_label(pt), None, pt["learnability"], NEW))
+    return rows
+
+
+def _cell(v, certified: bool) -> str:
+    if v is None:
+        return "abstains" if certified else "-"
+    if isinstance(v, str):
+        return v
+    return f"{v:.4f}"
+
+
+def format_table(rows: list[Row]) -> str:
+    header = ["poison", "metric", "baseline", "report", "delta", "verdict"]
+    body = []
+    for r in rows:
+        cert = r.metric.startswith("certified")
+        base = "-" if (r.verdict == NEW) else _cell(r.baseline, cert)
+        d = r.delta
+        body.append([r.poison, r.metric, base, _cell(r.report, cert), "-" if d is None else f"{d:+.4f}", r.verdict])
+    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in body]
+    return "\n".join(lines)
+
+
+def _xml_text(s: str) -> str:
+    """Drop characters XML 1.0 cannot hold (ElementTree escapes <, >, & and quotes itself)."""
+    return "".join(c for c in str(s) if c in "\t\n\r" or (" " <= c <= "\ud7ff") or ("\ue000" <= c <= "\ufffd")
+                   or ("\U00010000" <= c <= "\U0010ffff"))
+
+
+def write_junit(rows: list[Row], path, tolerance: float) -> None:
+    import xml.etree.ElementTree as ET
+
+    from certify.cache import atomic_write
+
+    failures = sum(r.verdict in FAILING for r in rows)
+    skipped = sum(r.verdict in (NOT_JUDGED, NEW) for r in rows)
+    suite = ET.Element("testsuite", name="certify check", tests=str(len(rows)), failures=str(failures),
+                       errors="0", skipped=str(skipped))
+    for r in rows:
+        tc = ET.SubElement(suite, "testcase", classname=_xml_text(f"certify.{r.poison}"), name=_xml_text(r.metric))
+        cert = r.metric.startswith("certified")
+        detail = (f"baseline {_cell(r.baseline, cert)}, report {_cell(r.report, cert)}"
+                  + ("" if r.delta is None else f", delta {r.delta:+.4f}") + f", tolerance {tolerance:g}")
+        if r.verdict in FAILING:
+            el = ET.SubElement(tc, "failure", message=_xml_text(f"{r.verdict}: {detail}"), type=r.verdict)
+            el.text = _xml_text(f"{r.poison} / {r.metric}: {r.verdict.lower()} ({detail})")
+        elif r.verdict == NOT_JUDGED:
+            ET.SubElement(tc, "skipped", message="clean control: shown, never judged")
+        elif r.verdict == NEW:
+            ET.SubElement(tc, "skipped", message="not in the baseline")
+    root = ET.Element("testsuites", name="certify check", tests=str(len(rows)), failures=str(failures))
+    root.append(suite)
+    tree = ET.ElementTree(root)
+    p = Path(path)
+    try:
+        atomic_write(p, lambda tmp: tree.write(tmp, encoding="utf-8", xml_declaration=True))
+    except OSError as e:
+        raise UserError(f"--junit {p}: cannot write: {e.strerror or e}") from None
+
+
+def check(baseline_path, report_path, tolerance: float = 0.02, junit=None) -> int:
+    """Print the comparison table; return 1 if any judged poison got weaker or went missing, else 0."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) \
+            or tolerance < 0:
+        raise UserError(f"--tolerance must be a finite number >= 0, got {tolerance!r}")
+    baseline = load_report(baseline_path)
+    report = load_report(report_path)
+    rows = compare(baseline, report, float(tolerance))
+    print(f"certify check: baseline {baseline_path} against report {report_path} (tolerance {tolerance:g})")
+    print(format_table(rows))
+    failed = [r for r in rows if r.verdict in FAILING]
+    if junit:
+        write_junit(rows, junit, float(tolerance))
+    if failed:
+        names = sorted({r.poison for r in failed})
+        print(f"FAILED: {len(failed)} metric(s) weaker, abstaining or missing for {', '.join(names)}")
+        return 1
+    judged = sum(r.verdict == OK for r in rows)
+    print(f"passed: {judged} judged metric(s) within tolerance")
+    return 0

@@ -1,0 +1,316 @@
+"""Report figures (matplotlib, Agg), built from the report dict alone.
+
+`plan(report)` says which figures exist (a figure whose data is absent is skipped) without importing
+matplotlib; `render(report, spec)` draws one as PNG bytes; `render_all(report)` draws them all.
+Output is deterministic: fixed size and DPI, fixed rc settings, no Software/date metadata. Figures are
+drawn on `matplotlib.figure.Figure` objects directly, so pyplot's global state and backend are untouched.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import re
+from dataclasses import dataclass
+
+CONTROL = "none"
+DPI = 100
+_RC = {
+    "figure.dpi": DPI, "savefig.dpi": DPI, "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9,
+    "legend.fontsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8, "svg.hashsalt": "certify",
+    "font.family": "DejaVu Sans", "text.usetex": False, "axes.grid": True, "grid.alpha": 0.3,
+}
+POISON_COLOR = "#c0392b"
+CONTROL_COLOR = "#7f8c8d"
+METHOD_COLORS = ["#2980b9", "#27ae60", "#8e44ad", "#d35400", "#16a085", "#2c3e50"]
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    filename: str
+    caption: str
+    poison: str | None  # None: one figure across poisons
+    kind: str           # certificate | history | sal | recovery | defenses | ud
+
+
+def slugs(names) -> dict[str, str]:
+    """A safe, unique file-name part per poison name ('miue' stays 'miue')."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for name in names:
+        s = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:40] or "poison"
+        if s != name or s in used or s in ("defenses", "ud"):
+            s = f"{s}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
+        used.add(s)
+        out[name] = s
+    return out
+
+
+def _has_matrix(m) -> bool:
+    return isinstance(m, list) and any(isinstance(row, list) and len(row) > 0 for row in m)
+
+
+def plan(report: dict) -> list[FigureSpec]:
+    poisons = report["poisons"]
+    slug = slugs(poisons)
+    specs: list[FigureSpec] = []
+    if any((s["empirical"].get("defenses") or {}) for s in poisons.values()):
+        specs.append(FigureSpec("defenses.png", "Test accuracy of the protected model without and with each "
+                                "defence (black tick: clean model)", None, "defenses"))
+    if any((s.get("sal_ud") or {}).get("ud") is not None for s in poisons.values()):
+        specs.append(FigureSpec("ud.png", "UD per poison", None, "ud"))
+    for name, sec in poisons.items():
+        s = slug[name]
+        if sec.get("certificate"):
+            twin = " and the clean control" if (name != CONTROL and (poisons.get(CONTROL) or {}).get("certificate")) \
+                else ""
+            specs.append(FigureSpec(f"certificate-{s}.png", f"{name}: certified learnability against η{twin} "
+                                    "(left; × marks an abstaining η) and the accuracies of the smoothing draws "
+                                    "(right)", name, "certificate"))
+        emp = sec["empirical"]
+        if emp.get("clean_history") or emp.get("protected_history"):
+            specs.append(FigureSpec(f"history-{s}.png", f"{name}: test accuracy per epoch", name, "history"))
+        sal = sec.get("sal_ud") or {}
+        if _has_matrix(sal.get("sal_protected")) or _has_matrix(sal.get("sal_clean")):
+            specs.append(FigureSpec(f"sal-{s}.png", f"{name}: SAL per layer and epoch, protected and clean",
+                                    name, "sal"))
+        if any(r["curve"] for r in (sec.get("recovery") or {}).values()):
+            specs.append(FigureSpec(f"recovery-{s}.png", f"{name}: recovered accuracy against η beside the "
+                                    "certified learnability", name, "recovery"))
+    return specs
+
+
+# ----------------------------------------------------------------------------- drawing helpers
+
+def _t(text) -> str:
+    """Text safe for matplotlib: no mathtext from a '$' in a user string, no hidden '_' legend labels."""
+    s = str(text).replace("$", r"\$")
+    return "\u200b" + s if s.startswith("_") else s
+
+
+def _nan(v) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _secondary_eta_axis(ax, sigma: float) -> None:
+    sec = ax.secondary_xaxis("top", functions=(lambda e: e / sigma, lambda r: r * sigma))
+    sec.set_xlabel(f"η / σ  (σ = {sigma:g})")
+
+
+def _plot_curve(ax, curve, color, label, lower=True, mark_y=0.96):
+    from matplotlib.transforms import blended_transform_factory
+
+    xs = [p["eta"] for p in curve]
+    ax.plot(xs, [_nan(p["learnability"]) for p in curve], "o-", color=color, label=f"{label}: certified upper")
+    if lower and any(p["lower"] is not None for p in curve):
+        ax.plot(xs, [_nan(p["lower"]) for p in curve], "v--", color=color, alpha=0.6, ms=4,
+                label=f"{label}: certified lower")
+    ab = [p["eta"] for p in curve if p["learnability"] is None]
+    if ab:
+        tr = blended_transform_factory(ax.transData, ax.transAxes)
+        ax.plot(ab, [mark_y] * len(ab), "x", color=color, ms=8, mew=2, transform=tr, label=f"{label}: abstains")
+
+
+def _finish_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _certificate(report, name, fig):
+    poisons = report["poisons"]
+    sec = poisons[name]
+    cert = sec["certificate"]
+    twin = (poisons.get(CONTROL) or {}).get("certificate") if name != CONTROL else None
+    gs = fig.add_gridspec(1, 2, width_ratios=[3, 2])
+    ax = fig.add_subplot(gs[0, 0])
+    if twin is not None:
+        _plot_curve(ax, twin["curve"], CONTROL_COLOR, "none", mark_y=0.9)
+    _plot_curve(ax, cert["curve"], POISON_COLOR, _t(name))
+    if cert["max_certified_eta"] is not None:
+        ax.axvline(cert["max_certified_eta"], color="k", ls=":", lw=1,
+                   label=f"max certified η = {cert['max_certified_eta']:.3g}")
+    ax.set_xlabel("η (ℓ2 radius in parameter space)")
+    ax.set_ylabel(f"test accuracy ({cert['q']:g}-quantile, smoothed)")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(left=0)
+    _secondary_eta_axis(ax, cert["sigma"])
+    ax.legend(loc="center right")
+    ax.set_title(_t(f"{name}: certified learnability (α = {cert['alpha']:g}, N = {cert['samples']}, "
+                    f"{cert['coverage']})"))
+
+    hx = fig.add_subplot(gs[0, 1])
+    draws = cert["draws"]
+    twin_draws = twin["draws"] if twin is not None else []
+    allv = list(draws) + list(twin_draws)
+    if allv:
+        lo, hi = min(allv), max(allv)
+        if hi - lo < 1e-6:
+            lo, hi = lo - 0.005, hi + 0.005
+        bins = [lo + (hi - lo) * i / 30 for i in range(31)]
+        if twin_draws:
+            hx.hist(twin_draws, bins=bins, color=CONTROL_COLOR, alpha=0.55, label=f"none (N = {len(twin_draws)})")
+        if draws:
+            hx.hist(draws, bins=bins, color=POISON_COLOR, alpha=0.55, label=_t(f"{name} (N = {len(draws)})"))
+        hx.axvline(cert["empirical_quantile"], color=POISON_COLOR, ls="--", lw=1,
+                   label=f"empirical {cert['q']:g}-quantile")
+        hx.legend(loc="upper left")
+    hx.set_xlabel("test accuracy of a smoothing draw")
+    hx.set_ylabel("draws")
+    hx.set_title("draw accuracies")
+
+
+def _history(report, name, fig):
+    emp = report["poisons"][name]["empirical"]
+    ax = fig.add_subplot(1, 1, 1)
+    for key, color, label in (("clean_history", CONTROL_COLOR, "clean model"),
+                              ("protected_history", POISON_COLOR, "protected model")):
+        h = emp.get(key) or []
+        if h:
+            ax.plot(range(1, len(h) + 1), h, "o-", ms=3, color=color, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.legend()
+    ax.set_title(_t(f"{name}: training history"))
+
+
+def _matrix(m):
+    import numpy as np
+
+    rows = [r if isinstance(r, list) else [] for r in m]
+    width = max((len(r) for r in rows), default=0)
+    a = np.full((len(rows), width), np.nan)
+    for i, r in enumerate(rows):
+        a[i, : len(r)] = [_nan(v) for v in r]
+    return np.ma.masked_invalid(a)
+
+
+def _sal(report, name, fig):
+    import numpy as np
+
+    sal = report["poisons"][name]["sal_ud"]
+    panels = [(k, t) for k, t in (("sal_protected", "protected"), ("sal_clean", "clean")) if _has_matrix(sal.get(k))]
+    mats = [_matrix(sal[k]) for k, _ in panels]
+    finite = [m.compressed() for m in mats if m.count()]
+    vmin = float(min(f.min() for f in finite)) if finite else 0.0
+    vmax = float(max(f.max() for f in finite)) if finite else 1.0
+    if vmax <= vmin:
+        vmax = vmin + 1e-9
+    axes = [fig.add_subplot(1, len(panels), i + 1) for i in range(len(panels))]
+    im = None
+    for ax, (key, title), m in zip(axes, panels, mats):
+        im = ax.imshow(m, aspect="auto", origin="lower", cmap="viridis", vmin=vmin, vmax=vmax,
+                       interpolation="nearest", extent=(0.5, m.shape[1] + 0.5, -0.5, m.shape[0] - 0.5))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("layer")
+        ax.set_title(_t(f"SAL, {title} ({name})" if title == "protected" else "SAL, clean"))
+        ax.grid(False)
+        ax.set_yticks(np.arange(m.shape[0]))
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.9, label="SAL")
+
+
+def _recovery(report, name, fig):
+    poisons = report["poisons"]
+    sec = poisons[name]
+    ax = fig.add_subplot(1, 1, 1)
+    cert = sec.get("certificate")
+    twin = (poisons.get(CONTROL) or {}).get("certificate") if name != CONTROL else None
+    if twin is not None:
+        _plot_curve(ax, twin["curve"], CONTROL_COLOR, "none", lower=False, mark_y=0.9)
+    if cert is not None:
+        _plot_curve(ax, cert["curve"], POISON_COLOR, _t(name), lower=False)
+    for i, (method, rec) in enumerate(sec["recovery"].items()):
+        c = rec["curve"]
+        ax.plot([p["eta"] for p in c], [p["accuracy"] for p in c], "s-", ms=4,
+                color=METHOD_COLORS[i % len(METHOD_COLORS)], label=_t(f"recovered ({method})"))
+    ax.axhline(sec["empirical"]["protected_accuracy"], color=POISON_COLOR, ls=":", lw=1,
+               label="protected model accuracy")
+    ax.set_xlabel("η (ℓ2 radius in parameter space)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(left=0)
+    sigma = cert["sigma"] if cert else None
+    if sigma is None:
+        pts = [p for r in sec["recovery"].values() for p in r["curve"] if p["eta_over_sigma"] > 0]
+        sigma = pts[0]["eta"] / pts[0]["eta_over_sigma"] if pts else None
+    if sigma:
+        _secondary_eta_axis(ax, sigma)
+    ax.legend(loc="best")
+    ax.set_title(_t(f"{name}: recovery attack"))
+
+
+def _defenses(report, fig):
+    import numpy as np
+
+    poisons = report["poisons"]
+    names = list(poisons)
+    defs: list[str] = []
+    for s in poisons.values():
+        for d in (s["empirical"].get("defenses") or {}):
+            if d not in defs:
+                defs.append(d)
+    series = ["no defence"] + defs
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_axisbelow(True)
+    x = np.arange(len(names))
+    width = 0.8 / len(series)
+    for j, label in enumerate(series):
+        vals = []
+        for n in names:
+            emp = poisons[n]["empirical"]
+            if j == 0:
+                vals.append(emp["protected_accuracy"])
+            else:
+                vals.append(_nan(((emp.get("defenses") or {}).get(label) or {}).get("accuracy")))
+        ax.bar(x - 0.4 + width * (j + 0.5), vals, width, label=_t(label),
+               color=([CONTROL_COLOR] + METHOD_COLORS)[j % (len(METHOD_COLORS) + 1)])
+    for i, n in enumerate(names):
+        ax.hlines(poisons[n]["empirical"]["clean_accuracy"], i - 0.42, i + 0.42, color="k", lw=2)
+    ax.set_xticks(x)
+    ax.set_xticklabels([_t(n) for n in names], rotation=20 if len(names) > 4 else 0)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.legend(ncol=min(len(series), 4), loc="upper right")
+    ax.set_title("defences")
+
+
+def _ud(report, fig):
+    poisons = report["poisons"]
+    names = [n for n, s in poisons.items() if s.get("sal_ud")]
+    vals = [_nan(poisons[n]["sal_ud"]["ud"]) for n in names]
+    ax = fig.add_subplot(1, 1, 1)
+    ax.bar(range(len(names)), vals, 0.6,
+           color=[CONTROL_COLOR if n == CONTROL else POISON_COLOR for n in names])
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([_t(n + (" (n/a)" if v != v else "")) for n, v in zip(names, vals)],
+                       rotation=20 if len(names) > 4 else 0)
+    ax.set_ylabel("UD")
+    ax.set_title("UD per poison")
+
+
+_SIZES = {"certificate": (11, 4.4), "history": (6, 3.6), "sal": (11, 4), "recovery": (7.5, 4.6),
+          "defenses": (8, 4), "ud": (6, 3.6)}
+
+
+def render(report: dict, spec: FigureSpec) -> bytes:
+    """One figure as PNG bytes."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=_SIZES[spec.kind], dpi=DPI, layout="constrained")
+        if spec.kind == "defenses":
+            _defenses(report, fig)
+        elif spec.kind == "ud":
+            _ud(report, fig)
+        else:
+            {"certificate": _certificate, "history": _history, "sal": _sal,
+             "recovery": _recovery}[spec.kind](report, spec.poison, fig)
+        return _finish_png(fig)
+
+
+def render_all(report: dict) -> dict[str, bytes]:
+    """filename -> PNG bytes for every figure whose data is present, in plan order."""
+    return {spec.filename: render(report, spec) for spec in plan(report)}

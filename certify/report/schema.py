@@ -1,0 +1,242 @@
+"""The JSON Schema of report.json (`ue-certify/report/v1`) and its validation.
+
+The schema follows the user-facing contract (spec/interface.md). Additional properties are
+allowed everywhere (new fields may be added freely); a per-poison section that was not requested is
+absent, but when present it must carry its fields. Abstaining certificate entries hold null.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from certify.errors import UserError
+
+SCHEMA_ID = "ue-certify/report/v1"
+
+_NUM = {"type": "number"}
+_NUM_OR_NULL = {"type": ["number", "null"]}
+_NONNEG = {"type": "number", "minimum": 0}
+_FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
+_FRACTION_OR_NULL = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+_OPEN_UNIT = {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}
+_COUNT = {"type": "integer", "minimum": 0}
+_STR = {"type": "string"}
+_ACC_LIST = {"type": "array", "items": _FRACTION}
+
+
+def _obj(required: dict[str, Any], optional: dict[str, Any] | None = None, **extra) -> dict:
+    props = dict(required)
+    props.update(optional or {})
+    return {"type": "object", "required": list(required), "properties": props, **extra}
+
+
+BUDGET = _obj({
+    "norm": {"enum": ["linf", "l2", "l0", "none"]},
+    "epsilon": _NONNEG,
+    "measured": _NONNEG,
+})
+
+DEFENSE = _obj({"accuracy": _FRACTION, "peak_accuracy": _FRACTION})
+
+EMPIRICAL = _obj(
+    {"clean_accuracy": _FRACTION, "protected_accuracy": _FRACTION, "peak_protected_accuracy": _FRACTION},
+    {
+        "defenses": {"type": "object", "additionalProperties": DEFENSE},
+        "clean_history": _ACC_LIST,
+        "protected_history": _ACC_LIST,
+    },
+)
+
+CURVE_POINT = _obj({
+    "eta": _NONNEG,
+    "eta_over_sigma": _NONNEG,
+    "q_bar": _FRACTION,
+    "k": {"type": ["integer", "null"], "minimum": 1},
+    "learnability": _FRACTION_OR_NULL,
+    "q_lower": _FRACTION,
+    "k_lower": {"type": ["integer", "null"], "minimum": 1},
+    "lower": _FRACTION_OR_NULL,
+})
+
+CERTIFICATE = _obj(
+    {
+        "sigma": {"type": "number", "exclusiveMinimum": 0},
+        "q": _OPEN_UNIT,
+        "alpha": _OPEN_UNIT,
+        "samples": {"type": "integer", "minimum": 1},
+        "surrogate": {"enum": ["rwp", "standard"]},
+        "surrogate_recipe": _obj({"levels": {"type": "array", "items": _NONNEG}, "epochs": _COUNT}),
+        "surrogate_accuracy": _FRACTION,
+        "empirical_quantile": _FRACTION,
+        "sigma_rule": _obj({
+            "rule": {"enum": ["auto", "fixed"]},
+            "tried": {"type": "array", "items": _obj({"sigma": _NONNEG, "median_ratio": _NUM_OR_NULL})},
+        }),
+        "coverage": {"enum": ["per-eta", "bonferroni"]},
+        "curve": {"type": "array", "items": CURVE_POINT},
+        "max_certified_eta": {"type": ["number", "null"], "minimum": 0},
+        "draws": _ACC_LIST,
+    },
+    {
+        "theta_norm": {"type": ["number", "null"], "minimum": 0},
+        "independent_distance": {"type": ["number", "null"], "minimum": 0},
+    },
+)
+
+SAL_UD = _obj(
+    {
+        "ud": _NUM_OR_NULL,
+        "ud_null_reason": {"type": ["string", "null"]},
+        "lp_protected": _NUM_OR_NULL,
+        "lp_clean": _NUM_OR_NULL,
+        "beta": _NUM_OR_NULL,
+        "rho": _NUM_OR_NULL,
+        "layers": _COUNT,
+        "profile": {"enum": ["quick", "reference"]},
+    },
+    {
+        "sal_protected": {"type": "array", "items": {"type": "array", "items": _NUM_OR_NULL}},
+        "sal_clean": {"type": "array", "items": {"type": "array", "items": _NUM_OR_NULL}},
+    },
+    # A null UD must say why.
+    allOf=[{"if": {"properties": {"ud": {"type": "null"}}, "required": ["ud"]},
+            "then": {"properties": {"ud_null_reason": {"type": "string", "minLength": 1}}}}],
+)
+
+MUTUAL_INFORMATION = _obj({
+    "estimator": _STR,
+    "projections": _COUNT,
+    "images": _COUNT,
+    "clean": _NUM_OR_NULL,
+    "protected": _NUM_OR_NULL,
+    "gap": _NUM_OR_NULL,
+    "histogram_gap": _NUM_OR_NULL,
+})
+
+RECOVERY_METHOD = _obj({
+    "start": _STR,
+    "bn": {"enum": ["frozen", "re-estimated"]},
+    "constraint": {"enum": ["ball", "sphere"]},
+    "curve": {"type": "array",
+              "items": _obj({"eta": _NONNEG, "eta_over_sigma": _NONNEG, "accuracy": _FRACTION})},
+})
+
+POISON = _obj(
+    {"budget": BUDGET, "empirical": EMPIRICAL},
+    {
+        "certificate": CERTIFICATE,
+        "sal_ud": SAL_UD,
+        "mutual_information": MUTUAL_INFORMATION,
+        "recovery": {"type": "object", "additionalProperties": RECOVERY_METHOD},
+    },
+)
+
+REPORT_SCHEMA: dict = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": SCHEMA_ID,
+    "title": "ue-certify report v1",
+    **_obj(
+        {
+            "schema": {"const": SCHEMA_ID},
+            "created": _STR,
+            "command": _STR,
+            "seed": {"type": "integer"},
+            "config": {"type": "object"},
+            "environment": _obj({
+                "python": _STR, "torch": _STR, "device": _STR,
+                "executor": {"enum": ["ray", "serial"]}, "workers": _COUNT,
+            }),
+            "dataset": _obj({
+                "name": _STR, "n_train": _COUNT, "n_test": _COUNT,
+                "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+                "classes": _COUNT,
+            }),
+            "model": _obj({"arch": _STR, "parameters": _COUNT}),
+            "poisons": {"type": "object", "additionalProperties": POISON},
+        },
+        {"timings": {"type": "object", "additionalProperties": _NONNEG}},
+    ),
+}
+
+
+def format_path(parts) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            s = str(p)
+            ok = s and all(c.isalnum() or c in "_-" for c in s)
+            out += (("." if out else "") + s) if ok else f"[{s!r}]"
+    return out or "(top level)"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    if isinstance(value, dict):
+        text = "an object"
+    elif isinstance(value, list):
+        text = f"a list of {len(value)}"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(err) -> tuple[str, str]:
+    """(path, what is wrong) for one jsonschema error, in one line."""
+    path = list(err.absolute_path)
+    v = err.validator
+    if v == "required":
+        inst = err.instance if isinstance(err.instance, dict) else {}
+        missing = [k for k in err.validator_value if k not in inst]
+        name = missing[0] if missing else "?"
+        return format_path(path + [name]), "missing (required field)"
+    if v == "type":
+        want = err.validator_value
+        want = " or ".join(want) if isinstance(want, list) else want
+        return format_path(path), f"must be {want}, got {_short(err.instance)}"
+    if v in ("enum", "const"):
+        allowed = err.validator_value if v == "enum" else [err.validator_value]
+        return format_path(path), f"must be one of {', '.join(map(repr, allowed))}, got {_short(err.instance)}"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        sym = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v]
+        return format_path(path), f"must be {sym} {err.validator_value}, got {_short(err.instance)}"
+    if v == "minLength":
+        return format_path(path), f"must be a non-empty string, got {_short(err.instance)}"
+    return format_path(path), " ".join(err.message.split())[:160]
+
+
+def _non_finite(value: Any, path: list):
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        for k, v in value.items():
+            p = _non_finite(v, path + [k])
+            if p is not None:
+                return p
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            p = _non_finite(v, path + [i])
+            if p is not None:
+                return p
+    return None
+
+
+def validate_report(report: Any, where: str = "report") -> None:
+    """Raise UserError naming the path of the first problem (one line); return None if valid."""
+    import jsonschema
+
+    if not isinstance(report, dict):
+        raise UserError(f"{where}: must be a JSON object, got {_short(report)}")
+    if report.get("schema") != SCHEMA_ID:
+        raise UserError(f"{where}: schema must be {SCHEMA_ID!r}, got {_short(report.get('schema'))} "
+                        "(not a ue-certify report v1)")
+    validator = jsonschema.Draft202012Validator(REPORT_SCHEMA)
+    err = next(iter(validator.iter_errors(report)), None)
+    if err is not None:
+        # Descend into the most specific error (jsonschema's own relevance rule) of the first one found.
+        err = jsonschema.exceptions.best_match([err]) or err
+        path, what = _describe(err)
+        raise UserError(f"{where}: {path}: {what}")
+    bad = _non_finite(report, [])
+    if bad is not None:
+        raise UserError(f"{where}: {format_path(bad)}: must be a finite number (NaN/infinity are not valid JSON)")

@@ -1,0 +1,61 @@
+"""Config: defaults <- dataset defaults <- YAML <- flags, and one clear error per bad value."""
+import pytest
+
+from certify.config import RunConfig, load_config
+from certify.errors import UserError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_defaults_and_dataset_table():
+    cfg = load_config()
+    assert cfg.dataset == "cifar10-mini" and cfg.model == "cnn" and cfg.sigma == "auto"
+    assert cfg.q == 0.9 and cfg.alpha == 0.01 and cfg.samples == 1000
+    digits = load_config(overrides={"dataset": "digits"})
+    assert digits.train.flip is False and digits.train.batch_size == 64
+
+
+def test_yaml_then_flags(tmp_path):
+    path = write(tmp_path, "seed: 3\nq: 0.5\ntrain:\n  epochs: 4\npoisons: [random]\n")
+    cfg = load_config(path, {"q": 0.7})
+    assert cfg.seed == 3 and cfg.q == 0.7 and cfg.train.epochs == 4 and cfg.poisons == ["random"]
+    assert cfg.train.lr == RunConfig().train.lr  # the rest of the section keeps its defaults
+
+
+@pytest.mark.parametrize("text, message", [
+    ("seed: [1\n", "malformed YAML"),
+    ("colour: red\n", "unknown key 'colour'"),
+    ("train:\n  epoch: 3\n", "unknown key 'train.epoch'"),
+    ("seed: one\n", "seed must be an integer"),
+    ("q: 1.5\n", "q must be in (0, 1)"),
+    ("alpha: 0\n", "alpha must be in (0, 1)"),
+    ("sigma: -0.1\n", "sigma must be > 0"),
+    ("sigma: often\n", "sigma must be a positive number or 'auto'"),
+    ("samples: 0\n", "samples must be a positive integer"),
+    ("eta_sigma: [0.1, -1]\n", "eta_sigma must be >= 0"),
+    ("executor: threads\n", "executor must be one of ray, serial"),
+    ("train:\n  epochs: 0\n", "epochs must be > 0"),
+    ("- a\n- b\n", "top level must be a mapping"),
+    ("model: vgg99\n", "unknown model 'vgg99'"),
+    ("defenses: [magic]\n", "unknown defence 'magic'"),
+    ("skip: [everything]\n", "skip must be one of"),
+])
+def test_bad_config_is_one_line(tmp_path, text, message):
+    with pytest.raises(UserError) as e:
+        load_config(write(tmp_path, text))
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_file():
+    with pytest.raises(UserError, match="config file not found"):
+        load_config("/nonexistent/c.yaml")
+
+
+def test_yaml_is_safe(tmp_path):
+    with pytest.raises(UserError):  # python tags are not constructed
+        load_config(write(tmp_path, "seed: !!python/object/apply:os.system ['true']\n"))

@@ -1,0 +1,262 @@
+"""certify.report: schema validation, writing report.json/md/html/figures, re-rendering, loading."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from certify import bounds
+from certify.errors import UserError
+from certify.report import load_report, render, validate_report, write_report
+from certify.report.schema import SCHEMA_ID
+
+GRID = [0.05, 0.1, 0.25, 0.5, 1.0, 1.5]
+SIGMA = 0.02
+
+
+def _certificate(mean: float, seed: int) -> dict:
+    draws = np.random.default_rng(seed).normal(mean, 0.03, 200).clip(0, 1)
+    cert = {
+        "sigma": SIGMA, "q": 0.9, "alpha": 0.01,
+        "surrogate": "rwp", "surrogate_recipe": {"levels": [0.0, 0.01, 0.02], "epochs": 12},
+        "surrogate_accuracy": mean + 0.05,
+        "sigma_rule": {"rule": "auto", "tried": [{"sigma": 0.005, "median_ratio": 0.98},
+                                                 {"sigma": 0.01, "median_ratio": 0.96},
+                                                 {"sigma": 0.02, "median_ratio": 0.88},
+                                                 {"sigma": 0.05, "median_ratio": 0.56}]},
+        "theta_norm": 41.3, "independent_distance": 27.9,
+        "eta_scale": "eta is an absolute l2 radius over all trainable parameters",
+    }
+    cert.update(bounds.summarize(draws, 0.9, 0.01, SIGMA, GRID))
+    cert["draws"] = [float(a) for a in draws]
+    return cert
+
+
+def _poison(name: str, clean: float, protected: float, seed: int) -> dict:
+    control = name == "none"
+    return {
+        "budget": ({"norm": "none", "epsilon": 0, "measured": 0} if control
+                   else {"norm": "linf", "epsilon": 8 / 255, "measured": 8 / 255}),
+        "empirical": {
+            "clean_accuracy": clean, "protected_accuracy": protected, "peak_protected_accuracy": protected + 0.03,
+            "defenses": {"jpeg": {"accuracy": protected + 0.1, "peak_accuracy": protected + 0.12},
+                         "grayscale": {"accuracy": protected + 0.05, "peak_accuracy": protected + 0.06}},
+            "clean_history": [0.2, 0.35, 0.45, clean],
+            "protected_history": [0.15, 0.25, protected + 0.03, protected],
+        },
+        "certificate": _certificate(protected, seed),
+        "sal_ud": {"ud": 1.0 if control else 0.42, "ud_null_reason": None, "lp_protected": 0.3, "lp_clean": 0.3,
+                   "beta": 0.5, "rho": 0.05, "layers": 3, "profile": "quick",
+                   "sal_protected": [[0.1 * (i + j) for j in range(5)] for i in range(3)],
+                   "sal_clean": [[0.05 * (i + 2 * j) for j in range(5)] for i in range(3)]},
+        "mutual_information": {"estimator": "ksg", "projections": 128, "images": 1000,
+                               "clean": 0.8, "protected": 0.8 if control else 0.35,
+                               "gap": 0.0 if control else 0.45, "histogram_gap": 0.0 if control else 0.3},
+        "recovery": {"pgd": {"start": "surrogate", "bn": "frozen", "constraint": "ball",
+                             "curve": [{"eta": r * SIGMA, "eta_over_sigma": r, "accuracy": protected + 0.02 * r}
+                                       for r in GRID]}},
+    }
+
+
+def make_report(dataset_name: str = "cifar10-mini", poisons=("none", "miue")) -> dict:
+    values = {"none": (0.535, 0.535, 1), "miue": (0.535, 0.21, 2)}
+    return {
+        "schema": SCHEMA_ID,
+        "created": "2025-01-02T03:04:05+00:00",
+        "command": "certify run --poison miue --samples 200 --sigma 0.02 --seed 0",
+        "seed": 0,
+        "config": {"poisons": list(poisons), "samples": 200, "sigma": SIGMA, "q": 0.9, "alpha": 0.01},
+        "environment": {"python": "3.12.1", "torch": "2.14.1", "device": "cpu", "executor": "serial",
+                        "workers": 2},
+        "dataset": {"name": dataset_name, "n_train": 5000, "n_test": 1000, "shape": [3, 32, 32], "classes": 10},
+        "model": {"arch": "cnn-w8", "parameters": 6530},
+        "poisons": {p: _poison(p, *values.get(p, (0.5, 0.3, 3))) for p in poisons},
+        "timings": {"craft": 12.5, "train": 40.1, "certify": 8.25},
+    }
+
+
+# ----------------------------------------------------------------------------- schema
+
+def test_synthetic_report_is_valid_and_has_an_abstaining_eta():
+    r = make_report()
+    validate_report(r)
+    curve = r["poisons"]["miue"]["certificate"]["curve"]
+    assert any(p["learnability"] is None for p in curve)
+    assert any(p["learnability"] is not None for p in curve)
+
+
+def test_optional_sections_may_be_absent_and_nullable_fields_null():
+    r = make_report()
+    for key in ("certificate", "sal_ud", "mutual_information", "recovery"):
+        del r["poisons"]["miue"][key]
+    del r["poisons"]["miue"]["empirical"]["defenses"]
+    del r["timings"]
+    r["poisons"]["none"]["sal_ud"].update(ud=None, ud_null_reason="the clean model did not converge")
+    r["poisons"]["none"]["extra_field"] = {"anything": [1, 2]}
+    validate_report(r)
+
+
+@pytest.mark.parametrize("mutate, path", [
+    (lambda r: r["poisons"]["miue"]["certificate"].pop("sigma"), "poisons.miue.certificate.sigma"),
+    (lambda r: r["poisons"]["miue"]["certificate"]["curve"][1].update(learnability="0.3"),
+     "poisons.miue.certificate.curve[1].learnability"),
+    (lambda r: r["poisons"]["miue"]["empirical"].update(protected_accuracy=1.5),
+     "poisons.miue.empirical.protected_accuracy"),
+    (lambda r: r["poisons"]["miue"]["sal_ud"].update(ud=None), "poisons.miue.sal_ud.ud_null_reason"),
+    (lambda r: r["poisons"]["miue"]["budget"].update(norm="l3"), "poisons.miue.budget.norm"),
+    (lambda r: r["dataset"].update(n_test="many"), "dataset.n_test"),
+    (lambda r: r.pop("seed"), "seed"),
+    (lambda r: r["poisons"]["miue"]["recovery"]["pgd"]["curve"][0].pop("accuracy"),
+     "poisons.miue.recovery.pgd.curve[0].accuracy"),
+])
+def test_schema_rejects_with_the_path(mutate, path):
+    r = make_report()
+    mutate(r)
+    with pytest.raises(UserError) as e:
+        validate_report(r)
+    msg = str(e.value)
+    assert path in msg
+    assert "\n" not in msg
+
+
+def test_schema_rejects_a_foreign_document_and_non_finite_numbers():
+    with pytest.raises(UserError, match="schema"):
+        validate_report({"schema": "something/else", "poisons": {}})
+    r = make_report()
+    r["poisons"]["miue"]["mutual_information"]["gap"] = float("nan")
+    with pytest.raises(UserError, match=r"poisons\.miue\.mutual_information\.gap"):
+        validate_report(r)
+
+
+# ----------------------------------------------------------------------------- writing and rendering
+
+EXPECTED_FIGURES = {"defenses.png", "ud.png", "certificate-none.png", "certificate-miue.png", "history-miue.png",
+                    "sal-miue.png", "recovery-miue.png", "sal-none.png", "recovery-none.png", "history-none.png"}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    r = make_report()
+    # numpy values are accepted and written as plain JSON
+    r["poisons"]["miue"]["empirical"]["protected_accuracy"] = np.float32(0.25)
+    r["dataset"]["n_train"] = np.int64(5000)
+    write_report(r, out)
+    return out
+
+
+def test_write_report_writes_json_md_html_and_figures(written):
+    doc = json.loads((written / "report.json").read_text())
+    assert doc["schema"] == SCHEMA_ID
+    assert doc["poisons"]["miue"]["empirical"]["protected_accuracy"] == pytest.approx(0.25)
+    assert doc["dataset"]["n_train"] == 5000
+    figs = {p.name for p in (written / "figures").glob("*.png")}
+    assert figs == EXPECTED_FIGURES
+    for name in figs:
+        assert (written / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    md = (written / "report.md").read_text()
+    assert "certify run --poison miue --samples 200 --sigma 0.02 --seed 0" in md
+    assert "## Summary" in md
+    assert "certified @ η/σ=0.1 (gap to none)" in md and "certified @ η/σ=0.5 (gap to none)" in md
+    assert "abstains" in md
+    assert "What is guaranteed" in md and "What is not guaranteed" in md
+    assert "per-η coverage" in md
+    assert "41.3" in md and "27.9" in md  # ‖θ̂‖₂ and the independent-model distance for scale
+    assert "jpeg acc" in md and "MI gap" in md and "best recovered acc" in md and "UD" in md
+    for name in figs:
+        assert f"(figures/{name})" in md
+
+    html = (written / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    assert html.count("data:image/png;base64,") == len(figs)
+    assert 'src="figures/' not in html and "<link" not in html  # self-contained
+
+
+def test_summary_drops_columns_without_data(tmp_path):
+    r = make_report()
+    for sec in r["poisons"].values():
+        for key in ("sal_ud", "mutual_information", "recovery"):
+            del sec[key]
+        del sec["empirical"]["defenses"]
+    write_report(r, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| poison"))
+    assert "UD" not in header and "MI gap" not in header and "recovered" not in header and "jpeg" not in header
+    assert "certified @" in header
+    figs = {p.name for p in (tmp_path / "figures").glob("*.png")}
+    assert figs == {"certificate-none.png", "certificate-miue.png", "history-none.png", "history-miue.png"}
+
+
+def test_html_and_markdown_escape_user_strings(tmp_path):
+    evil = "<script>alert(1)</script>"
+    r = make_report(dataset_name=evil, poisons=("none", evil))
+    r["command"] = f"certify run --poison '{evil}'"
+    write_report(r, tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    md = (tmp_path / "report.md").read_text()
+    outside_code = re.sub(r"`[^`]*`", "", re.sub(r"```.*?```", "", md, flags=re.S))  # code shows text literally
+    assert "<script>" not in outside_code
+    # figure files get a safe name
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", p.name) for p in (tmp_path / "figures").iterdir())
+
+
+def test_render_reproduces_the_same_outputs_from_the_json(written, tmp_path):
+    md_before = (written / "report.md").read_text()
+    html_before = (written / "report.html").read_text()
+    fig_before = (written / "figures" / "certificate-miue.png").read_bytes()
+    copy_dir = tmp_path / "copy"
+    copy_dir.mkdir()
+    (copy_dir / "report.json").write_bytes((written / "report.json").read_bytes())
+    render(copy_dir / "report.json")
+    assert (copy_dir / "report.md").read_text() == md_before
+    assert (copy_dir / "report.html").read_text() == html_before
+    assert (copy_dir / "figures" / "certificate-miue.png").read_bytes() == fig_before
+
+
+def test_write_report_rejects_an_invalid_report_before_writing(tmp_path):
+    r = make_report()
+    del r["poisons"]["miue"]["budget"]
+    with pytest.raises(UserError, match=r"poisons\.miue\.budget"):
+        write_report(r, tmp_path / "out")
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+# ----------------------------------------------------------------------------- load_report
+
+def test_load_report_errors(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        load_report(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        load_report(bad)
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(json.dumps({"name": "package.json"}))
+    with pytest.raises(UserError, match="not a ue-certify report"):
+        load_report(foreign)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"schema": "ue-certify/report/v0"}))
+    with pytest.raises(UserError, match="schema"):
+        load_report(wrong)
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe\x00\x01")
+    with pytest.raises(UserError, match="binary.json"):
+        load_report(binary)
+    with pytest.raises(UserError, match="directory"):
+        load_report(tmp_path)
+    invalid = tmp_path / "invalid.json"
+    r = make_report()
+    r["poisons"]["miue"]["certificate"]["q"] = 2
+    invalid.write_text(json.dumps(r))
+    with pytest.raises(UserError, match=r"invalid\.json: poisons\.miue\.certificate\.q"):
+        load_report(invalid)
+
+
+def test_load_report_round_trip(written):
+    doc = load_report(written / "report.json")
+    assert set(doc["poisons"]) == {"none", "miue"}
+    assert doc == json.loads((written / "report.json").read_text())
