@@ -91,12 +91,11 @@ class EMParams(PoisonParams):
     Published (CIFAR-10, ResNet-18): eps 8/255; each round 10 model batches (SGD lr 0.1, batch 128)
     then 20 PGD steps of 0.8/255 over every batch; stop when crafting accuracy on x + δ > 99 %
     (sample-wise needs ~10-20 rounds there). CPU defaults (cifar10-mini, cnn): the same steps and
-    rule with 10 PGD steps per round and at most 8 rounds, crafting batch 512; class-wise uses the
-    published 20 PGD steps (its δ is tiny, so its steps are cheap to apply but cost a pass each).
+    rule with 5 PGD steps per round and at most 5 rounds, crafting batch 512.
     """
-    max_rounds: int = 8
+    max_rounds: int = 5
     model_steps: int = 10  # crafting-model batches per round (ctx.train batch size and lr)
-    pgd_steps: int = 10  # signed steps on δ per batch per round (published 20)
+    pgd_steps: int = 5  # signed steps on δ per batch per round (published 20)
     step_size: float = 0.8 / 255
     target_accuracy: float = 0.99  # stop once the crafting model's accuracy on x + δ reaches this
     craft_batch: int = 512  # images per PGD batch
@@ -105,16 +104,17 @@ class EMParams(PoisonParams):
         super().validate(where)
         check_int_positive(where, max_rounds=self.max_rounds, model_steps=self.model_steps,
                            pgd_steps=self.pgd_steps, craft_batch=self.craft_batch)
-        check_positive(where, epsilon=self.epsilon, step_size=self.step_size)
+        check_positive(where, epsilon=self.epsilon, step_size=self.step_size,
+                       target_accuracy=self.target_accuracy)
         if not 0 < self.target_accuracy <= 1:
             raise UserError(f"{where}: target_accuracy must be in (0, 1], got {self.target_accuracy!r}")
 
 
 @dataclass
 class EMClasswiseParams(EMParams):
-    """Class-wise EM: one δ per class. Published as EMParams; CPU defaults 20 PGD steps, 5 rounds."""
-    max_rounds: int = 5
-    pgd_steps: int = 20
+    """Class-wise EM: one δ per class. Published as EMParams; CPU defaults 3 rounds of 5 PGD steps
+    (every batch moves the shared class δ, so it saturates within a round)."""
+    max_rounds: int = 3
 
 
 def _ce_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:

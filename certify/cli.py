@@ -87,6 +87,12 @@ def build_parser() -> Parser:
     p.add_argument("--data-root", dest="data_root")
     p.add_argument("--download", action="store_const", const=True)
 
+    a = sub.add_parser("audit", help="evaluate a dataset someone already protected (no crafting)")
+    a.add_argument("--release", required=True, help="the protected set: folder:PATH, npz:PATH or NAME:train")
+    a.add_argument("--clean", dest="dataset", required=True, help="the clean set it pairs with, image for image")
+    a.add_argument("--test", required=True, help="a clean test source")
+    _evaluation_options(a)
+
     c = sub.add_parser("check", help="CI gate: exit 1 if protection got weaker than a baseline")
     c.add_argument("baseline")
     c.add_argument("report")
@@ -116,6 +122,17 @@ def cmd_run(ns, argv) -> int:
     cfg = load_config(ns.config, _flags(ns, RUN_FLAGS))
     command = "certify " + " ".join(shlex.quote(a) for a in argv)
     report, out = run(cfg, command)
+    _print_summary(report, out, ns.json)
+    return EXIT_OK
+
+
+def cmd_audit(ns, argv) -> int:
+    from certify.config import load_config
+    from certify.pipeline import audit
+
+    cfg = load_config(ns.config, {**_flags(ns, RUN_FLAGS), "poisons": ["none"]})
+    command = "certify " + " ".join(shlex.quote(a) for a in argv)
+    report, out = audit(cfg, ns.release, command)
     _print_summary(report, out, ns.json)
     return EXIT_OK
 
@@ -191,7 +208,7 @@ def cmd_list(ns, argv) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "poison": cmd_poison, "check": cmd_check, "report": cmd_report, "list": cmd_list}
+COMMANDS = {"run": cmd_run, "audit": cmd_audit, "poison": cmd_poison, "check": cmd_check, "report": cmd_report, "list": cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:

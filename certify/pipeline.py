@@ -103,18 +103,25 @@ def _comparable(cfg: RunConfig) -> dict:
 def train_model(run: Run, x: torch.Tensor, y: torch.Tensor, seed_name: str, desc: str):
     """A model trained normally on (x, y) with the run's recipe: (model, history), cached."""
     seed = derive(run.cfg.seed, seed_name)
+    keep = "scores" not in run.cfg.skip  # SAL scores every epoch's weights
     key = key_of("model", {"model": run.model_spec(), "train": dataclasses.asdict(run.cfg.train),
-                           "seed": seed, "data": tensor_digest(x, y), "test": run.test_digest})
+                           "seed": seed, "data": tensor_digest(x, y), "test": run.test_digest, "checkpoints": keep})
 
     def make():
         model = run.model(seed)
-        hist = train(model, x, y, run.cfg.train, seed, x_test=run.data.x_test, y_test=run.data.y_test, desc=desc)
-        return {"state": model.state_dict(), "history": hist}
+        checkpoints = []
+
+        def snapshot(epoch, m):
+            checkpoints.append({k: v.detach().cpu().clone() for k, v in m.state_dict().items()})
+
+        hist = train(model, x, y, run.cfg.train, seed, x_test=run.data.x_test, y_test=run.data.y_test,
+                     epoch_callback=snapshot if keep else None, desc=desc)
+        return {"state": model.state_dict(), "history": hist, "checkpoints": checkpoints}
 
     art = run.cache.tensors(key, make)
     model = run.model(seed)
     model.load_state_dict(art["state"])
-    return model.eval(), art["history"], key
+    return model.eval(), art["history"], key, art["checkpoints"]
 
 
 def craft(run: Run, name: str) -> tuple[torch.Tensor, dict]:
@@ -222,7 +229,7 @@ def certificate(run: Run, name: str, model: torch.nn.Module, rec: dict, surrogat
 
 def independent_distance(run: Run, clean_model: torch.nn.Module) -> float:
     """l2 distance between two clean models trained with the same recipe and different seeds."""
-    other, _, _ = train_model(run, run.data.x_train, run.data.y_train, "victim-independent", "train clean (2nd seed)")
+    other, *_ = train_model(run, run.data.x_train, run.data.y_train, "victim-independent", "train clean (2nd seed)")
     a = torch.cat([p.flatten() for p in trainable(clean_model).values()])
     b = torch.cat([p.flatten() for p in trainable(other).values()])
     return float((a - b).norm())
@@ -250,11 +257,11 @@ def environment(cfg: RunConfig, dev: torch.device) -> dict:
             "threads": cfg.smoothing.threads}
 
 
-def _start(cfg: RunConfig) -> Run:
+def _start(cfg: RunConfig, data: Dataset | None = None) -> Run:
     cache = Cache(cfg.cache_dir)
     dev = devices.pick_device()
     devices.set_threads(devices.default_threads())
-    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.seed, cfg.test)
+    data = data or load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.seed, cfg.test)
     run_ = Run(cfg, data, cache, dev, cfg.model or "cnn")
     run_.test_digest = tensor_digest(data.x_test, data.y_test)
     return run_
@@ -274,64 +281,128 @@ def export_poison(cfg: RunConfig, out: str, fmt: str) -> dict:
     return manifest
 
 
-def run(cfg: RunConfig, command: str) -> tuple[dict, Path]:
+def evaluate_release(run_: Run, name: str, released: torch.Tensor, head: dict, ctx: dict) -> dict:
+    """Every stage after crafting, for one released training set: the poison's report section,
+    starting from `head` (its budget and parameters)."""
+    cfg, data = run_.cfg, run_.data
+    section = dict(head)
+    with run_.stage("training"):
+        protected_model, hist, _, checkpoints = train_model(run_, released, data.y_train, "victim", f"train {name}")
+    clean_hist = ctx["clean_history"]
+    section["empirical"] = {"clean_accuracy": clean_hist["final_test_accuracy"],
+                            "protected_accuracy": hist["final_test_accuracy"],
+                            "peak_protected_accuracy": hist["peak_test_accuracy"],
+                            "clean_history": clean_hist["test_accuracy"],
+                            "protected_history": hist["test_accuracy"]}
+    line = f"{name}: protected accuracy {hist['final_test_accuracy']:.3f} (clean {clean_hist['final_test_accuracy']:.3f})"
+    if ctx["sigma"] is not None:
+        with run_.stage("surrogate"):
+            sur, rec, skey = surrogate(run_, released, data.y_train, ctx["sigma"])
+        if "certify" not in cfg.skip:
+            with run_.stage("certification"):
+                section["certificate"] = certificate(run_, name, sur, rec, skey, ctx["sigma"], ctx["sigma_rule"])
+            c = section["certificate"]
+            point = next((p for p in c["curve"] if abs(p["eta_over_sigma"] - 0.1) < 1e-9), c["curve"][0])
+            value = point["learnability"]
+            line += (f"; certified learnability {'abstains' if value is None else f'{value:.3f}'} "
+                     f"at eta/sigma={point['eta_over_sigma']}")
+    say(line)
+    return section
+
+
+def evaluate_all(run_: Run, out: Path, command: str, releases) -> dict:
+    """The shared back half of `run` and `audit`: `releases` yields (name, released images, head)."""
+    cfg, data = run_.cfg, run_.data
+    with run_.stage("training"):
+        clean_model, clean_hist, run_.clean_key, clean_checkpoints = train_model(
+            run_, data.x_train, data.y_train, "victim", "train clean")
+    say(f"clean model: test accuracy {clean_hist['final_test_accuracy']:.3f}")
+    ctx = {"clean_model": clean_model, "clean_history": clean_hist, "sigma": None, "sigma_rule": None}
+    if "certify" not in cfg.skip or "recovery" not in cfg.skip:  # recovery needs sigma and the surrogate too
+        with run_.stage("certification"):
+            ctx["sigma"], ctx["sigma_rule"] = choose_sigma(run_, clean_model)
+        say(f"sigma = {ctx['sigma']} ({ctx['sigma_rule']['rule']})")
+        if "certify" not in cfg.skip:
+            with run_.stage("training"):
+                run_.independent_distance = independent_distance(run_, clean_model)
+    report = {"schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "command": command, "seed": cfg.seed, "config": to_dict(cfg),
+              "environment": environment(cfg, run_.device), "dataset": data.info(),
+              "model": {"arch": run_.arch, "parameters": count_parameters(clean_model)}, "poisons": {}}
+    for name, released, head in releases:
+        report["poisons"][name] = evaluate_release(run_, name, released, head, ctx)
+    report["timings"] = {k: round(v, 2) for k, v in run_.timings.items()}
+    from certify.report import write_report  # figures and HTML are only needed at the end
+
+    write_report(report, out)
+    return report
+
+
+def _check_names(cfg: RunConfig) -> list[str]:
     names = poison_names(cfg)
     for n in names:  # parameters are validated before any work
         POISONS.params(n, cfg.poison_params.get(n, {}))
     for n in cfg.poison_params:
         POISONS.get(n)
+    return names
+
+
+def _begin(cfg: RunConfig, command: str, what: str, data: Dataset | None = None) -> tuple[Path, Run]:
     out = prepare_out(cfg, command)
-    certifying = "certify" not in cfg.skip
-    if certifying and cfg.executor == "ray":
+    if "certify" not in cfg.skip and cfg.executor == "ray":
         execution.start_ray(cfg.address, cfg.workers)  # overlaps Ray's start-up with training
-    run_ = _start(cfg)
-    data, arch, dev = run_.data, run_.arch, run_.device
-    say(f"dataset {data.name}: {len(data.x_train)} train / {len(data.x_test)} test, "
-        f"{'x'.join(map(str, data.shape))}, {data.num_classes} classes; model {arch}; poisons {', '.join(names)}")
+    run_ = _start(cfg, data)
+    d = run_.data
+    say(f"dataset {d.name}: {len(d.x_train)} train / {len(d.x_test)} test, {'x'.join(map(str, d.shape))}, "
+        f"{d.num_classes} classes; model {run_.arch}; {what}")
+    return out, run_
 
-    with run_.stage("training"):
-        clean_model, clean_hist, run_.clean_key = train_model(run_, data.x_train, data.y_train, "victim", "train clean")
-    say(f"clean model: test accuracy {clean_hist['final_test_accuracy']:.3f}")
-    sigma, rule = None, None
-    if certifying:
-        with run_.stage("certification"):
-            sigma, rule = choose_sigma(run_, clean_model)
-        say(f"sigma = {sigma} ({rule['rule']})")
-        with run_.stage("training"):
-            run_.independent_distance = independent_distance(run_, clean_model)
 
-    report = {"schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": command, "seed": cfg.seed, "config": to_dict(cfg), "environment": environment(cfg, dev),
-              "dataset": data.info(), "model": {"arch": arch, "parameters": count_parameters(clean_model)},
-              "poisons": {}}
-    for name in names:
-        section = {}
-        with run_.stage("crafting"):
-            released, info = craft(run_, name)
-        section["budget"] = info["budget"]
-        section["parameters"] = info["params"]
-        with run_.stage("training"):
-            _, hist, _ = train_model(run_, released, data.y_train, "victim", f"train {name}")
-        section["empirical"] = {"clean_accuracy": clean_hist["final_test_accuracy"],
-                                "protected_accuracy": hist["final_test_accuracy"],
-                                "peak_protected_accuracy": hist["peak_test_accuracy"],
-                                "clean_history": clean_hist["test_accuracy"],
-                                "protected_history": hist["test_accuracy"]}
-        line = f"{name}: protected accuracy {hist['final_test_accuracy']:.3f} (clean {clean_hist['final_test_accuracy']:.3f})"
-        if certifying:
-            with run_.stage("surrogate"):
-                sur, rec, skey = surrogate(run_, released, data.y_train, sigma)
-            with run_.stage("certification"):
-                section["certificate"] = certificate(run_, name, sur, rec, skey, sigma, rule)
-            c = section["certificate"]
-            point = next((p for p in c["curve"] if abs(p["eta_over_sigma"] - 0.1) < 1e-9), c["curve"][0])
-            cl = point["learnability"]
-            line += f"; certified learnability {('abstain' if cl is None else f'{cl:.3f}')} at eta/sigma={point['eta_over_sigma']}"
-        say(line)
-        report["poisons"][name] = section
-    report["timings"] = {k: round(v, 2) for k, v in run_.timings.items()}
-    from certify.report import write_report  # figures and HTML are only needed at the end
+def run(cfg: RunConfig, command: str) -> tuple[dict, Path]:
+    """`certify run`: craft each poison (the clean control `none` first) and evaluate it."""
+    names = _check_names(cfg)
+    out, run_ = _begin(cfg, command, f"poisons {', '.join(names)}")
 
-    with run_.stage("report"):
-        write_report(report, out)
-    return report, out
+    def releases():
+        for name in names:
+            with run_.stage("crafting"):
+                released, info = craft(run_, name)
+            yield name, released, {"budget": info["budget"], "parameters": info["params"]}
+
+    return evaluate_all(run_, out, command, releases()), out
+
+
+def audit(cfg: RunConfig, release: str, command: str) -> tuple[dict, Path]:
+    """`certify audit`: evaluate a dataset someone already protected (no crafting).
+
+    `cfg.dataset` is the clean source and `cfg.test` the test source; `release` must pair with the
+    clean source image for image (same count, shapes and labels), checked before anything else.
+    """
+    from certify.data import load_split
+
+    if cfg.test is None:
+        raise UserError("audit needs --test: a clean test source disjoint from the release")
+    x_rel, y_rel, _ = load_split(release, cfg.data_root, cfg.download, cfg.seed)
+    x_clean, y_clean, classes = load_split(cfg.dataset, cfg.data_root, cfg.download, cfg.seed)
+    x_test, y_test, test_classes = load_split(cfg.test, cfg.data_root, cfg.download, cfg.seed)
+    if x_test.shape[1:] != x_clean.shape[1:] or len(test_classes) != len(classes):
+        raise UserError(f"test source {cfg.test!r} does not match the clean images (shape or class count)")
+    if len(x_rel) != len(x_clean):
+        raise UserError(f"release {release!r} has {len(x_rel)} images but clean {cfg.dataset!r} has {len(x_clean)}")
+    if x_rel.shape[1:] != x_clean.shape[1:]:
+        raise UserError(f"release images are {tuple(x_rel.shape[1:])} but clean images are {tuple(x_clean.shape[1:])}")
+    if not torch.equal(y_rel, y_clean):
+        bad = int((y_rel != y_clean).nonzero()[0, 0])
+        raise UserError(f"release and clean labels differ (first at image {bad}): they must pair image for image")
+    delta = (x_rel - x_clean).reshape(len(x_rel), -1)
+    linf = delta.abs().amax(1)
+    budget = {"norm": "linf", "epsilon": float(linf.max()), "measured": float(linf.max()),
+              "measured_mean": float(linf.mean()), "measured_l2_max": float(delta.norm(dim=1).max()),
+              "measured_l2_mean": float(delta.norm(dim=1).mean()), "declared": False}
+    say(f"release vs clean: per-image l-inf max {budget['measured'] * 255:.2f}/255, mean "
+        f"{budget['measured_mean'] * 255:.2f}/255; l2 max {budget['measured_l2_max']:.3f}")
+    data = Dataset(cfg.dataset, x_clean, y_clean, x_test, y_test, classes)
+    out, run_ = _begin(cfg, command, f"auditing {release}", data)
+    none = {"norm": "none", "epsilon": 0.0, "measured": 0.0}
+    names = [("none", x_clean, {"budget": none})] if cfg.baseline else []
+    return evaluate_all(run_, out, command, iter(names + [("release", x_rel, {"budget": budget})])), out

@@ -1,6 +1,25 @@
-"""The tiny base of train-time defences: a defence changes the training data, the batches or the loss."""
+"""The tiny base of train-time defences: a defence changes the training data, the batches or the loss.
+
+A defence file registers a factory `make(params) -> Defense` in `DEFENSES` with its parameter
+dataclass. The pipeline trains a victim on the released data with the defence's hooks and reports
+its final and peak test accuracy (so early stopping is read off every run).
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
+
 from certify.registry import Registry
+from certify.training import BatchTransform, LossFn
 
 DEFENSES = Registry("defence", package="defenses")
+
+
+@dataclass
+class Defense:
+    name: str
+    # applied once to the whole training set before training (e.g. JPEG or grayscale squeezing)
+    prepare: "callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None" = None
+    batch_transform: BatchTransform | None = None  # per batch (Cutout, MixUp, CutMix)
+    loss_fn: LossFn | None = None  # the training loss (adversarial training, UEraser)

@@ -1,0 +1,27 @@
+"""CutMix (Yun et al., 2019) with beta = 1, through torchvision.transforms.v2.CutMix, soft labels.
+
+Seeded per batch from the training generator like MixUp (see defenses/mixup.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torchvision.transforms import v2
+
+from certify.validation import check_positive
+from defenses.base import DEFENSES, Defense
+from defenses.mixup import mixing_defense
+
+
+@dataclass
+class CutMixParams:
+    """Published: alpha = 1 (lambda ~ Beta(1, 1))."""
+    alpha: float = 1.0
+
+    def validate(self, where: str) -> None:
+        check_positive(where, alpha=self.alpha)
+
+
+@DEFENSES.register("cutmix", "CutMix (beta = 1) with soft labels", CutMixParams)
+def make_cutmix(p: CutMixParams) -> Defense:
+    return mixing_defense("cutmix", v2.CutMix, p.alpha)
