@@ -15,6 +15,8 @@ from typing import Any, Union
 import yaml
 
 from certify.errors import UserError
+from certify.scores.mutual_info import MIConfig
+from certify.scores.sal_ud import SalConfig
 from certify.training import TrainConfig
 from certify.validation import check_choice, check_nonnegative, check_open_unit, check_positive
 
@@ -52,6 +54,26 @@ class SmoothingConfig:
 
 
 @dataclass
+class RecoveryConfig:
+    methods: list[str] = field(default_factory=lambda: ["pgd"])
+    # eta relative to sigma: covers the certificate's grid and continues past it to show where
+    # protection breaks
+    eta_sigma: list[float] = field(default_factory=lambda: [0.5, 1.5, 5.0, 20.0])
+    attacker_fraction: float = 0.2  # of the clean training split; disjoint from the test set
+
+    def validate(self, where: str) -> None:
+        from attacks.base import RECOVERY
+
+        for m in self.methods:
+            RECOVERY.get(m)
+        if not self.eta_sigma:
+            raise UserError(f"{where}: recovery.eta_sigma must list at least one value")
+        for v in self.eta_sigma:
+            check_positive(where, **{"recovery.eta_sigma": v})
+        check_open_unit(where, **{"recovery.attacker_fraction": self.attacker_fraction})
+
+
+@dataclass
 class RunConfig:
     poisons: list[str] = field(default_factory=lambda: ["miue"])
     dataset: str = "cifar10-mini"
@@ -79,7 +101,12 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+    sal: SalConfig = field(default_factory=SalConfig)
+    mi: MIConfig = field(default_factory=MIConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     poison_params: dict[str, dict] = field(default_factory=dict)  # per-poison parameter overrides
+    defense_params: dict[str, dict] = field(default_factory=dict)  # per-defence parameter overrides
+    recovery_params: dict[str, dict] = field(default_factory=dict)  # per-recovery-attack overrides
 
     def validate(self, where: str = "config") -> None:
         if not self.poisons:
@@ -113,6 +140,15 @@ class RunConfig:
         self.train.validate(f"{where}: train")
         self.surrogate.validate(where)
         self.smoothing.validate(where)
+        self.sal.validate(where)
+        self.mi.validate(where)
+        self.recovery.validate(where)
+        from attacks.base import POISONS, RECOVERY
+
+        for registry, overrides in ((POISONS, self.poison_params), (DEFENSES, self.defense_params),
+                                    (RECOVERY, self.recovery_params)):
+            for name, values in overrides.items():
+                registry.params(name, values)
 
 
 # Per-dataset defaults: the one table. Keys are RunConfig fields (nested dicts for sections) plus
@@ -135,6 +171,18 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 GENERIC_DEFAULTS: dict[str, Any] = {"model": "cnn", "train": {"flip": True}}
+
+# `--profile reference` follows the published solver settings; `quick` (the default) is sized for a CPU.
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    # SAL on a 500-image stratified subset, 3 projected-gradient steps per side, every 5th epoch
+    "quick": {"sal": {"subset": 500, "steps": 3, "every": 5}},
+    "reference": {
+        "surrogate": {"levels": 6},
+        "sal": {"method": "reference", "subset": 0},
+        "recovery": {"methods": ["pgd", "greedy"]},
+        "recovery_params": {"pgd": {"epochs": 60}, "greedy": {"trials": 1000}},
+    },
+}
 
 
 def dataset_defaults(dataset: str) -> dict[str, Any]:
@@ -235,7 +283,10 @@ def load_config(path: str | None = None, overrides: dict[str, Any] | None = None
     dataset = flags.get("dataset", file_values.get("dataset", RunConfig.dataset))
     if not isinstance(dataset, str):
         raise UserError(f"config: dataset must be a string, got {dataset!r}")
-    merged = _merge(_merge(dataset_defaults(dataset), file_values), flags)
+    profile = flags.get("profile", file_values.get("profile", RunConfig.profile))
+    if profile not in PROFILE_DEFAULTS:
+        raise UserError(f"config: profile must be one of {', '.join(PROFILE_DEFAULTS)}, got {profile!r}")
+    merged = _merge(_merge(_merge(dataset_defaults(dataset), PROFILE_DEFAULTS[profile]), file_values), flags)
     cfg = from_dict(RunConfig, merged)
     cfg.validate()
     return cfg

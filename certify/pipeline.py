@@ -227,6 +227,65 @@ def certificate(run: Run, name: str, model: torch.nn.Module, rec: dict, surrogat
             "independent_distance": run.independent_distance, "draws": [float(a) for a in draws]}
 
 
+def defended(run: Run, name: str, released: torch.Tensor, defence: str) -> dict:
+    """Final and peak test accuracy of a victim trained on `released` under `defence`, cached."""
+    from defenses.base import DEFENSES
+
+    cfg = run.cfg
+    params = DEFENSES.params(defence, cfg.defense_params.get(defence, {}))
+    seed = derive(cfg.seed, "victim")
+    key = key_of("defended", {"model": run.model_spec(), "train": dataclasses.asdict(cfg.train), "seed": seed,
+                              "defence": defence, "params": dataclasses.asdict(params) if params else None,
+                              "data": tensor_digest(released, run.data.y_train), "test": run.test_digest})
+
+    def make():
+        d = DEFENSES.get(defence).factory(params)
+        x, y = released, run.data.y_train
+        if d.prepare is not None:
+            x, y = d.prepare(x, y, derive(cfg.seed, "defence", defence))
+        model = run.model(seed)
+        hist = train(model, x, y, cfg.train, seed, x_test=run.data.x_test, y_test=run.data.y_test,
+                     batch_transform=d.batch_transform, loss_fn=d.loss_fn, desc=f"train {name} + {defence}")
+        return {"accuracy": hist["final_test_accuracy"], "peak_accuracy": hist["peak_test_accuracy"],
+                "history": hist["test_accuracy"]}
+
+    return run.cache.tensors(key, make)
+
+
+def sal_scores(run: Run, model_key: str, checkpoints: list, x: torch.Tensor, y: torch.Tensor) -> list:
+    """SAL (layers x scored epochs) of a trained model from its per-epoch checkpoints, cached."""
+    from certify.scores.sal_ud import sal_matrix
+
+    cfg = run.cfg
+    key = key_of("sal", {"model": model_key, "sal": dataclasses.asdict(cfg.sal), "seed": cfg.seed})
+    return run.cache.tensors(key, lambda: {"sal": sal_matrix(run.model(0), checkpoints, x, y, cfg.sal, cfg.seed)})["sal"]
+
+
+def recovery(run: Run, sur: torch.nn.Module, surrogate_key: str, sigma: float) -> dict:
+    """Each recovery attack's accuracy against eta, starting from the certified surrogate, cached."""
+    from attacks._recovery import attacker_split
+    from attacks.base import RECOVERY
+
+    cfg, data = run.cfg, run.data
+    rc = cfg.recovery
+    x_att, y_att = attacker_split(data.x_train, data.y_train, rc.attacker_fraction, derive(cfg.seed, "attacker-set"))
+    etas = [r * sigma for r in rc.eta_sigma]
+    out = {}
+    for method in rc.methods:
+        params = RECOVERY.params(method, cfg.recovery_params.get(method, {}))
+        seed = derive(cfg.seed, "recovery", method)
+        key = key_of("recovery", {"surrogate": surrogate_key, "method": method, "etas": etas, "seed": seed,
+                                  "params": dataclasses.asdict(params), "attacker": rc.attacker_fraction,
+                                  "test": run.test_digest})
+        curve = run.cache.tensors(key, lambda: {"curve": RECOVERY.get(method).factory(
+            sur, x_att, y_att, data.x_test, data.y_test, etas, params, seed)})["curve"]
+        out[method] = {"start": "surrogate", "bn": params.bn, "constraint": params.constraint,
+                       "attacker_images": len(x_att), "params": dataclasses.asdict(params),
+                       "curve": [{"eta": p["eta"], "eta_over_sigma": r, "accuracy": p["accuracy"]}
+                                 for p, r in zip(curve, rc.eta_sigma)]}
+    return out
+
+
 def independent_distance(run: Run, clean_model: torch.nn.Module) -> float:
     """l2 distance between two clean models trained with the same recipe and different seeds."""
     other, *_ = train_model(run, run.data.x_train, run.data.y_train, "victim-independent", "train clean (2nd seed)")
@@ -287,7 +346,8 @@ def evaluate_release(run_: Run, name: str, released: torch.Tensor, head: dict, c
     cfg, data = run_.cfg, run_.data
     section = dict(head)
     with run_.stage("training"):
-        protected_model, hist, _, checkpoints = train_model(run_, released, data.y_train, "victim", f"train {name}")
+        protected_model, hist, model_key, checkpoints = train_model(run_, released, data.y_train, "victim",
+                                                                    f"train {name}")
     clean_hist = ctx["clean_history"]
     section["empirical"] = {"clean_accuracy": clean_hist["final_test_accuracy"],
                             "protected_accuracy": hist["final_test_accuracy"],
@@ -295,9 +355,26 @@ def evaluate_release(run_: Run, name: str, released: torch.Tensor, head: dict, c
                             "clean_history": clean_hist["test_accuracy"],
                             "protected_history": hist["test_accuracy"]}
     line = f"{name}: protected accuracy {hist['final_test_accuracy']:.3f} (clean {clean_hist['final_test_accuracy']:.3f})"
+    if cfg.defenses:
+        with run_.stage("defences"):
+            section["empirical"]["defenses"] = {
+                d: {k: v for k, v in defended(run_, name, released, d).items() if k != "history"} for d in cfg.defenses}
+    if "scores" not in cfg.skip:
+        from certify.scores.mutual_info import mi_section
+        from certify.scores.sal_ud import ud_section
+
+        with run_.stage("scores"):
+            sal = sal_scores(run_, model_key, checkpoints, released, data.y_train)
+            section["sal_ud"] = ud_section(ctx["sal_clean"], sal, cfg.sal, cfg.profile)
+            section["mutual_information"] = mi_section(ctx["clean_model"], protected_model, data.x_test,
+                                                       data.y_test, cfg.mi, cfg.seed)
+        line += f"; UD {section['sal_ud']['ud']}; MI gap {section['mutual_information']['gap']:.3f}"
     if ctx["sigma"] is not None:
         with run_.stage("surrogate"):
             sur, rec, skey = surrogate(run_, released, data.y_train, ctx["sigma"])
+        if "recovery" not in cfg.skip:
+            with run_.stage("recovery"):
+                section["recovery"] = recovery(run_, sur, skey, ctx["sigma"])
         if "certify" not in cfg.skip:
             with run_.stage("certification"):
                 section["certificate"] = certificate(run_, name, sur, rec, skey, ctx["sigma"], ctx["sigma_rule"])
@@ -318,6 +395,9 @@ def evaluate_all(run_: Run, out: Path, command: str, releases) -> dict:
             run_, data.x_train, data.y_train, "victim", "train clean")
     say(f"clean model: test accuracy {clean_hist['final_test_accuracy']:.3f}")
     ctx = {"clean_model": clean_model, "clean_history": clean_hist, "sigma": None, "sigma_rule": None}
+    if "scores" not in cfg.skip:
+        with run_.stage("scores"):
+            ctx["sal_clean"] = sal_scores(run_, run_.clean_key, clean_checkpoints, data.x_train, data.y_train)
     if "certify" not in cfg.skip or "recovery" not in cfg.skip:  # recovery needs sigma and the surrogate too
         with run_.stage("certification"):
             ctx["sigma"], ctx["sigma_rule"] = choose_sigma(run_, clean_model)

@@ -49,7 +49,7 @@ class SalConfig:
     batch: int = 500  # batch size of every forward/backward pass
     every: int = 1  # score every k-th epoch (1-based epochs k, 2k, ...; the last if none)
     lr: float = 0.1  # reference: plain-SGD learning rate of the layer copy
-    method: str = "quick"  # quick | reference
+    method: str = "quick"  # quick | reference (the paper's solver; pair with subset=0 for all data)
 
     def validate(self, where: str = "sal") -> None:
         check_positive(where, **{"sal.rho": self.rho, "sal.steps": self.steps, "sal.batch": self.batch,
