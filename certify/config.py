@@ -159,10 +159,20 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         "train": {"epochs": 15, "batch_size": 128, "lr": 0.05, "flip": True},
         "surrogate": {"epochs": 10},
     },
+    # digits: the fast dataset for tests and smoke runs (plumbing, not protection), so its
+    # crafting schedules are the smallest that still exercise every update rule
     "digits": {
         "model": "cnn",
         "train": {"epochs": 15, "batch_size": 64, "lr": 0.05, "flip": False},
         "surrogate": {"epochs": 8},
+        "poison_params": {
+            "miue": {"rounds": 2, "steps": 2},
+            "em": {"max_rounds": 2, "model_steps": 5, "pgd_steps": 3},
+            "em-classwise": {"max_rounds": 2, "model_steps": 5, "pgd_steps": 3},
+            "pue": {"max_rounds": 2, "model_steps": 3, "pgd_steps": 2, "levels": 3, "subset": 0.5},
+            "rem": {"rounds": 1, "model_steps": 3, "pgd_steps": 2, "eot": 1, "adv_steps": 1, "crop": 1},
+            "tap": {"train_epochs": 2, "steps": 5},
+        },
     },
     "mnist": {
         "model": "cnn",
