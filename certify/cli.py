@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 
@@ -12,6 +13,11 @@ EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # so that `--sigma -1e-9` reaches validation as a number instead of looking like an option
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-\d.*,")
+
     def error(self, message):  # one line, exit 2 (argparse prints the whole usage otherwise)
         raise UserError(f"{self.prog}: {message}")
 
@@ -51,6 +57,7 @@ def _evaluation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coverage", choices=["per-eta", "bonferroni"], help="per-eta (default) or whole-curve")
     p.add_argument("--executor", choices=["ray", "serial"], help="where draws run (default ray)")
     p.add_argument("--workers", type=int, help="Ray workers (default 2)")
+    p.add_argument("--threads", type=int, help="torch threads for training (default: every core)")
     p.add_argument("--address", help="an existing Ray cluster (default: a local instance)")
     p.add_argument("--skip", type=_list, help="stages to skip: certify,scores,recovery")
     p.add_argument("--profile", choices=["quick", "reference"], help="solver settings (default quick)")
@@ -111,7 +118,7 @@ def _flags(ns: argparse.Namespace, names: list[str]) -> dict:
 
 
 RUN_FLAGS = ["poisons", "dataset", "test", "model", "defenses", "samples", "out", "seed", "sigma", "q", "alpha",
-             "eta_sigma", "coverage", "executor", "workers", "address", "skip", "profile", "baseline", "cache_dir",
+             "eta_sigma", "coverage", "executor", "workers", "threads", "address", "skip", "profile", "baseline", "cache_dir",
              "resume", "data_root", "download"]
 
 

@@ -85,6 +85,7 @@ class RunConfig:
     out: Union[str, None] = None
     cache_dir: Union[str, None] = None
     seed: int = 0
+    threads: Union[int, None] = None  # torch threads for training and crafting (None: every available core)
     samples: int = 1000
     sigma: Union[float, str] = "auto"
     q: float = 0.9
@@ -126,6 +127,8 @@ class RunConfig:
         check_choice(where, "coverage", self.coverage, ("per-eta", "bonferroni"))
         check_choice(where, "executor", self.executor, ("ray", "serial"))
         check_positive(where, workers=self.workers)
+        if self.threads is not None:
+            check_positive(where, threads=self.threads)
         for s in self.skip:
             check_choice(where, "skip", s, STAGES)
         check_choice(where, "profile", self.profile, ("quick", "reference"))

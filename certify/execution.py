@@ -67,14 +67,19 @@ def chunks(n: int, size: int) -> list[tuple[int, int]]:
 # --- Ray -----------------------------------------------------------------------------------------
 _ray_lock = threading.Lock()
 _ray_thread: threading.Thread | None = None
+_ray_ready = threading.Event()
 _ray_error: BaseException | None = None
 
 
 def _ray_init(address: str | None, workers: int) -> None:
+    import logging
+
     import ray
 
     if ray.is_initialized():
         return
+    # Ray's start-up chatter (auth notes, signal handlers in a non-main thread) is not the user's concern
+    logging.getLogger("ray").setLevel(logging.ERROR)
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
                                   ignore_reinit_error=True)
     if address:
@@ -84,7 +89,12 @@ def _ray_init(address: str | None, workers: int) -> None:
 
 
 def start_ray(address: str | None, workers: int) -> None:
-    """Start (or join) Ray in the background, so its start-up overlaps training."""
+    """Start (or join) Ray in the background, so its start-up overlaps training.
+
+    The starting thread stays alive for the life of the process: Ray's daemons get a parent-death
+    signal when the *thread* that spawned them exits, which would kill a local cluster seconds
+    after a short-lived starter thread returned.
+    """
     global _ray_thread
 
     def target():
@@ -93,6 +103,8 @@ def start_ray(address: str | None, workers: int) -> None:
             _ray_init(address, workers)
         except BaseException as e:  # reported when the draws need Ray
             _ray_error = e
+        _ray_ready.set()
+        threading.Event().wait()  # keep the spawning thread (and so Ray's daemons) alive
 
     with _ray_lock:
         if _ray_thread is None:
@@ -102,33 +114,56 @@ def start_ray(address: str | None, workers: int) -> None:
 
 def _wait_ray(address: str | None, workers: int) -> None:
     start_ray(address, workers)
-    _ray_thread.join()
+    _ray_ready.wait()
     if _ray_error is not None:
         where = f"at {address}" if address else "locally"
         raise UserError(f"could not start or join Ray {where}: {str(_ray_error).splitlines()[0]}")
 
 
+MAX_RETRIES = 3  # per chunk, when its worker dies
+
+
 def _run_ray(job: DrawJob, todo: list[tuple[int, int]], workers: int, address: str | None, on_done) -> None:
+    """Chunks go to `workers` actors (each loads the model once), two in flight per actor. A chunk
+    whose actor died goes back to the queue and a fresh actor replaces the dead one."""
     import ray
+    from ray.exceptions import RayActorError
 
     _wait_ray(address, workers)
     num_gpus = 1.0 / workers if job.device.startswith("cuda") else 0
-    Remote = ray.remote(num_cpus=1, num_gpus=num_gpus, max_restarts=-1, max_task_retries=-1)(Evaluator)
+    Remote = ray.remote(num_cpus=1, num_gpus=num_gpus)(Evaluator)
     job_ref = ray.put(job)
-    actors = [Remote.remote(job_ref) for _ in range(min(workers, len(todo)))]
     queue = list(todo)
-    pending = {}
-    for actor in actors:  # two chunks in flight per actor keeps it busy between results
-        for _ in range(2):
-            if queue:
-                pending[actor.run.remote(*queue.pop(0))] = actor
+    tries = {c: 0 for c in todo}
+    pending: dict = {}
+
+    def submit(actor) -> None:
+        if queue:
+            chunk = queue.pop(0)
+            pending[actor.run.remote(*chunk)] = (actor, chunk)
+
+    actors = [Remote.remote(job_ref) for _ in range(min(workers, len(todo)))]
+    for actor in actors:
+        submit(actor)
+        submit(actor)
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
-        actor = pending.pop(done[0])
-        start, acc = ray.get(done[0])
+        actor, chunk = pending.pop(done[0])
+        try:
+            start, acc = ray.get(done[0])
+        except RayActorError:
+            tries[chunk] += 1
+            if tries[chunk] > MAX_RETRIES:
+                raise UserError(f"draws {chunk[0]}..{chunk[1] - 1}: their Ray worker died {tries[chunk]} times")
+            queue.insert(0, chunk)
+            if actor in actors:  # replace the dead actor once, however many of its chunks were lost
+                actors[actors.index(actor)] = actor = Remote.remote(job_ref)
+            else:
+                actor = next(a for a in actors if a is not actor)
+            submit(actor)
+            continue
         on_done(start, acc)
-        if queue:
-            pending[actor.run.remote(*queue.pop(0))] = actor
+        submit(actor)
     for actor in actors:
         ray.kill(actor)
 

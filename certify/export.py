@@ -85,7 +85,7 @@ def _json_default(o: Any):
     raise TypeError(f"manifest value of type {type(o).__name__} is not JSON-serialisable")
 
 
-def _check_target(out: Path) -> None:
+def check_target(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"export: {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
@@ -127,7 +127,7 @@ def export_released(released: torch.Tensor, y, classes, out_dir, fmt: str, manif
     x = _to_uint8(released)
     labels = _labels(y, len(x), len(classes))
     out = Path(out_dir).expanduser().resolve()
-    _check_target(out)
+    check_target(out)
     try:
         text = json.dumps({**manifest, "format": manifest.get("format", fmt)}, indent=2, default=_json_default)
     except (TypeError, ValueError) as e:
@@ -148,7 +148,7 @@ def export_released(released: torch.Tensor, y, classes, out_dir, fmt: str, manif
         tmp = stage / (MANIFEST + ".tmp")
         tmp.write_text(text + "\n", encoding="utf-8")
         os.replace(tmp, stage / MANIFEST)  # the manifest is the last file of a complete export
-        _check_target(out)  # nothing appeared there meanwhile
+        check_target(out)  # nothing appeared there meanwhile
         if out.is_dir() and any(out.iterdir()):  # a previous export: move it aside, then replace it
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
             os.replace(out, old / "export")

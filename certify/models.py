@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models import resnet18
 
 from certify.registry import Registry
 
@@ -40,6 +39,8 @@ class CifarResNet18(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int):
         super().__init__()
+        from torchvision.models import resnet18  # imported on use: it costs seconds at start-up
+
         net = resnet18(num_classes=num_classes)
         net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()

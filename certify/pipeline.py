@@ -43,6 +43,7 @@ class Run:
     device: torch.device
     arch: str
     timings: dict[str, float] = field(default_factory=dict)
+    threads: int = 1
     test_digest: str = ""
     clean_key: str = ""  # cache key of the clean model (the sigma rule is keyed by it)
     independent_distance: float | None = None
@@ -59,8 +60,9 @@ class Run:
         return build_model(self.arch, self.data.shape, self.data.num_classes, seed).to(self.device)
 
     def model_spec(self) -> dict:
+        # the thread count can change float reductions, so artifacts are keyed by it
         return {"arch": self.arch, "shape": list(self.data.shape), "classes": self.data.num_classes,
-                "device": self.device.type}
+                "device": self.device.type, "threads": self.threads}
 
 
 # --- output directory and resume --------------------------------------------------------------
@@ -85,17 +87,25 @@ def prepare_out(cfg: RunConfig, command: str) -> Path:
         raise UserError(f"output directory {out} already holds a run; use --resume or another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(stored, lambda tmp: Path(tmp).write_text(json.dumps({"config": resolved, "command": command}, indent=1)))
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
     except OSError as e:
         raise UserError(f"output directory {out} is not writable: {e.strerror}") from None
     return out
+
+
+def mark_started(out: Path, cfg: RunConfig, command: str) -> None:
+    """run.json (what --resume checks), written once the inputs loaded, so bad input locks nothing."""
+    record = {"config": _comparable(cfg), "command": command}
+    atomic_write(out / "run.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
 
 
 def _comparable(cfg: RunConfig) -> dict:
     """The configuration that determines the results (not where they go or how they are resumed)."""
     d = to_dict(cfg)
     for k in ("out", "resume", "cache_dir", "executor", "workers", "address"):
-        d.pop(k)
+        d.pop(k)  # where results go and how draws are spread do not change them
     return json.loads(json.dumps(d))
 
 
@@ -319,9 +329,10 @@ def environment(cfg: RunConfig, dev: torch.device) -> dict:
 def _start(cfg: RunConfig, data: Dataset | None = None) -> Run:
     cache = Cache(cfg.cache_dir)
     dev = devices.pick_device()
-    devices.set_threads(devices.default_threads())
+    threads = cfg.threads or devices.default_threads()
+    devices.set_threads(threads)
     data = data or load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.seed, cfg.test)
-    run_ = Run(cfg, data, cache, dev, cfg.model or "cnn")
+    run_ = Run(cfg, data, cache, dev, cfg.model or "cnn", threads=threads)
     run_.test_digest = tensor_digest(data.x_test, data.y_test)
     return run_
 
@@ -330,7 +341,10 @@ def export_poison(cfg: RunConfig, out: str, fmt: str) -> dict:
     """`certify poison`: craft one poison (cached) and write the released dataset with a manifest."""
     from certify.export import export_released
 
+    from certify.export import check_target
+
     (name,) = cfg.poisons
+    check_target(Path(out).expanduser().resolve())  # before minutes of crafting
     run_ = _start(cfg)
     released, info = craft(run_, name)
     manifest = {"poison": name, "parameters": info["params"], "budget": info["budget"], "seed": cfg.seed,
@@ -432,6 +446,7 @@ def _begin(cfg: RunConfig, command: str, what: str, data: Dataset | None = None)
     if "certify" not in cfg.skip and cfg.executor == "ray":
         execution.start_ray(cfg.address, cfg.workers)  # overlaps Ray's start-up with training
     run_ = _start(cfg, data)
+    mark_started(out, cfg, command)
     d = run_.data
     say(f"dataset {d.name}: {len(d.x_train)} train / {len(d.x_test)} test, {'x'.join(map(str, d.shape))}, "
         f"{d.num_classes} classes; model {run_.arch}; {what}")

@@ -195,7 +195,7 @@ AUDIT = ["audit", "--executor", "serial", "--cache-dir", "{CACHE}", "--out", "{O
 ROWS = [
     # (id, argv, key substring of the one stderr line, how, set-up of {OUT} beyond the sentinel)
     # YAML
-    ("yaml-malformed", RUN + DIGITS[:2] + ["--config", "{W}/malformed.yaml"], "malformed YAML", SUB, None),
+    ("yaml-malformed", RUN + DIGITS[:2] + ["--config", "{W}/malformed.yaml"], "malformed YAML", INPROC, None),
     ("yaml-tab-indent", RUN + DIGITS[:2] + ["--config", "{W}/tab.yaml"], "malformed YAML", INPROC, None),
     ("yaml-not-text", RUN + ["--config", "{W}/binary.yaml"], "not a text file", INPROC, None),
     ("yaml-unknown-nested-key", RUN + ["--config", "{W}/unknown-nested.yaml"], "unknown key 'smoothing.chunks'",
@@ -211,7 +211,7 @@ ROWS = [
      "epsilon must be a finite number", INPROC, None),
     ("type-seed-flag", RUN + DIGITS + ["--seed", "1.5"], "invalid int value", INPROC, None),
     # unknown names
-    ("name-poison-in-list", RUN + DIGITS + ["--poison", "random,nosuch"], "unknown poison 'nosuch'", SUB, None),
+    ("name-poison-in-list", RUN + DIGITS + ["--poison", "random,nosuch"], "unknown poison 'nosuch'", INPROC, None),
     ("name-poison-yaml", RUN + ["--config", "{W}/poisons-unknown.yaml"], "unknown poison 'nosuch'", INPROC, None),
     ("name-poison-params", RUN + ["--config", "{W}/poison-params-unknown.yaml"], "unknown poison 'nosuch'",
      INPROC, None),
@@ -263,11 +263,11 @@ ROWS = [
     ("audit-shape", AUDIT + ["--release", "npz:{W}/release-shape.npz", "--clean", "npz:{W}/clean.npz",
                              "--test", "npz:{W}/test.npz"], "release images are (1, 9, 9)", INPROC, None),
     ("audit-labels", AUDIT + ["--release", "npz:{W}/release-labels.npz", "--clean", "npz:{W}/clean.npz",
-                              "--test", "npz:{W}/test.npz"], "labels differ (first at image 0)", SUB, None),
+                              "--test", "npz:{W}/test.npz"], "labels differ (first at image 0)", INPROC, None),
     ("audit-test-shape", AUDIT + ["--release", "npz:{W}/clean.npz", "--clean", "npz:{W}/clean.npz",
                                   "--test", "npz:{W}/test-shape.npz"], "does not match the clean images", INPROC, None),
     # numbers
-    ("samples-zero", RUN + DIGITS + ["--samples", "0"], "samples must be a positive integer", SUB, None),
+    ("samples-zero", RUN + DIGITS + ["--samples", "0"], "samples must be a positive integer", INPROC, None),
     ("samples-negative", RUN + DIGITS + ["--samples", "-20"], "samples must be a positive integer",
      INPROC, None),
     ("q-zero", RUN + DIGITS + ["--q", "0"], "q must be in (0, 1)", INPROC, None),
@@ -277,8 +277,8 @@ ROWS = [
     ("q-nan", RUN + DIGITS + ["--q", "nan"], "q must be a finite number", INPROC, None),
     ("sigma-nan", RUN + DIGITS + ["--sigma", "nan"], "sigma must be a finite number", INPROC, None),
     ("sigma-inf", RUN + DIGITS + ["--sigma", "inf"], "sigma must be a finite number", INPROC, None),
-    ("sigma-tiny-negative", RUN + DIGITS + ["--sigma", "-1e-9"], "sigma must be > 0", INPROC, None),
-    ("eta-grid-negative-first", RUN + DIGITS + ["--eta-sigma", "-0.5,0.1"], "eta_sigma must be >= 0", INPROC, None),
+    ("sigma-tiny-negative", RUN + DIGITS + ["--sigma=-1e-9"], "sigma must be > 0", INPROC, None),
+    ("eta-grid-negative-first", RUN + DIGITS + ["--eta-sigma=-0.5,0.1"], "eta_sigma must be >= 0", INPROC, None),
     ("eta-grid-nan-yaml", RUN + DIGITS + ["--config", "{W}/eta-nan.yaml"], "eta_sigma must be a finite number",
      INPROC, None),
     ("eta-grid-empty", RUN + DIGITS + ["--eta-sigma", ","], "eta_sigma must list at least one value", INPROC, None),
@@ -286,7 +286,7 @@ ROWS = [
      INPROC, None),
     ("workers-zero", RUN + DIGITS + ["--workers", "0"], "workers must be > 0", INPROC, None),
     # check / report on corrupt or foreign JSON
-    ("check-truncated-json", ["check", "{W}/valid.json", "{W}/truncated.json"], "not valid JSON", INPROC, None),
+    ("check-truncated-json", ["check", "{W}/valid.json", "{W}/truncated.json"], "not valid JSON", SUB, None),
     ("check-foreign-json", ["check", "{W}/foreign.json", "{W}/valid.json"], "not a ue-certify report", SUB, None),
     ("check-json-list", ["check", "{W}/valid.json", "{W}/list.json"], "not a ue-certify report", INPROC, None),
     ("check-wrong-type", ["check", "{W}/valid.json", "{W}/wrong-type.json"],
@@ -300,7 +300,7 @@ ROWS = [
      "--tolerance must be a finite number >= 0", INPROC, None),
     ("check-junit-under-file", ["check", "{W}/valid.json", "{W}/valid.json", "--junit", "{W}/plain-file/j.xml"],
      "--junit", INPROC, None),
-    ("report-foreign-json", ["report", "{W}/foreign.json"], "not a ue-certify report", INPROC, None),
+    ("report-foreign-json", ["report", "{W}/foreign.json"], "not a ue-certify report", SUB, None),
     ("report-wrong-type", ["report", "{W}/wrong-type.json"], "certificate.samples", INPROC, None),
     # --out and --resume
     ("resume-other-config", RUN + DIGITS + ["--poison", "random", "--resume"], "another configuration (differs in: seed)",
@@ -374,7 +374,11 @@ def test_table_size():
     assert sum(r[3] == SUB for r in ROWS) >= 5
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[r[0] for r in ROWS])
+ORDERED = sorted(ROWS, key=lambda r: r[3] == SUB)  # in-process rows first, then the console-script ones
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, id=r[0], marks=[pytest.mark.slow] if r[3] == SUB else [])
+                                 for r in ORDERED])
 def test_bad_input(row, world, tmp_path, capsys, request):
     rid, _, key, how, _ = row
     if how == SUB:
