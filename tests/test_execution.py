@@ -96,3 +96,20 @@ def test_folded_batchnorm_gives_the_same_draws(digits):
     assert torch.allclose(ref, out, atol=1e-4)
     # a trained model: the comparison above is not between two near-constant outputs
     assert (ref.argmax(1) == digits.y_test).float().mean() > 0.8
+
+
+@pytest.mark.slow
+def test_ray_started_in_the_background_survives_its_starter_thread():
+    """Ray's daemons get a parent-death signal when the thread that spawned them exits; the
+    background start must keep that thread alive, or the local cluster dies seconds later."""
+    import subprocess
+    import sys
+
+    code = ("import time, ray\n"
+            "from certify import execution\n"
+            "execution.start_ray(None, 1)\n"
+            "execution._wait_ray(None, 1)\n"
+            "time.sleep(3)\n"
+            "print('answer', ray.get(ray.remote(lambda: 7).remote(), timeout=60))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert "answer 7" in res.stdout, res.stderr[-2000:]
