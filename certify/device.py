@@ -5,9 +5,6 @@ import os
 
 import torch
 
-DTYPE = torch.float32
-
-
 def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -191,12 +191,13 @@ def map_draws(job: DrawJob, n: int, chunk: int, *, executor: str, workers: int, 
         if executor == "ray":
             _run_ray(job, todo, workers, address, on_done)
         else:
+            threads = torch.get_num_threads()  # the run's own setting, restored after the draws
             evaluator = Evaluator(job)
             try:
                 for lo, hi in todo:
                     on_done(*evaluator.run(lo, hi))
             finally:
-                devices.set_threads(devices.default_threads())
+                devices.set_threads(threads)
     bar.close()
     assert not np.isnan(out).any()
     return out

@@ -113,3 +113,9 @@ def test_ray_started_in_the_background_survives_its_starter_thread():
             "print('answer', ray.get(ray.remote(lambda: 7).remote(), timeout=60))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert "answer 7" in res.stdout, res.stderr[-2000:]
+
+
+def test_serial_draws_restore_the_callers_thread_count(job, tmp_path):
+    torch.set_num_threads(3)  # neither the job's 1 nor this machine's core count
+    execution.map_draws(job, 10, 10, executor="serial", workers=1, address=None, cache=Cache(tmp_path), key="draws-t")
+    assert torch.get_num_threads() == 3  # training after the draws keeps the run's setting
