@@ -27,13 +27,17 @@ SIGMA_GRID = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 @dataclass
 class SurrogateConfig:
     kind: str = "rwp"  # rwp | standard
+    # victim: fine-tune the model trained normally on the same data (its training is the plain
+    # phase); scratch: train a fresh model, RWP switched on after switch_fraction of the epochs
+    init: str = "victim"
     levels: int = 3  # RWP noise levels linspace(0, sigma, levels); the reference profile uses 6
-    epochs: int = 10
-    switch_fraction: float = 0.2  # RWP switches on after this fraction of the epochs
+    epochs: int = 3  # fine-tuning epochs from the victim, or the whole training from scratch
+    switch_fraction: float = 0.2  # scratch only
     draws_per_level: int = 1
 
     def validate(self, where: str) -> None:
         check_choice(where, "surrogate.kind", self.kind, ("rwp", "standard"))
+        check_choice(where, "surrogate.init", self.init, ("victim", "scratch"))
         check_positive(where, **{"surrogate.levels": self.levels, "surrogate.epochs": self.epochs,
                                  "surrogate.draws_per_level": self.draws_per_level})
         check_nonnegative(where, **{"surrogate.switch_fraction": self.switch_fraction})
@@ -160,14 +164,12 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar10-mini": {
         "model": "cnn",
         "train": {"epochs": 15, "batch_size": 128, "lr": 0.05, "flip": True},
-        "surrogate": {"epochs": 10},
     },
     # digits: the fast dataset for tests and smoke runs (plumbing, not protection), so its
     # crafting schedules are the smallest that still exercise every update rule
     "digits": {
         "model": "cnn",
         "train": {"epochs": 15, "batch_size": 64, "lr": 0.05, "flip": False},
-        "surrogate": {"epochs": 8},
         "poison_params": {
             "miue": {"rounds": 2, "steps": 2},
             "em": {"max_rounds": 2, "model_steps": 5, "pgd_steps": 3},
@@ -180,7 +182,6 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist": {
         "model": "cnn",
         "train": {"epochs": 8, "batch_size": 128, "lr": 0.05, "flip": False},
-        "surrogate": {"epochs": 6},
     },
 }
 GENERIC_DEFAULTS: dict[str, Any] = {"model": "cnn", "train": {"flip": True}}
@@ -190,7 +191,8 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     # SAL on a 500-image stratified subset, 3 projected-gradient steps per side, every 5th epoch
     "quick": {"sal": {"subset": 500, "steps": 3, "every": 5}},
     "reference": {
-        "surrogate": {"levels": 6},
+        # the reference trains its surrogate from scratch; 15 epochs is the CPU datasets' training
+        "surrogate": {"levels": 6, "init": "scratch", "epochs": 15},
         "sal": {"method": "reference", "subset": 0},
         "recovery": {"methods": ["pgd", "greedy"]},
         "recovery_params": {"pgd": {"epochs": 60}, "greedy": {"trials": 1000}},

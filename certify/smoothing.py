@@ -37,33 +37,77 @@ def _fast_layout(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
 
-class FoldedBN:
-    """The model with every eval-mode BatchNorm that directly follows a conv folded into that conv.
+class MaxPoolReLU(nn.Module):
+    """ReLU(max_pool2d(h, 2)) for 2x2/stride-2 pooling, bit-identical to max_pool2d then ReLU.
 
-    Exact algebra (eval-mode BN is a per-channel affine map), one memory pass less per layer.
-    The fold is recomputed from each draw's perturbed parameters, so the noise still lands on the
-    BN affine parameters and never on the running statistics. Models fx cannot trace run unfolded.
+    max commutes with the (monotone) ReLU, so ReLU runs on a quarter of the values; the pool is two
+    elementwise maxima over the channels-last view, which measured ~1.5x faster per draw than
+    oneDNN's pooling kernel at the 8-16 channels of the default CNN (one thread per worker).
+    """
+
+    def __init__(self, relu: bool):
+        super().__init__()
+        self.relu = relu
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        n, c, height, width = h.shape
+        if height % 2 or width % 2:
+            out = nn.functional.max_pool2d(h, 2)
+        else:
+            t = h.permute(0, 2, 3, 1).reshape(n, height // 2, 2, width // 2, 2, c)
+            rows = torch.maximum(t[:, :, 0], t[:, :, 1])
+            out = torch.maximum(rows[:, :, :, 0], rows[:, :, :, 1]).permute(0, 3, 1, 2)
+        return torch.relu(out) if self.relu else out
+
+
+def _is_pool2x2(m: nn.Module) -> bool:
+    pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
+    return (isinstance(m, nn.MaxPool2d) and pair(m.kernel_size) == (2, 2) and pair(m.stride) == (2, 2)
+            and pair(m.padding) == (0, 0) and pair(m.dilation) == (1, 1) and not m.ceil_mode
+            and not m.return_indices)
+
+
+class InferenceForm:
+    """The model rewritten for fast eval-mode draws, with the same outputs.
+
+    Every eval-mode BatchNorm that directly follows a conv is folded into that conv (exact algebra:
+    eval-mode BN is a per-channel affine map; one memory pass less per layer), and every 2x2 max-pool
+    becomes `MaxPoolReLU`, absorbing a ReLU directly before it. The fold is recomputed from each
+    draw's perturbed parameters, so the noise still lands on the BN affine parameters and never on
+    the running statistics. Models fx cannot trace run as they are.
     """
 
     def __init__(self, model: nn.Module):
         self.pairs: list[tuple[str, str]] = []
+        self.pools: list[str] = []
         try:
             graph = fx.symbolic_trace(model).graph
         except Exception:
             self.module = model
             return
         modules = dict(model.named_modules())
+
+        def module_of(node, kind):
+            return (isinstance(node, fx.Node) and node.op == "call_module"
+                    and isinstance(modules[node.target], kind))
+
+        replace: dict[str, nn.Module] = {}
         for node in graph.nodes:
             prev = node.args[0] if node.args else None
-            if (node.op == "call_module" and isinstance(modules[node.target], nn.BatchNorm2d)
-                    and isinstance(prev, fx.Node) and prev.op == "call_module"
-                    and isinstance(modules[prev.target], nn.Conv2d) and len(prev.users) == 1):
+            if module_of(node, nn.BatchNorm2d) and module_of(prev, nn.Conv2d) and len(prev.users) == 1:
                 self.pairs.append((prev.target, node.target))
+                replace[node.target] = nn.Identity()
+            if node.op == "call_module" and _is_pool2x2(modules[node.target]):
+                absorb = module_of(prev, nn.ReLU) and len(prev.users) == 1
+                if absorb:
+                    replace[prev.target] = nn.Identity()
+                replace[node.target] = MaxPoolReLU(relu=absorb)
+                self.pools.append(node.target)
         self.module = copy.deepcopy(model).eval()
         self.eps = {bn: modules[bn].eps for _, bn in self.pairs}
-        for conv, bn in self.pairs:
-            parent, _, leaf = bn.rpartition(".")
-            setattr(self.module.get_submodule(parent) if parent else self.module, leaf, nn.Identity())
+        for name, new in replace.items():
+            parent, _, leaf = name.rpartition(".")
+            setattr(self.module.get_submodule(parent) if parent else self.module, leaf, new)
 
     def state(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]):
         if not self.pairs:
@@ -94,7 +138,7 @@ def draw_accuracies(model: nn.Module, sigma: float, seed: int, start: int, stop:
     device = next(model.parameters()).device
     params = trainable(model)
     buffers = {n: b.detach() for n, b in model.named_buffers()}
-    folded = FoldedBN(model)
+    folded = InferenceForm(model)
     x, y = _fast_layout(x.to(device)), y.to(device)
     out = np.empty(stop - start, dtype=np.float64)
     for lo in range(start, stop, draws_per_pass):

@@ -1,10 +1,16 @@
 """The noise-robust surrogate that certificates smooth: RWP (random weight perturbation) training.
 
-At each step after the switch-on epoch, the loss is the mean over noise levels
-linspace(0, sigma, L) of the cross-entropy of theta + sigma_j * eps (fresh eps per level and step,
-evaluated through `functional_call`, so the gradient reaches theta). The recipe scales with sigma
-and is switched on after a fixed fraction of the epochs, so it does not depend on how fast a
-dataset is learned; every poison of a run is certified with the same recipe.
+At each RWP step the loss is the mean over noise levels linspace(0, sigma, L) of the
+cross-entropy of theta + sigma_j * eps (fresh eps per level and step, evaluated through
+`functional_call`, so the gradient reaches theta). The recipe scales with sigma; every poison of a
+run is certified with the same recipe.
+
+By default (init `victim`) the surrogate is the model trained normally on the same data, fine-tuned
+with RWP for a few epochs: that training is the plain phase the reference runs before switching RWP
+on, so it is not paid twice. Measured on cifar10-mini (sigma 0.02, q 0.9, N 300): 3 warm epochs
+certified clean 0.469 / MI-UE 0.305 against 0.429 / 0.314 for 10 epochs from scratch, in a
+quarter of the time. From scratch (the `reference` profile), RWP is switched on after a fixed
+fraction of the epochs, so it does not depend on how fast a dataset is learned.
 """
 from __future__ import annotations
 
@@ -24,10 +30,13 @@ def rwp_levels(sigma: float, levels: int) -> list[float]:
 
 def recipe(cfg: SurrogateConfig, sigma: float) -> dict:
     """What the report records and what `certify check` compares."""
-    if cfg.kind == "standard":
-        return {"kind": "standard", "levels": [0.0], "epochs": cfg.epochs}
-    return {"kind": "rwp", "levels": rwp_levels(sigma, cfg.levels), "epochs": cfg.epochs,
-            "switch_fraction": cfg.switch_fraction, "draws_per_level": cfg.draws_per_level}
+    levels = [0.0] if cfg.kind == "standard" else rwp_levels(sigma, cfg.levels)
+    rec = {"kind": cfg.kind, "init": cfg.init, "levels": levels, "epochs": cfg.epochs}
+    if cfg.kind == "rwp":
+        rec["draws_per_level"] = cfg.draws_per_level
+        if cfg.init == "scratch":
+            rec["switch_fraction"] = cfg.switch_fraction
+    return rec
 
 
 def rwp_loss(levels: list[float], draws_per_level: int, switch_epoch: int):
@@ -56,10 +65,11 @@ def rwp_loss(levels: list[float], draws_per_level: int, switch_epoch: int):
 
 def train_surrogate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, train_cfg: TrainConfig,
                     cfg: SurrogateConfig, sigma: float, seed: int, desc: str = "surrogate") -> dict:
-    """Train `model` in place as the certificate's surrogate; return its training history."""
+    """Train `model` in place as the certificate's surrogate (from the weights it holds: the
+    victim's or fresh ones, as cfg.init says); return its training history."""
     tc = TrainConfig(**{**train_cfg.__dict__, "epochs": cfg.epochs})
     if cfg.kind == "standard":
         return train(model, x, y, tc, seed, desc=desc)
-    switch = int(round(cfg.switch_fraction * cfg.epochs))
+    switch = 0 if cfg.init == "victim" else int(round(cfg.switch_fraction * cfg.epochs))
     loss_fn, on_epoch = rwp_loss(rwp_levels(sigma, cfg.levels), cfg.draws_per_level, switch)
     return train(model, x, y, tc, seed, loss_fn=loss_fn, epoch_callback=on_epoch, desc=desc)

@@ -79,15 +79,17 @@ def test_resume_recomputes_nothing(job, tmp_path, monkeypatch):
     assert calls == []
 
 
-def test_folded_batchnorm_gives_the_same_draws(digits):
-    """BN folded into the preceding conv is exact algebra: same accuracies as the unfolded model."""
-    from certify.smoothing import FoldedBN
+def test_inference_form_gives_the_same_outputs(digits):
+    """BN folded into the preceding conv is exact algebra, and the pool rewrite is exact: same
+    outputs as the model itself."""
+    from certify.smoothing import InferenceForm
     from certify.training import TrainConfig, train
 
     model = build_model("cnn", digits.shape, digits.num_classes, seed=2)
     train(model, digits.x_train, digits.y_train, TrainConfig(epochs=2, batch_size=64, flip=False), seed=0)
-    folded = FoldedBN(model)
+    folded = InferenceForm(model)
     assert len(folded.pairs) == 3  # every conv of the small CNN is followed by its BN
+    assert len(folded.pools) == 2
     params = {k: v for k, v in trainable(model).items()}
     buffers = dict(model.named_buffers())
     with torch.no_grad():
@@ -96,6 +98,17 @@ def test_folded_batchnorm_gives_the_same_draws(digits):
     assert torch.allclose(ref, out, atol=1e-4)
     # a trained model: the comparison above is not between two near-constant outputs
     assert (ref.argmax(1) == digits.y_test).float().mean() > 0.8
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_maxpool_relu_is_bit_identical_to_pool_then_relu(size, layout):
+    from certify.smoothing import MaxPoolReLU
+
+    h = torch.randn(3, 5, *size, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=layout)
+    ref = torch.relu(torch.nn.functional.max_pool2d(torch.relu(h), 2))
+    assert torch.equal(MaxPoolReLU(relu=True)(h), ref)
+    assert torch.equal(MaxPoolReLU(relu=False)(h), torch.nn.functional.max_pool2d(h, 2))
 
 
 @pytest.mark.slow

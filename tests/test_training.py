@@ -74,3 +74,33 @@ def test_models_expose_features():
         assert f.dim() == 2 and torch.allclose(m.head(f), m(x))
         assert count_parameters(m) > 0
     assert 6000 < count_parameters(build_model("cnn", (3, 32, 32), 10, 0)) < 7000
+
+
+def test_rwp_surrogate_fine_tunes_the_victim_it_is_given(digits):
+    """init `victim`: RWP fine-tuning starts from the weights it is handed (the normally trained
+    model) and stays near them; the recipe says so, and from scratch it says the switch point."""
+    from certify.config import SurrogateConfig
+    from certify.smoothing import trainable
+    from certify.surrogate import recipe, train_surrogate
+
+    x, y = digits.x_train, digits.y_train
+    cfg = TrainConfig(epochs=4, batch_size=64, flip=False)
+    victim = build_model("cnn", digits.shape, digits.num_classes, seed=0)
+    train(victim, x, y, cfg, seed=0)
+    other = build_model("cnn", digits.shape, digits.num_classes, seed=1)
+    train(other, x, y, cfg, seed=1)
+    warm = build_model("cnn", digits.shape, digits.num_classes, seed=5)
+    warm.load_state_dict(victim.state_dict())
+    sur_cfg = SurrogateConfig(epochs=1)
+    train_surrogate(warm, x, y, TrainConfig(**{**cfg.__dict__, "lr": 0.005}), sur_cfg, 0.02, seed=3)
+
+    def flat(m):
+        return torch.cat([p.flatten() for p in trainable(m).values()])
+
+    moved, apart = (flat(warm) - flat(victim)).norm(), (flat(other) - flat(victim)).norm()
+    assert 0 < moved < 0.2 * apart
+    before = evaluate(victim, digits.x_test, digits.y_test)
+    assert before > 0.8 and evaluate(warm, digits.x_test, digits.y_test) > before - 0.05
+    assert recipe(sur_cfg, 0.02) == {"kind": "rwp", "init": "victim", "levels": [0.0, 0.01, 0.02], "epochs": 1,
+                                     "draws_per_level": 1}
+    assert recipe(SurrogateConfig(init="scratch"), 0.02)["switch_fraction"] == 0.2

@@ -229,7 +229,8 @@ def _certificate_params(cert: dict) -> list:
         [("b", "Confidence"), f": q = {cert['q']:g}, α = {cert['alpha']:g}, N = {cert['samples']} draws, "
                               f"coverage {cert['coverage']}"],
         [("b", "Surrogate θ̂"), f": {cert['surrogate']}, noise levels "
-                               f"[{', '.join(f'{v:g}' for v in recipe['levels'])}], {recipe['epochs']} epochs; "
+                               f"[{', '.join(f'{v:g}' for v in recipe['levels'])}], {recipe['epochs']} epochs"
+                               f"{' fine-tuning the normally trained model' if recipe.get('init') == 'victim' else ''}; "
                                f"unperturbed test accuracy {acc(cert['surrogate_accuracy'])}"],
         [("b", "Empirical q-quantile of the draws"), f" (not certified): {acc(cert['empirical_quantile'])}"],
     ]

@@ -65,7 +65,8 @@ CERTIFICATE = _obj(
         "alpha": _OPEN_UNIT,
         "samples": {"type": "integer", "minimum": 1},
         "surrogate": {"enum": ["rwp", "standard"]},
-        "surrogate_recipe": _obj({"levels": {"type": "array", "items": _NONNEG}, "epochs": _COUNT}),
+        "surrogate_recipe": _obj({"levels": {"type": "array", "items": _NONNEG}, "epochs": _COUNT},
+                                 {"init": {"enum": ["victim", "scratch"]}}),
         "surrogate_accuracy": _FRACTION,
         "empirical_quantile": _FRACTION,
         "sigma_rule": _obj({
