@@ -7,7 +7,8 @@ through `certify.execution.map_draws`, serial and on Ray. Reports draws per seco
 the fraction of the arithmetic limit (forward FLOPs per draw x draws/s / measured matmul rate),
 and whether the certificates agree.
 
-usage: python bench/certify_throughput.py [--samples 1000] [--test-images 1000] [--workers 2]
+usage: python bench/certify_throughput.py [--samples 100,1000,10000] [--test-images 250,1000] [--workers 1,2]
+       [--reference-up-to 1000]
 """
 from __future__ import annotations
 
@@ -79,58 +80,72 @@ def reference_loop(model, sigma, seed, n, x, y, batch=500) -> np.ndarray:
     return np.array(out)
 
 
+def ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--samples", type=int, default=1000)
-    ap.add_argument("--test-images", type=int, default=1000)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--samples", type=ints, default=[1000], help="comma-separated N values")
+    ap.add_argument("--test-images", type=ints, default=[1000], help="comma-separated test-set sizes")
+    ap.add_argument("--workers", type=ints, default=[2], help="comma-separated Ray worker counts")
     ap.add_argument("--sigma", type=float, default=0.02)
-    ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--reference-up-to", type=int, default=1000,
+                    help="run the reference loop only for N up to this (it costs ~0.1 s per draw)")
     args = ap.parse_args()
     threads = 2
     torch.set_num_threads(threads)
     data = load_dataset("cifar10-mini")
-    x, y = data.x_test[:args.test_images], data.y_test[:args.test_images]
     model = build_model("cnn", data.shape, 10, seed=0)
     train(model, data.x_train, data.y_train, TrainConfig(epochs=3), seed=0)
-    flops = forward_flops(model, data.shape) * len(x)
+    per_image = forward_flops(model, data.shape)
     rate = matmul_rate(threads)
-    res = {"samples": args.samples, "test_images": len(x), "flops_per_draw": flops, "matmul_flops": rate}
-    n, seed = args.samples, 11
+    res = {"flops_per_image": per_image, "matmul_flops": rate, "runs": []}
+    seed = 11
+    execution.start_ray(None, max(args.workers))
+    t = time.perf_counter()
+    execution._wait_ray(None, max(args.workers))
+    res["ray_start_seconds"] = time.perf_counter() - t
 
-    def record(name, fn):
+    def record(row, name, n, flops, fn):
         torch.set_num_threads(threads)
         t = time.perf_counter()
         acc = fn()
         dt = time.perf_counter() - t
-        res[name] = {"seconds": dt, "draws_per_s": n / dt, "fraction_of_limit": n / dt * flops / rate}
-        print(f"{name:>10}: {dt:7.1f} s, {n / dt:7.1f} draws/s, {100 * n / dt * flops / rate:5.1f} % of the limit",
-              flush=True)
+        row[name] = {"seconds": dt, "draws_per_s": n / dt, "fraction_of_limit": n / dt * flops / rate}
+        print(f"N={n:>6} test={row['test_images']:>5} {name:>10}: {dt:7.1f} s, {n / dt:7.1f} draws/s, "
+              f"{100 * n / dt * flops / rate:5.1f} % of the limit", flush=True)
         return acc
 
-    if not args.skip_reference:
-        ref = record("reference", lambda: reference_loop(model, args.sigma, seed, n, x, y))
-    job = execution.DrawJob("cnn", data.shape, 10, model.state_dict(), args.sigma, seed, x, y, 250, 1, threads)
-    with tempfile.TemporaryDirectory() as d:
-        serial = record("serial", lambda: execution.map_draws(job, n, 50, executor="serial", workers=1,
-                                                              address=None, cache=Cache(d + "/s"), key="draws-s"))
-        job1 = execution.DrawJob("cnn", data.shape, 10, model.state_dict(), args.sigma, seed, x, y, 250, 1, 1)
-        execution.start_ray(None, args.workers)
-        t = time.perf_counter()
-        execution._wait_ray(None, args.workers)
-        res["ray_start_seconds"] = time.perf_counter() - t
-        ray1 = record("ray", lambda: execution.map_draws(job1, n, 50, executor="ray", workers=args.workers,
-                                                         address=None, cache=Cache(d + "/r"), key="draws-r"))
     grid = [0.05, 0.1, 0.25, 0.5, 1.0]
-    curve = lambda a: [p["learnability"] for p in bounds.certify_curve(a, 0.9, 0.01, args.sigma, grid)]
-    if not args.skip_reference:
-        res["ratio_serial_vs_reference"] = res["reference"]["seconds"] / res["serial"]["seconds"]
-        res["ratio_ray_vs_reference"] = res["reference"]["seconds"] / res["ray"]["seconds"]
-        res["max_abs_draw_difference_vs_reference"] = float(np.abs(ref - serial).max())
-        res["certificates_identical_vs_reference"] = curve(ref) == curve(serial)
-    res["serial_equals_ray"] = bool(np.array_equal(serial, ray1)) if len(serial) == len(ray1) else False
+    curve = lambda a: [p["learnability"] for p in bounds.certify_curve(a, 0.9, 0.01, args.sigma, grid)]  # noqa: E731
+    for m in args.test_images:
+        x, y = data.x_test[:m], data.y_test[:m]
+        flops = per_image * len(x)
+        for n in args.samples:
+            row = {"samples": n, "test_images": len(x), "flops_per_draw": flops}
+            if n <= args.reference_up_to:
+                ref = record(row, "reference", n, flops, lambda: reference_loop(model, args.sigma, seed, n, x, y))
+            job = execution.DrawJob("cnn", data.shape, 10, model.state_dict(), args.sigma, seed, x, y, 250, 1,
+                                    threads)
+            job1 = execution.DrawJob("cnn", data.shape, 10, model.state_dict(), args.sigma, seed, x, y, 250, 1, 1)
+            with tempfile.TemporaryDirectory() as d:
+                serial = record(row, "serial", n, flops, lambda: execution.map_draws(
+                    job, n, 50, executor="serial", workers=1, address=None, cache=Cache(d + "/s"), key="s"))
+                for w in args.workers:
+                    on_ray = record(row, f"ray{w}", n, flops, lambda: execution.map_draws(
+                        job1, n, 50, executor="ray", workers=w, address=None, cache=Cache(d + f"/r{w}"), key="r"))
+                    row[f"serial_equals_ray{w}"] = bool(np.array_equal(serial, on_ray))
+            if "reference" in row:
+                row["max_abs_draw_difference_vs_reference"] = float(np.abs(ref - serial).max())
+                row["certificates_identical_vs_reference"] = curve(ref) == curve(serial)
+                for name in [k for k in row if k == "serial" or k.startswith("ray") and "equals" not in k]:
+                    row[f"ratio_{name}_vs_reference"] = row["reference"]["seconds"] / row[name]["seconds"]
+            if len(args.workers) > 1 and 1 in args.workers:
+                for w in args.workers:
+                    row[f"efficiency_ray{w}"] = row["ray1"]["seconds"] / (w * row[f"ray{w}"]["seconds"])
+            res["runs"].append(row)
     print(json.dumps(res, indent=1))
-
 
 if __name__ == "__main__":
     main()

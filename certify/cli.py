@@ -78,7 +78,7 @@ def build_parser() -> Parser:
 
     r = sub.add_parser("run", help="craft poisons, train, certify, score and report (the main job)")
     r.add_argument("--poison", dest="poisons", type=_list, help="poison name(s), comma-separated, or all")
-    r.add_argument("--dataset", help="cifar10-mini (default), digits, mnist, ..., folder:PATH, npz:PATH")
+    r.add_argument("--dataset", help="cifar10-mini (default), digits, mnist, ..., folder:PATH, npz:PATH, idx:DIR")
     r.add_argument("--test", help="a separate test source (default: the dataset's own test split)")
     _evaluation_options(r)
 

@@ -49,7 +49,7 @@ def test_registry_lists_every_named_source_with_a_summary():
         assert n in names
     for e in DATASETS.entries():
         assert e.summary and "\n" not in e.summary
-    assert set(SPEC_FORMS) == {"folder:PATH", "npz:PATH"}
+    assert set(SPEC_FORMS) == {"folder:PATH", "npz:PATH", "idx:DIR"}
     assert all(v and "\n" not in v for v in SPEC_FORMS.values())
 
 
@@ -57,7 +57,7 @@ def test_default_dataset_is_cifar10_mini(mini):
     assert mini.name == "cifar10-mini"
 
 
-@pytest.mark.parametrize("spec", ["nope", "", "cifar10-mini:val", "folder:", "npz:"])
+@pytest.mark.parametrize("spec", ["nope", "", "cifar10-mini:val", "folder:", "npz:", "idx:"])
 def test_bad_specs(spec):
     one_line_error(lambda: load_dataset(spec))
 
@@ -472,3 +472,59 @@ def test_test_source_with_permuted_class_names(tmp_path):
     train = save_npz(tmp_path / "tr.npz", x=x, y=NPZ_OK_Y, classes=np.array(["cat", "dog"]))
     test = save_npz(tmp_path / "te.npz", x=x, y=NPZ_OK_Y, classes=np.array(["dog", "cat"]))
     one_line_error(lambda: load_dataset(train, test=test), "order")
+
+
+# ---------------------------------------------------------------- idx:DIR
+def write_idx(path: Path, a: np.ndarray, compress: bool = True) -> None:
+    raw = bytes([0, 0, 0x08, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape) + a.tobytes()
+    if compress:
+        import gzip
+
+        raw = gzip.compress(raw)
+    path.write_bytes(raw)
+
+
+def idx_folder(tmp_path: Path, n_per_class: int = 10, compress: bool = True):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10, dtype=np.uint8), n_per_class)
+    x = rng.integers(0, 256, (len(y), 6, 5), dtype=np.uint8)
+    ext = ".gz" if compress else ""
+    write_idx(tmp_path / f"t10k-images-idx3-ubyte{ext}", x, compress)
+    write_idx(tmp_path / f"t10k-labels-idx1-ubyte{ext}", y, compress)
+    return x, y
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_folder_round_trip_and_stratified_split(tmp_path, compress):
+    x, y = idx_folder(tmp_path, compress=compress)
+    d = load_dataset(f"idx:{tmp_path}", seed=3)
+    assert d.shape == (1, 6, 5) and d.classes == [str(i) for i in range(10)]
+    assert len(d.x_train) == 80 and len(d.x_test) == 20
+    assert torch.bincount(d.y_test, minlength=10).tolist() == [2] * 10
+    # every image comes back byte for byte, with its own label
+    both = torch.cat([d.x_train, d.x_test])[:, 0].mul(255).round().to(torch.uint8).numpy()
+    labels = torch.cat([d.y_train, d.y_test]).numpy()
+    order = np.lexsort(both.reshape(len(both), -1).T)
+    ref = np.lexsort(x.reshape(len(x), -1).T)
+    assert np.array_equal(both[order], x[ref]) and np.array_equal(labels[order], y[ref])
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda d: (d / "t10k-labels-idx1-ubyte.gz").unlink(), "expected one file matching *-labels-idx1-ubyte"),
+    (lambda d: write_idx(d / "t10k-labels-idx1-ubyte.gz", np.zeros(7, np.uint8)), "99 images but 7 labels"),
+    (lambda d: (d / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b\x08garbage"), "not readable"),
+    (lambda d: write_idx(d / "t10k-images-idx3-ubyte.gz", np.zeros((5, 2), np.uint8)), "3 dimension"),
+    (lambda d: (d / "t10k-images-idx3-ubyte.gz").write_bytes(
+        __import__("gzip").compress(bytes([0, 0, 8, 3]) + (10).to_bytes(4, "big") * 3 + b"\0" * 5)), "truncated"),
+    (lambda d: write_idx(d / "t10k-labels-idx1-ubyte.gz", np.full(99, 12, np.uint8)), "class"),
+])
+def test_idx_errors_are_one_line(tmp_path, damage, match):
+    x, y = idx_folder(tmp_path)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", x[:99])
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", y[:99])
+    damage(tmp_path)
+    one_line_error(lambda: load_dataset(f"idx:{tmp_path}", seed=0), match)
+
+
+def test_idx_missing_folder(tmp_path):
+    one_line_error(lambda: load_dataset(f"idx:{tmp_path / 'nope'}", seed=0), "is not a folder")

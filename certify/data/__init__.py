@@ -1,9 +1,9 @@
 """The dataset layer: every source becomes clean float32 N×C×H×W tensors in [0, 1] on the 1/255 grid.
 
 A dataset spec is a registered name (`DATASETS`: cifar10-mini, digits, mnist, cifar10, cifar100,
-svhn), `folder:PATH` or `npz:PATH` (`SPEC_FORMS`). A registered name may carry a split,
+svhn), `folder:PATH`, `npz:PATH` or `idx:DIR` (`SPEC_FORMS`). A registered name may carry a split,
 `cifar10-mini:train` / `cifar10-mini:test`, where a single set is wanted (`load_split`, `--test`).
-Sources without their own split (digits, folders, npz files) get a fixed, seeded, stratified 80/20
+Sources without their own split (digits, folders, npz and IDX files) get a fixed, seeded, stratified 80/20
 train/test split, derived from `seeding.derive(seed, "split")`.
 """
 from __future__ import annotations
@@ -19,11 +19,11 @@ __all__ = ["DATASETS", "DEFAULT_DATASET", "SPEC_FORMS", "Dataset", "load_dataset
 
 
 def parse_spec(spec: str) -> tuple[str, str, str | None]:
-    """('folder'|'npz'|'name', path-or-name, split or None). Raises UserError for anything else."""
+    """('folder'|'npz'|'idx'|'name', path-or-name, split or None). Raises UserError for anything else."""
     if not isinstance(spec, str) or not spec.strip():
-        raise UserError(f"dataset spec must be a name, folder:PATH or npz:PATH (got {spec!r})")
+        raise UserError(f"dataset spec must be a name, folder:PATH, npz:PATH or idx:DIR (got {spec!r})")
     spec = spec.strip()
-    for form in ("folder", "npz"):
+    for form in ("folder", "npz", "idx"):
         if spec.startswith(form + ":"):
             path = spec[len(form) + 1:]
             if not path:
@@ -32,7 +32,7 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
     name, sep, split = spec.partition(":")
     if name not in DATASETS.names():
         raise UserError(f"unknown dataset {name!r}; choose from: {', '.join(DATASETS.names())}, "
-                        f"or folder:PATH, npz:PATH")
+                        f"or folder:PATH, npz:PATH, idx:DIR")
     if sep and split not in SPLITS:
         raise UserError(f"dataset {spec!r}: unknown split {split!r}; use {name}:train or {name}:test")
     return "name", name, (split if sep else None)
@@ -47,6 +47,10 @@ def _load_source(kind: str, arg: str, data_root, download: bool, where: str) -> 
         from certify.data.npz import load_npz
 
         src = load_npz(arg, where)
+    elif kind == "idx":
+        from certify.data.idx import load_idx
+
+        src = load_idx(arg, where)
     else:
         src = DATASETS.get(arg).factory(data_root=data_root, download=download)
     k = len(src.classes)

@@ -18,6 +18,8 @@ SPEC_FORMS = {
                    "all the same size; split 80/20 stratified by seed",
     "npz:PATH": "arrays x (uint8 N×H×W×C or N×H×W, or float32 in [0, 1]) and y (int labels 0..K-1); "
                 "split 80/20 stratified by seed",
+    "idx:DIR": "a folder with one pair of IDX files, *-images-idx3-ubyte[.gz] and *-labels-idx1-ubyte[.gz] "
+               "(the MNIST release format); split 80/20 stratified by seed",
 }
 SPLITS = ("train", "test")
 TEST_FRACTION = 0.2
