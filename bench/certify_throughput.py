@@ -131,10 +131,10 @@ def main():
             job1 = execution.DrawJob("cnn", data.shape, 10, model.state_dict(), args.sigma, seed, x, y, 250, 1, 1)
             with tempfile.TemporaryDirectory() as d:
                 serial = record(row, "serial", n, flops, lambda: execution.map_draws(
-                    job, n, 50, executor="serial", workers=1, address=None, cache=Cache(d + "/s"), key="s"))
+                    job, n, 50, executor="serial", workers=1, address=None, cache=Cache(d + "/s"), key="draws-s"))
                 for w in args.workers:
                     on_ray = record(row, f"ray{w}", n, flops, lambda: execution.map_draws(
-                        job1, n, 50, executor="ray", workers=w, address=None, cache=Cache(d + f"/r{w}"), key="r"))
+                        job1, n, 50, executor="ray", workers=w, address=None, cache=Cache(d + f"/r{w}"), key=f"draws-r{w}"))
                     row[f"serial_equals_ray{w}"] = bool(np.array_equal(serial, on_ray))
             if "reference" in row:
                 row["max_abs_draw_difference_vs_reference"] = float(np.abs(ref - serial).max())

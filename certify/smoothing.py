@@ -138,7 +138,7 @@ def draw_accuracies(model: nn.Module, sigma: float, seed: int, start: int, stop:
     device = next(model.parameters()).device
     params = trainable(model)
     buffers = {n: b.detach() for n, b in model.named_buffers()}
-    folded = InferenceForm(model)
+    fast = InferenceForm(model)
     x, y = _fast_layout(x.to(device)), y.to(device)
     out = np.empty(stop - start, dtype=np.float64)
     for lo in range(start, stop, draws_per_pass):
@@ -146,9 +146,9 @@ def draw_accuracies(model: nn.Module, sigma: float, seed: int, start: int, stop:
         draws = [perturbed(params, sigma, seed, j) for j in range(lo, hi)]
         correct = torch.zeros(hi - lo, dtype=torch.long, device=device)
         if hi - lo == 1:
-            state = folded.state(draws[0], buffers)
+            state = fast.state(draws[0], buffers)
             for i in range(0, len(x), eval_batch):
-                pred = functional_call(folded.module, state, (x[i:i + eval_batch],)).argmax(-1)
+                pred = functional_call(fast.module, state, (x[i:i + eval_batch],)).argmax(-1)
                 correct[0] += (pred == y[i:i + eval_batch]).sum()
         else:
             stacked = {n: torch.stack([d[n] for d in draws]) for n in params}

@@ -87,14 +87,14 @@ def test_inference_form_gives_the_same_outputs(digits):
 
     model = build_model("cnn", digits.shape, digits.num_classes, seed=2)
     train(model, digits.x_train, digits.y_train, TrainConfig(epochs=2, batch_size=64, flip=False), seed=0)
-    folded = InferenceForm(model)
-    assert len(folded.pairs) == 3  # every conv of the small CNN is followed by its BN
-    assert len(folded.pools) == 2
+    fast = InferenceForm(model)
+    assert len(fast.pairs) == 3  # every conv of the small CNN is followed by its BN
+    assert len(fast.pools) == 2
     params = {k: v for k, v in trainable(model).items()}
     buffers = dict(model.named_buffers())
     with torch.no_grad():
         ref = model.eval()(digits.x_test)
-        out = torch.func.functional_call(folded.module, folded.state(params, buffers), (digits.x_test,))
+        out = torch.func.functional_call(fast.module, fast.state(params, buffers), (digits.x_test,))
     assert torch.allclose(ref, out, atol=1e-4)
     # a trained model: the comparison above is not between two near-constant outputs
     assert (ref.argmax(1) == digits.y_test).float().mean() > 0.8
