@@ -8,6 +8,7 @@ drifted: each draw evaluates fresh tensors theta + sigma * eps_j through `functi
 from __future__ import annotations
 
 import copy
+from collections import Counter
 
 import numpy as np
 import torch
@@ -86,10 +87,13 @@ class InferenceForm:
             self.module = model
             return
         modules = dict(model.named_modules())
+        calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
 
         def module_of(node, kind):
+            # a module called from several places (a shared ReLU, say) is left alone: rewriting it
+            # for one call site would change the others
             return (isinstance(node, fx.Node) and node.op == "call_module"
-                    and isinstance(modules[node.target], kind))
+                    and isinstance(modules[node.target], kind) and calls[node.target] == 1)
 
         replace: dict[str, nn.Module] = {}
         for node in graph.nodes:
@@ -97,7 +101,7 @@ class InferenceForm:
             if module_of(node, nn.BatchNorm2d) and module_of(prev, nn.Conv2d) and len(prev.users) == 1:
                 self.pairs.append((prev.target, node.target))
                 replace[node.target] = nn.Identity()
-            if node.op == "call_module" and _is_pool2x2(modules[node.target]):
+            if module_of(node, nn.MaxPool2d) and _is_pool2x2(modules[node.target]):
                 absorb = module_of(prev, nn.ReLU) and len(prev.users) == 1
                 if absorb:
                     replace[prev.target] = nn.Identity()

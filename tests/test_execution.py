@@ -100,6 +100,32 @@ def test_inference_form_gives_the_same_outputs(digits):
     assert (ref.argmax(1) == digits.y_test).float().mean() > 0.8
 
 
+def test_inference_form_leaves_shared_modules_alone():
+    """A ReLU module called at two places (as torchvision's ResNet does) must not be absorbed into
+    the pool after one of them: the other call site would lose its ReLU."""
+    from certify.smoothing import InferenceForm
+
+    class Shared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.relu, self.pool = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2)
+            self.head = torch.nn.Linear(4 * 4 * 4, 3)
+
+        def forward(self, x):
+            h = self.pool(self.relu(self.conv(x)))
+            return self.relu(self.head(h.flatten(1)))  # the same ReLU again
+
+    model = Shared().eval()
+    fast = InferenceForm(model)
+    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    with torch.no_grad():
+        out = torch.func.functional_call(fast.module, fast.state(params, {}), (x,))
+        assert torch.equal(out, model(x))
+    assert (out >= 0).all()  # the head's ReLU is still there
+    assert fast.pools == ["pool"] and isinstance(fast.module.relu, torch.nn.ReLU)
+
+
 @pytest.mark.parametrize("size", [(8, 8), (7, 9)])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_maxpool_relu_is_bit_identical_to_pool_then_relu(size, layout):
