@@ -147,5 +147,6 @@ def main():
             res["runs"].append(row)
     print(json.dumps(res, indent=1))
 
+
 if __name__ == "__main__":
     main()

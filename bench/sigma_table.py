@@ -59,5 +59,6 @@ def main(argv=None) -> None:
             print(f"| {sigma:g} | {p} | {section['empirical']['protected_accuracy']:.3f} | " + " | ".join(cells) + " |",
                   flush=True)
 
+
 if __name__ == "__main__":
     main()

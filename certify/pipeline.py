@@ -195,16 +195,18 @@ def choose_sigma(run: Run, clean_model: torch.nn.Module) -> tuple[float, dict]:
     return float(art["chosen"]), rule
 
 
-def surrogate(run: Run, x: torch.Tensor, y: torch.Tensor, sigma: float, victim: torch.nn.Module,
-              victim_key: str):
+def surrogate(run: Run, x: torch.Tensor, y: torch.Tensor, sigma: float, victim: torch.nn.Module):
     """The weights to smooth: the RWP (or standard) surrogate trained on (x, y), by default
     fine-tuned from `victim` (the model trained normally on (x, y)), cached."""
     cfg = run.cfg
     seed = derive(cfg.seed, "surrogate")
     rec = recipe(cfg.surrogate, sigma)
     warm = cfg.surrogate.init == "victim"
+    # keyed by the victim's weights, not its cache key: that key also records whether per-epoch
+    # checkpoints were kept, which does not change the weights a surrogate starts from
+    start = tensor_digest(*victim.state_dict().values()) if warm else None
     key = key_of("surrogate", {"model": run.model_spec(), "train": dataclasses.asdict(cfg.train), "recipe": rec,
-                               "seed": seed, "data": tensor_digest(x, y), "init": victim_key if warm else None})
+                               "seed": seed, "data": tensor_digest(x, y), "init": start})
 
     def make():
         model = run.model(seed)
@@ -390,7 +392,7 @@ def evaluate_release(run_: Run, name: str, released: torch.Tensor, head: dict, c
         line += f"; UD {section['sal_ud']['ud']}; MI gap {section['mutual_information']['gap']:.3f}"
     if ctx["sigma"] is not None:
         with run_.stage("surrogate"):
-            sur, rec, skey = surrogate(run_, released, data.y_train, ctx["sigma"], protected_model, model_key)
+            sur, rec, skey = surrogate(run_, released, data.y_train, ctx["sigma"], protected_model)
         if "recovery" not in cfg.skip:
             with run_.stage("recovery"):
                 section["recovery"] = recovery(run_, sur, skey, ctx["sigma"])

@@ -98,3 +98,11 @@ def test_end_to_end_digits_resume_and_determinism(tmp_path, capsys):
     # the gate: the run against itself passes
     code, out, _ = run_cli(["check", str(out1 / "report.json"), str(out2 / "report.json")], capsys)
     assert code == 0
+    # scores on: the victims are retrained to keep per-epoch checkpoints, with the same weights, so
+    # the surrogates fine-tuned from them come from the cache
+    surrogates = sorted(p.name for p in (cache / "surrogate").iterdir())
+    assert len(surrogates) == 2
+    with_scores = [a if a != "scores,recovery" else "recovery" for a in args]
+    code, _, err = run_cli(with_scores + ["--out", str(tmp_path / "r4")], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (cache / "surrogate").iterdir()) == surrogates
