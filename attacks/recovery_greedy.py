@@ -21,7 +21,7 @@ from attacks._recovery import check_etas, distance
 from attacks.base import RECOVERY
 from certify.errors import UserError
 from certify.seeding import generator
-from certify.smoothing import trainable
+from certify.models import trainable
 from certify.validation import check_positive
 
 REFERENCE = {"trials": 1000}

@@ -27,7 +27,7 @@ from attacks._recovery import BN_MODES, CONSTRAINTS, attacker_split, check_etas,
 from attacks.base import RECOVERY
 from certify.errors import UserError
 from certify.seeding import derive
-from certify.smoothing import trainable
+from certify.models import trainable
 from certify.training import evaluate
 from certify.validation import check_choice, check_nonnegative, check_positive
 

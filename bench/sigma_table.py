@@ -16,9 +16,9 @@ import argparse
 import json
 from pathlib import Path
 
-from certify import bounds
+from certify.certificate import bounds
 from certify.cli import main as certify
-from certify.config import SIGMA_GRID
+from certify.certificate.config import SIGMA_GRID
 
 POISONS = ("none", "random", "miue")
 Q = (0.5, 0.9)

@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from certify.errors import UserError
@@ -63,28 +62,16 @@ class Cache:
     def path(self, key: str, suffix: str) -> Path:
         return self.root / key[: key.index("-")] / f"{key}{suffix}"
 
-    def tensors(self, key: str, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Load the artifact `key`, or make it and store it (torch.save of tensors and plain values)."""
+    def load(self, key: str) -> dict[str, Any] | None:
+        """The artifact `key` (torch.load of tensors and plain values), or None if absent or corrupt."""
         p = self.path(key, ".pt")
-        if p.exists():
-            try:
-                return torch.load(p, weights_only=True)
-            except Exception:
-                p.unlink(missing_ok=True)  # a corrupt artifact is rebuilt, never trusted
-        value = make()
-        atomic_write(p, lambda tmp: torch.save(value, tmp))
-        return value
-
-    def array(self, key: str, name: str) -> np.ndarray | None:
-        p = self.path(key, "") / f"{name}.npy"
         if not p.exists():
             return None
         try:
-            return np.load(p, allow_pickle=False)
+            return torch.load(p, weights_only=True)
         except Exception:
-            p.unlink(missing_ok=True)
+            p.unlink(missing_ok=True)  # a corrupt artifact is rebuilt, never trusted
             return None
 
-    def put_array(self, key: str, name: str, value: np.ndarray) -> None:
-        p = self.path(key, "") / f"{name}.npy"
-        atomic_write(p, lambda tmp: np.save(tmp, value, allow_pickle=False))
+    def save(self, key: str, value: dict[str, Any]) -> None:
+        atomic_write(self.path(key, ".pt"), lambda tmp: torch.save(value, tmp))

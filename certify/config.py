@@ -14,6 +14,7 @@ from typing import Any, Union
 
 import yaml
 
+from certify.certificate.config import CertificateConfig
 from certify.errors import UserError
 from certify.scores.mutual_info import MIConfig
 from certify.scores.sal_ud import SalConfig
@@ -21,40 +22,6 @@ from certify.training import TrainConfig
 from certify.validation import check_choice, check_nonnegative, check_open_unit, check_positive
 
 STAGES = ("certify", "scores", "recovery")
-SIGMA_GRID = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
-
-
-@dataclass
-class SurrogateConfig:
-    kind: str = "rwp"  # rwp | standard
-    # victim: fine-tune the model trained normally on the same data (its training is the plain
-    # phase); scratch: train a fresh model, RWP switched on after switch_fraction of the epochs
-    init: str = "victim"
-    levels: int = 3  # RWP noise levels linspace(0, sigma, levels); the reference profile uses 6
-    epochs: int = 3  # fine-tuning epochs from the victim, or the whole training from scratch
-    switch_fraction: float = 0.2  # scratch only
-    draws_per_level: int = 1
-
-    def validate(self, where: str) -> None:
-        check_choice(where, "surrogate.kind", self.kind, ("rwp", "standard"))
-        check_choice(where, "surrogate.init", self.init, ("victim", "scratch"))
-        check_positive(where, **{"surrogate.levels": self.levels, "surrogate.epochs": self.epochs,
-                                 "surrogate.draws_per_level": self.draws_per_level})
-        check_nonnegative(where, **{"surrogate.switch_fraction": self.switch_fraction})
-
-
-@dataclass
-class SmoothingConfig:
-    eval_batch: int = 250  # images per forward pass of one draw (cache-sized; measured fastest)
-    chunk: int = 50  # draws per work unit (checkpointed and resumed as a whole)
-    threads: int = 1  # torch threads per evaluator (serial and each Ray worker alike)
-    sigma_draws: int = 50  # draws per sigma for the auto rule (their own seed stream)
-    sigma_ratio: float = 0.8  # auto rule: median accuracy >= ratio * unperturbed accuracy
-
-    def validate(self, where: str) -> None:
-        check_positive(where, **{"smoothing.eval_batch": self.eval_batch, "smoothing.chunk": self.chunk,
-                                 "smoothing.threads": self.threads, "smoothing.sigma_draws": self.sigma_draws})
-        check_open_unit(where, **{"smoothing.sigma_ratio": self.sigma_ratio})
 
 
 @dataclass
@@ -78,7 +45,9 @@ class RecoveryConfig:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(CertificateConfig):
+    """The run: data, model, execution, and each slice's section (the certificate's fields come from
+    `CertificateConfig`, flat in YAML as before)."""
     poisons: list[str] = field(default_factory=lambda: ["miue"])
     dataset: str = "cifar10-mini"
     test: Union[str, None] = None
@@ -89,23 +58,16 @@ class RunConfig:
     out: Union[str, None] = None
     cache_dir: Union[str, None] = None
     seed: int = 0
-    threads: Union[int, None] = None  # torch threads for training and crafting (None: every available core)
-    samples: int = 1000
-    sigma: Union[float, str] = "auto"
-    q: float = 0.9
-    alpha: float = 0.01
-    eta_sigma: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.25, 0.5, 1.0, 1.5])
-    coverage: str = "per-eta"
+    threads: int = 1  # torch threads of each training, crafting and scoring task (part of cache keys)
     executor: str = "ray"
-    workers: int = 2
+    workers: Union[int, None] = None  # CPUs of the local Ray instance (None: every core); not used with address
     address: Union[str, None] = None
+    gpu_fraction: float = 0.25  # of a GPU per GPU-capable task, where the cluster has GPUs
     skip: list[str] = field(default_factory=list)
     profile: str = "quick"
     baseline: bool = True
     resume: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
-    surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
-    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     sal: SalConfig = field(default_factory=SalConfig)
     mi: MIConfig = field(default_factory=MIConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
@@ -116,23 +78,17 @@ class RunConfig:
     def validate(self, where: str = "config") -> None:
         if not self.poisons:
             raise UserError(f"{where}: poisons must name at least one poison")
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
-            raise UserError(f"{where}: samples must be a positive integer, got {self.samples!r}")
-        if isinstance(self.sigma, str):
-            if self.sigma != "auto":
-                raise UserError(f"{where}: sigma must be a positive number or 'auto', got {self.sigma!r}")
-        else:
-            check_positive(where, sigma=self.sigma)
-        check_open_unit(where, q=self.q, alpha=self.alpha)
-        if not self.eta_sigma:
-            raise UserError(f"{where}: eta_sigma must list at least one value")
-        for v in self.eta_sigma:
-            check_nonnegative(where, eta_sigma=v)
-        check_choice(where, "coverage", self.coverage, ("per-eta", "bonferroni"))
+        self.validate_certificate(where)
         check_choice(where, "executor", self.executor, ("ray", "serial"))
-        check_positive(where, workers=self.workers)
-        if self.threads is not None:
-            check_positive(where, threads=self.threads)
+        check_positive(where, threads=self.threads)
+        if self.workers is not None:
+            check_positive(where, workers=self.workers)
+            if self.threads > self.workers or self.smoothing.threads > self.workers:
+                raise UserError(f"{where}: threads ({self.threads}) and smoothing.threads "
+                                f"({self.smoothing.threads}) must not exceed workers ({self.workers}): "
+                                "a task asks for one CPU per thread")
+        if not 0 < self.gpu_fraction <= 1:
+            raise UserError(f"{where}: gpu_fraction must be in (0, 1], got {self.gpu_fraction!r}")
         for s in self.skip:
             check_choice(where, "skip", s, STAGES)
         check_choice(where, "profile", self.profile, ("quick", "reference"))
@@ -145,8 +101,6 @@ class RunConfig:
         for name in self.defenses:
             DEFENSES.get(name)
         self.train.validate(f"{where}: train")
-        self.surrogate.validate(where)
-        self.smoothing.validate(where)
         self.sal.validate(where)
         self.mi.validate(where)
         self.recovery.validate(where)

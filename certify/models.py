@@ -100,3 +100,9 @@ def build_model(arch: str, shape: tuple[int, int, int], num_classes: int, seed: 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def trainable(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that weight noise and recovery attacks move: conv/linear weights and biases
+    and BN affine parameters, never BN buffers."""
+    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}

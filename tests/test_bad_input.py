@@ -60,7 +60,7 @@ def _pairs(n=20, hw=8, seed=0):
 
 def minimal_report(poison: str = "random") -> dict:
     """A small valid report.json document (schema ue-certify/report/v1), built by hand."""
-    from certify import bounds
+    from certify.certificate import bounds
 
     draws = np.linspace(0.2, 0.4, 40)
     cert = {"sigma": 0.02, "q": 0.9, "alpha": 0.01, "samples": 40, "surrogate": "rwp",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from certify import bounds
+from certify.certificate import bounds
 from certify.errors import UserError
 
 ALPHA = 0.01

@@ -7,7 +7,7 @@ from attacks._recovery import attacker_split, distance, project
 from attacks.base import RECOVERY
 from certify.errors import UserError
 from certify.models import build_model
-from certify.smoothing import trainable
+from certify.models import trainable
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from certify import bounds
+from certify.certificate import bounds
 from certify.errors import UserError
 from certify.report import load_report, render, validate_report, write_report
 from certify.report.schema import SCHEMA_ID

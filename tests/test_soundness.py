@@ -9,7 +9,7 @@ wrong bound (k_bar - 5) must be caught by the same test.
 import pytest
 from scipy.stats import binomtest
 
-from certify.bounds_check import simulate_failure_rate
+from certify.certificate.soundness import simulate_failure_rate
 
 LEVEL = 1e-3  # one-sided binomial test level: a sound certificate fails this test ~0.1 % of the time per case
 

@@ -79,9 +79,9 @@ def test_models_expose_features():
 def test_rwp_surrogate_fine_tunes_the_victim_it_is_given(digits):
     """init `victim`: RWP fine-tuning starts from the weights it is handed (the normally trained
     model) and stays near them; the recipe says so, and from scratch it says the switch point."""
-    from certify.config import SurrogateConfig
-    from certify.smoothing import trainable
-    from certify.surrogate import recipe, train_surrogate
+    from certify.certificate.config import SurrogateConfig
+    from certify.models import trainable
+    from certify.certificate.surrogate import recipe, train_surrogate
 
     x, y = digits.x_train, digits.y_train
     cfg = TrainConfig(epochs=4, batch_size=64, flip=False)

@@ -132,6 +132,10 @@ POISON = _obj(
     },
 )
 
+# one executed task of the stage graph: where it ran and when (seconds from the run's start)
+TASK_RECORD = _obj({"stage": _STR, "poison": {"type": ["string", "null"]}, "defense": {"type": ["string", "null"]},
+                    "node": _STR, "start": _NONNEG, "end": _NONNEG})
+
 REPORT_SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": SCHEMA_ID,
@@ -155,7 +159,9 @@ REPORT_SCHEMA: dict = {
             "model": _obj({"arch": _STR, "parameters": _COUNT}),
             "poisons": {"type": "object", "additionalProperties": POISON},
         },
-        {"timings": {"type": "object", "additionalProperties": _NONNEG}},
+        {"timings": {"type": "object", "additionalProperties": _NONNEG},
+         "execution": _obj({"executor": {"enum": ["ray", "serial"]}, "cached": {"type": "integer", "minimum": 0},
+                            "tasks": {"type": "array", "items": TASK_RECORD}})},
     ),
 }
 

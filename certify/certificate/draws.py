@@ -15,11 +15,8 @@ import torch
 from torch import fx, nn
 from torch.func import functional_call, vmap
 
+from certify.models import trainable
 from certify.seeding import generator
-
-
-def trainable(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def draw_noise(params: dict[str, torch.Tensor], seed: int, j: int) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import binom, norm
 
-from certify import bounds
+from certify.certificate import bounds
 
 
 def _g(x: np.ndarray) -> np.ndarray:

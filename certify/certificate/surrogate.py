@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from certify.config import SurrogateConfig
+from certify.certificate.config import SurrogateConfig
 from certify.training import TrainConfig, train
 
 

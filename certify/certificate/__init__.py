@@ -1,0 +1,120 @@
+"""The certificate slice: certified (q, eta)-learnability by parametric smoothing.
+
+Modules: `config` (the run config's certificate section), `sigma_rule` (`--sigma auto`),
+`surrogate` (RWP training of the weights to smooth), `draws` (accuracies of weight-perturbed
+copies), `bounds` (order-statistic bounds: numpy in, numbers out), `soundness` (the simulation
+that checks the bound's failure rate).
+
+The one entry point is `plan` + `section`: `plan` adds the certificate's tasks for one release to
+the run's graph (sigma rule, surrogate, chunks of draws), and `section` turns their artifacts into
+the report's `certificate` section. `certify_weights` runs just the draws and bounds for given
+weights (benchmarks use it), through the same tasks.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from certify.cache import tensor_digest
+from certify.certificate import bounds
+from certify.certificate.config import SIGMA_GRID, CertificateConfig
+from certify.certificate.draws import draw_accuracies
+from certify.certificate.sigma_rule import fixed, sigma_of, sigma_task
+from certify.certificate.surrogate import recipe, train_surrogate
+from certify.context import ModelSpec, RunContext, images, task_device
+from certify.data import Dataset
+from certify.graph import run_graph
+from certify.models import trainable
+from certify.seeding import derive
+from certify.training import TrainConfig, evaluate
+
+__all__ = ["plan", "section", "add_sigma", "sigma_of", "certify_weights", "CertificatePlan"]
+
+
+def add_sigma(ctx: RunContext, clean: str) -> str:
+    """The sigma of every certificate of the run: fixed, or the auto rule on the clean model."""
+    cfg = ctx.cfg
+    if cfg.sigma != "auto":
+        return ctx.graph.const(f"sigma-fixed-{float(cfg.sigma)!r}", fixed(cfg.sigma))
+    spec = {"seed": derive(cfg.seed, "sigma-rule"), "smoothing": cfg.smoothing, "grid": SIGMA_GRID}
+    return ctx.cached("sigma", spec, sigma_task, (ctx.data_key, clean))
+
+
+def surrogate_task(data: Dataset, released: dict, sigma_art: dict, *victim: dict, seed: int, training: TrainConfig,
+                   surrogate, smoothing, model: ModelSpec, device: str) -> dict:
+    """The weights to smooth: trained on the release (fine-tuned from its victim by default)."""
+    sigma, _ = sigma_of(sigma_art, smoothing)
+    net = model.build(seed, task_device(device))
+    if victim:
+        net.load_state_dict(victim[0]["state"])
+    hist = train_surrogate(net, images(released["released"]), data.y_train, training, surrogate, sigma, seed)
+    net.eval()
+    theta = torch.cat([p.flatten() for p in trainable(net).values()])
+    return {"state": {k: v.cpu() for k, v in net.state_dict().items()}, "history": hist,
+            "accuracy": evaluate(net, data.x_test, data.y_test, smoothing.eval_batch),
+            "theta_norm": float(theta.norm())}
+
+
+def draws_task(data: Dataset, surrogate: dict, sigma_art: dict, *, seed: int, start: int, stop: int,
+               smoothing, draws_per_pass: int, model: ModelSpec, device: str) -> dict:
+    """Accuracies of draws start..stop-1 (a chunk: the unit that is checkpointed and spread)."""
+    sigma, _ = sigma_of(sigma_art, smoothing)
+    net = model.load(surrogate["state"], task_device(device))
+    acc = draw_accuracies(net, sigma, seed, start, stop, data.x_test, data.y_test, smoothing.eval_batch,
+                          draws_per_pass)
+    return {"accuracies": torch.from_numpy(acc)}
+
+
+@dataclass
+class CertificatePlan:
+    sigma: str  # keys of the graph's artifacts
+    surrogate: str
+    chunks: list[str]
+
+
+def _chunk_tasks(ctx: RunContext, surrogate: str, sigma: str, name: str | None) -> list[str]:
+    cfg, sm = ctx.cfg, ctx.cfg.smoothing
+    spec = {"seed": derive(cfg.seed, "draws"), "smoothing": sm,
+            "draws_per_pass": 1 if ctx.device == "cpu" else 16}  # batched passes pay on GPUs only
+    return [ctx.cached("draws", {**spec, "start": lo, "stop": min(cfg.samples, lo + sm.chunk)}, draws_task,
+                       (ctx.data_key, surrogate, sigma), poison=name, threads=sm.threads, quiet=True)
+            for lo in range(0, cfg.samples, sm.chunk)]
+
+
+def plan(ctx: RunContext, name: str, release: str, victim: str, sigma: str, *, draws: bool = True) -> CertificatePlan:
+    """Add the surrogate of `release` and (with `draws`) the chunks of draws certifying it."""
+    cfg = ctx.cfg
+    warm = cfg.surrogate.init == "victim"
+    spec = {"seed": derive(cfg.seed, "surrogate"), "training": cfg.train, "surrogate": cfg.surrogate,
+            "smoothing": cfg.smoothing}
+    inputs = (ctx.data_key, release, sigma) + ((victim,) if warm else ())
+    sur = ctx.cached("surrogate", spec, surrogate_task, inputs, poison=name)
+    return CertificatePlan(sigma, sur, _chunk_tasks(ctx, sur, sigma, name) if draws else [])
+
+
+def section(cfg: CertificateConfig, p: CertificatePlan, values: dict, independent_distance: float | None) -> dict:
+    """The report's `certificate` section from the plan's artifacts."""
+    sigma, rule = sigma_of(values[p.sigma], cfg.smoothing)
+    draws = np.concatenate([values[k]["accuracies"].numpy() for k in p.chunks])
+    sur = values[p.surrogate]
+    rec = recipe(cfg.surrogate, sigma)
+    stats = bounds.summarize(draws, cfg.q, cfg.alpha, sigma, cfg.eta_sigma, cfg.coverage)
+    return {"sigma": sigma, "q": cfg.q, "alpha": cfg.alpha, "samples": cfg.samples, "surrogate": rec["kind"],
+            "surrogate_recipe": rec, "surrogate_accuracy": sur["accuracy"], "sigma_rule": rule, **stats,
+            "theta_norm": sur["theta_norm"], "independent_distance": independent_distance,
+            "draws": [float(a) for a in draws]}
+
+
+def certify_weights(ctx: RunContext, state: dict, sigma: float, *, cluster=None) -> tuple[np.ndarray, dict]:
+    """Draws and bounds for given weights (no surrogate training): the accuracies in draw order and
+    the statistics, computed by the same chunk tasks as a run (`ctx.cfg.executor`)."""
+    sur = ctx.graph.const(f"weights-{tensor_digest(*state.values())}", {"state": state})
+    sig = ctx.graph.const(f"sigma-fixed-{float(sigma)!r}", fixed(sigma))
+    chunks = _chunk_tasks(ctx, sur, sig, None)
+    out = run_graph(ctx.graph, ctx.cache, executor=ctx.cfg.executor, t0=time.time(), cluster=cluster)
+    draws = np.concatenate([out.values[k]["accuracies"].numpy() for k in chunks])
+    cfg = ctx.cfg
+    return draws, bounds.summarize(draws, cfg.q, cfg.alpha, sigma, cfg.eta_sigma, cfg.coverage)

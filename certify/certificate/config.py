@@ -1,0 +1,77 @@
+"""The certificate's own section of the run configuration: draws, sigma, q, alpha, the eta grid,
+coverage, how draws are evaluated (`smoothing`) and the surrogate they perturb (`surrogate`).
+
+Its fields sit at the top level of the YAML file and the flags (`samples`, `sigma`, ...), as before;
+`RunConfig` inherits them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from certify.errors import UserError
+from certify.validation import check_choice, check_nonnegative, check_open_unit, check_positive
+
+SIGMA_GRID = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25)  # what `--sigma auto` scans, upward
+
+
+@dataclass
+class SurrogateConfig:
+    kind: str = "rwp"  # rwp | standard
+    # victim: fine-tune the model trained normally on the same data (its training is the plain
+    # phase); scratch: train a fresh model, RWP switched on after switch_fraction of the epochs
+    init: str = "victim"
+    levels: int = 3  # RWP noise levels linspace(0, sigma, levels); the reference profile uses 6
+    epochs: int = 3  # fine-tuning epochs from the victim, or the whole training from scratch
+    switch_fraction: float = 0.2  # scratch only
+    draws_per_level: int = 1
+
+    def validate(self, where: str) -> None:
+        check_choice(where, "surrogate.kind", self.kind, ("rwp", "standard"))
+        check_choice(where, "surrogate.init", self.init, ("victim", "scratch"))
+        check_positive(where, **{"surrogate.levels": self.levels, "surrogate.epochs": self.epochs,
+                                 "surrogate.draws_per_level": self.draws_per_level})
+        check_nonnegative(where, **{"surrogate.switch_fraction": self.switch_fraction})
+
+
+@dataclass
+class SmoothingConfig:
+    eval_batch: int = 250  # images per forward pass of one draw (cache-sized; measured fastest)
+    chunk: int = 50  # draws per work unit (checkpointed and resumed as a whole)
+    threads: int = 1  # torch threads per evaluator (serial and each Ray worker alike)
+    sigma_draws: int = 50  # draws per sigma for the auto rule (their own seed stream)
+    sigma_ratio: float = 0.8  # auto rule: median accuracy >= ratio * unperturbed accuracy
+
+    def validate(self, where: str) -> None:
+        check_positive(where, **{"smoothing.eval_batch": self.eval_batch, "smoothing.chunk": self.chunk,
+                                 "smoothing.threads": self.threads, "smoothing.sigma_draws": self.sigma_draws})
+        check_open_unit(where, **{"smoothing.sigma_ratio": self.sigma_ratio})
+
+
+@dataclass
+class CertificateConfig:
+    samples: int = 1000
+    sigma: Union[float, str] = "auto"
+    q: float = 0.9
+    alpha: float = 0.01
+    eta_sigma: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.25, 0.5, 1.0, 1.5])
+    coverage: str = "per-eta"
+    surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+
+    def validate_certificate(self, where: str) -> None:
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+            raise UserError(f"{where}: samples must be a positive integer, got {self.samples!r}")
+        if isinstance(self.sigma, str):
+            if self.sigma != "auto":
+                raise UserError(f"{where}: sigma must be a positive number or 'auto', got {self.sigma!r}")
+        else:
+            check_positive(where, sigma=self.sigma)
+        check_open_unit(where, q=self.q, alpha=self.alpha)
+        if not self.eta_sigma:
+            raise UserError(f"{where}: eta_sigma must list at least one value")
+        for v in self.eta_sigma:
+            check_nonnegative(where, eta_sigma=v)
+        check_choice(where, "coverage", self.coverage, ("per-eta", "bonferroni"))
+        self.surrogate.validate(where)
+        self.smoothing.validate(where)

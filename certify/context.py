@@ -1,0 +1,79 @@
+"""What every stage of one run shares, and the one helper that turns a stage into a cached task.
+
+`RunContext.cached(kind, spec, fn, inputs)` adds a task to the run's graph whose artifact is keyed
+by `kind`, `spec` (exactly the settings that determine it), the keys of its inputs, the model, the
+device and the task's thread count. Stages never build keys or touch the cache themselves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from torch import nn
+
+from certify.cache import Cache, key_of
+from certify.graph import Graph, Task
+from certify.models import build_model
+
+if TYPE_CHECKING:  # the config composes the slices' sections, and the slices use this module
+    from certify.config import RunConfig
+    from certify.data import Dataset
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The run's architecture for its data: small and picklable, so tasks build models where they run."""
+    arch: str
+    shape: tuple[int, ...]
+    classes: int
+
+    def build(self, seed: int, device: torch.device | str = "cpu") -> nn.Module:
+        return build_model(self.arch, self.shape, self.classes, seed).to(device)
+
+    def load(self, state: dict, device: torch.device | str = "cpu") -> nn.Module:
+        model = self.build(0, device)
+        model.load_state_dict(state)
+        return model.eval()
+
+    def key(self) -> dict:
+        return {"arch": self.arch, "shape": list(self.shape), "classes": self.classes}
+
+
+def task_device(kind: str) -> torch.device:
+    """Where a task computes: CUDA when the run is keyed for it and this process has it (a logical
+    GPU of a CPU-only Ray node runs on the CPU)."""
+    return torch.device("cuda" if kind == "cuda" and torch.cuda.is_available() else "cpu")
+
+
+def images(x: torch.Tensor) -> torch.Tensor:
+    """Released images as float32 in [0, 1] (crafted releases are stored as 8-bit)."""
+    return x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x
+
+
+@dataclass
+class RunContext:
+    cfg: RunConfig
+    data: Dataset
+    cache: Cache
+    model: ModelSpec
+    device: str  # "cpu" | "cuda": the kind of device tasks compute on (part of every key)
+    data_key: str  # the graph's constant holding `data`
+    test_digest: str
+    graph: Graph = field(default_factory=Graph)
+
+    def cached(self, kind: str, spec: dict, fn: Callable[..., dict], inputs: tuple[str, ...] = (), *,
+               poison: str | None = None, defense: str | None = None, threads: int | None = None,
+               accept: Callable[[dict], bool] | None = None, quiet: bool = False,
+               unkeyed: dict | None = None, stage: str | None = None) -> str:
+        """Add the task that makes artifact `kind` from `inputs` (keys) with
+        `fn(*inputs, **spec, model=..., device=...)`; return its key. `spec` is both what `fn` is
+        called with and what the key hashes (dataclasses hash by their repr: every field).
+        `unkeyed` arguments do not change the artifact (a progress label, say); `stage` names the
+        task in progress and records (default: `kind`)."""
+        threads = self.cfg.threads if threads is None else threads
+        key = key_of(kind, {"spec": spec, "inputs": list(inputs), "model": self.model.key(),
+                            "device": self.device, "threads": threads})
+        args = {**spec, **(unkeyed or {}), "model": self.model, "device": self.device}
+        return self.graph.add(Task(key, stage or kind, fn, tuple(inputs), args, poison, defense, threads,
+                                   self.cfg.gpu_fraction, accept, quiet))

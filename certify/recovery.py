@@ -1,0 +1,54 @@
+"""The recovery slice as tasks: each recovery attack starts from a release's certified surrogate
+and reports clean test accuracy against eta (multiples of the run's sigma)."""
+from __future__ import annotations
+
+import dataclasses
+
+from certify.certificate.sigma_rule import sigma_of
+from certify.context import ModelSpec, RunContext, task_device
+from certify.data import Dataset
+from certify.seeding import derive
+
+
+def recovery_task(data: Dataset, surrogate: dict, sigma_art: dict, *, method: str, params, seed: int,
+                  eta_sigma: list[float], attacker_fraction: float, attacker_seed: int, smoothing,
+                  model: ModelSpec, device: str) -> dict:
+    from attacks._recovery import attacker_split
+    from attacks.base import RECOVERY
+
+    sigma, _ = sigma_of(sigma_art, smoothing)
+    x_att, y_att = attacker_split(data.x_train, data.y_train, attacker_fraction, attacker_seed)
+    net = model.load(surrogate["state"], task_device(device))
+    etas = [r * sigma for r in eta_sigma]
+    return {"curve": RECOVERY.get(method).factory(net, x_att, y_att, data.x_test, data.y_test, etas, params, seed),
+            "attacker_images": len(x_att)}
+
+
+def add_recovery(ctx: RunContext, surrogate: str, sigma: str, name: str) -> dict[str, str]:
+    """One task per recovery method: {method: key}."""
+    from attacks.base import RECOVERY
+
+    cfg, rc = ctx.cfg, ctx.cfg.recovery
+    keys = {}
+    for method in rc.methods:
+        spec = {"method": method, "params": RECOVERY.params(method, cfg.recovery_params.get(method, {})),
+                "seed": derive(cfg.seed, "recovery", method), "eta_sigma": rc.eta_sigma,
+                "attacker_fraction": rc.attacker_fraction, "attacker_seed": derive(cfg.seed, "attacker-set"),
+                "smoothing": cfg.smoothing}
+        keys[method] = ctx.cached("recovery", spec, recovery_task, (ctx.data_key, surrogate, sigma), poison=name)
+    return keys
+
+
+def section(ctx: RunContext, keys: dict[str, str], values: dict) -> dict:
+    from attacks.base import RECOVERY
+
+    cfg, rc = ctx.cfg, ctx.cfg.recovery
+    out = {}
+    for method, key in keys.items():
+        params = RECOVERY.params(method, cfg.recovery_params.get(method, {}))
+        art = values[key]
+        out[method] = {"start": "surrogate", "bn": params.bn, "constraint": params.constraint,
+                       "attacker_images": art["attacker_images"], "params": dataclasses.asdict(params),
+                       "curve": [{"eta": p["eta"], "eta_over_sigma": r, "accuracy": p["accuracy"]}
+                                 for p, r in zip(art["curve"], rc.eta_sigma)]}
+    return out
