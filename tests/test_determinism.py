@@ -8,18 +8,10 @@ import struct
 
 import pytest
 
-from certify import device as devices
 from certify.cli import main
 
 TINY = "train: {epochs: 2}\nsurrogate: {epochs: 1}\nsmoothing: {chunk: 10, sigma_draws: 5}\n"
-VOLATILE = ("created", "timings", "command")  # when and how it was asked, not what was computed
-
-
-@pytest.fixture
-def one_thread(monkeypatch):
-    # the same thread count for every run here (it can change float reductions; 2 threads on a
-    # shared 2-core machine are also many times slower than 1)
-    monkeypatch.setattr(devices, "default_threads", lambda: 1)
+VOLATILE = ("created", "timings", "command", "execution")  # when, how and where, not what was computed
 
 
 def _run(tmp_path, capsys, name: str, *extra: str) -> dict:
@@ -44,7 +36,7 @@ def _bytes(draws: list[float]) -> bytes:
 
 
 @pytest.mark.slow
-def test_same_command_same_report_and_ray_equals_serial(tmp_path, capsys, one_thread, ray_local):
+def test_same_command_same_report_and_ray_equals_serial(tmp_path, capsys, ray_local):
     first = _run(tmp_path, capsys, "first", "--executor", "serial")
     second = _run(tmp_path, capsys, "second", "--executor", "serial")
     assert set(first["poisons"]) == {"none", "random"}
@@ -62,4 +54,26 @@ def test_same_command_same_report_and_ray_equals_serial(tmp_path, capsys, one_th
         a, b = first["poisons"][p]["certificate"], on_ray["poisons"][p]["certificate"]
         assert _bytes(a["draws"]) == _bytes(b["draws"]), p
         assert a["curve"] == b["curve"]
-    assert len(list((tmp_path / "ray-cache" / "draws").glob("draws-*/*.npy"))) == 2 * 4
+    assert len(list((tmp_path / "ray-cache" / "draws").glob("draws-*.pt"))) == 2 * 4
+    assert {t["node"] for t in on_ray["execution"]["tasks"]} != {"driver"}
+    assert _numbers(on_ray)["poisons"] == _numbers(first)["poisons"]
+
+
+@pytest.mark.slow
+def test_ray_with_one_worker_gives_the_serial_report(tmp_path, capsys):
+    """A fresh process with its own one-CPU local instance, every task run there."""
+    import subprocess
+    import sys
+
+    serial = _run(tmp_path, capsys, "serial", "--executor", "serial")
+    cfg = tmp_path / "tiny.yaml"
+    res = subprocess.run([sys.executable, "-m", "certify.cli", "--quiet", "run", "--poison", "random",
+                          "--dataset", "digits", "--config", str(cfg), "--samples", "40", "--skip",
+                          "scores,recovery", "--seed", "2", "--out", str(tmp_path / "one"), "--cache-dir",
+                          str(tmp_path / "one-cache"), "--executor", "ray", "--workers", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    one = json.loads((tmp_path / "one" / "report.json").read_text())
+    assert one["environment"]["workers"] == 1 and one["execution"]["cached"] == 0
+    assert len({t["node"] for t in one["execution"]["tasks"]} - {"driver"}) == 1
+    assert _numbers(one)["poisons"] == _numbers(serial)["poisons"]

@@ -3,17 +3,36 @@ import numpy as np
 import pytest
 import torch
 
-from certify import execution
 from certify.cache import Cache
-from certify.models import build_model
-from certify.smoothing import draw_accuracies, draw_noise, trainable
+from certify.certificate import certify_weights
+from certify.certificate.draws import draw_accuracies, draw_noise
+from certify.config import RunConfig
+from certify.context import ModelSpec, RunContext
+from certify.models import build_model, trainable
+
+
+class Job:
+    """A model and the digits test set, as the draws see them."""
+
+    def __init__(self, digits):
+        self.spec = ModelSpec("cnn", digits.shape, digits.num_classes)
+        self.state = build_model("cnn", digits.shape, digits.num_classes, seed=1).state_dict()
+        self.x, self.y, self.digits = digits.x_test, digits.y_test, digits
+
+    def model(self):
+        return self.spec.load(self.state)
+
+    def certify(self, cache_dir, n, chunk, executor="serial"):
+        cfg = RunConfig(samples=n, executor=executor, seed=7)
+        cfg.smoothing.chunk, cfg.smoothing.eval_batch = chunk, 100
+        ctx = RunContext(cfg, self.digits, Cache(cache_dir), self.spec, "cpu", "data-digits", "t")
+        ctx.graph.const(ctx.data_key, self.digits)
+        return certify_weights(ctx, self.state, 0.05)[0]
 
 
 @pytest.fixture(scope="module")
 def job(digits):
-    model = build_model("cnn", digits.shape, digits.num_classes, seed=1)
-    return execution.DrawJob("cnn", digits.shape, digits.num_classes, model.state_dict(), 0.05, 7,
-                             digits.x_test, digits.y_test, eval_batch=100, draws_per_pass=1, threads=1)
+    return Job(digits)
 
 
 def test_noise_depends_only_on_seed_and_index(job):
@@ -48,41 +67,46 @@ def test_batched_pass_matches_loop(job):
 
 
 def test_serial_and_ray_identical_and_resume(job, tmp_path, ray_local):
-    serial = execution.map_draws(job, 40, 10, executor="serial", workers=1, address=None,
-                                 cache=Cache(tmp_path / "a"), key="draws-x")
-    on_ray = execution.map_draws(job, 40, 10, executor="ray", workers=2, address=None,
-                                 cache=Cache(tmp_path / "b"), key="draws-x")
-    assert np.array_equal(serial, on_ray)
-    one = execution.map_draws(job, 40, 10, executor="ray", workers=1, address=None,
-                              cache=Cache(tmp_path / "c"), key="draws-x")
-    assert np.array_equal(serial, one)
+    serial = job.certify(tmp_path / "a", 40, 10)
+    on_ray = job.certify(tmp_path / "b", 40, 10, executor="ray")
+    assert np.array_equal(serial, on_ray) and serial.std() > 0
+    direct = draw_accuracies(job.model(), 0.05, job_seed(), 0, 40, job.x, job.y, 100)
+    assert np.array_equal(serial, direct)  # the chunk tasks are the draws, in draw order
+
+
+def job_seed():
+    from certify.seeding import derive
+
+    return derive(7, "draws")
 
 
 def test_resume_recomputes_nothing(job, tmp_path, monkeypatch):
-    cache = Cache(tmp_path)
-    first = execution.map_draws(job, 30, 10, executor="serial", workers=1, address=None, cache=cache, key="draws-y")
-    # simulate an interrupted run: one chunk lost
-    (cache.path("draws-y", "") / "0000010-0000020.npy").unlink()
+    import certify.certificate as cert
+
+    first = job.certify(tmp_path, 30, 10)
+    chunks = sorted((tmp_path / "draws").glob("draws-*.pt"))
+    assert len(chunks) == 3
+    chunks[1].unlink()  # an interrupted run: one chunk lost
     calls = []
-    real = execution.Evaluator.run
+    real = cert.draw_accuracies
 
-    def counting(self, start, stop):
+    def counting(model, sigma, seed, start, stop, *args):
         calls.append((start, stop))
-        return real(self, start, stop)
+        return real(model, sigma, seed, start, stop, *args)
 
-    monkeypatch.setattr(execution.Evaluator, "run", counting)
-    again = execution.map_draws(job, 30, 10, executor="serial", workers=1, address=None, cache=cache, key="draws-y")
-    assert calls == [(10, 20)]
+    monkeypatch.setattr(cert, "draw_accuracies", counting)
+    again = job.certify(tmp_path, 30, 10)
+    assert len(calls) == 1 and calls[0][1] - calls[0][0] == 10
     assert np.array_equal(first, again)
     calls.clear()
-    execution.map_draws(job, 30, 10, executor="serial", workers=1, address=None, cache=cache, key="draws-y")
+    job.certify(tmp_path, 30, 10)
     assert calls == []
 
 
 def test_inference_form_gives_the_same_outputs(digits):
     """BN folded into the preceding conv is exact algebra, and the pool rewrite is exact: same
     outputs as the model itself."""
-    from certify.smoothing import InferenceForm
+    from certify.certificate.draws import InferenceForm
     from certify.training import TrainConfig, train
 
     model = build_model("cnn", digits.shape, digits.num_classes, seed=2)
@@ -103,7 +127,7 @@ def test_inference_form_gives_the_same_outputs(digits):
 def test_inference_form_leaves_shared_modules_alone():
     """A ReLU module called at two places (as torchvision's ResNet does) must not be absorbed into
     the pool after one of them: the other call site would lose its ReLU."""
-    from certify.smoothing import InferenceForm
+    from certify.certificate.draws import InferenceForm
 
     class Shared(torch.nn.Module):
         def __init__(self):
@@ -129,7 +153,7 @@ def test_inference_form_leaves_shared_modules_alone():
 @pytest.mark.parametrize("size", [(8, 8), (7, 9)])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_maxpool_relu_is_bit_identical_to_pool_then_relu(size, layout):
-    from certify.smoothing import MaxPoolReLU
+    from certify.certificate.draws import MaxPoolReLU
 
     h = torch.randn(3, 5, *size, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=layout)
     ref = torch.relu(torch.nn.functional.max_pool2d(torch.relu(h), 2))
@@ -145,16 +169,16 @@ def test_ray_started_in_the_background_survives_its_starter_thread():
     import sys
 
     code = ("import time, ray\n"
-            "from certify import execution\n"
-            "execution.start_ray(None, 1)\n"
-            "execution._wait_ray(None, 1)\n"
+            "from certify import cluster\n"
+            "cluster.start(None, 1)\n"
+            "cluster.connect(None, 1)\n"
             "time.sleep(3)\n"
             "print('answer', ray.get(ray.remote(lambda: 7).remote(), timeout=60))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert "answer 7" in res.stdout, res.stderr[-2000:]
 
 
-def test_serial_draws_restore_the_callers_thread_count(job, tmp_path):
-    torch.set_num_threads(3)  # neither the job's 1 nor this machine's core count
-    execution.map_draws(job, 10, 10, executor="serial", workers=1, address=None, cache=Cache(tmp_path), key="draws-t")
-    assert torch.get_num_threads() == 3  # training after the draws keeps the run's setting
+def test_serial_tasks_restore_the_callers_thread_count(job, tmp_path):
+    torch.set_num_threads(3)  # neither the task's 1 nor this machine's core count
+    job.certify(tmp_path, 10, 10)
+    assert torch.get_num_threads() == 3  # work after a task keeps the caller's setting
