@@ -165,7 +165,7 @@ def test_content_holds_the_summary_rows_and_derived_numbers():
     ctl = {p["eta_over_sigma"]: p["learnability"] for p in r["poisons"]["none"]["certificate"]["curve"]}
     assert miue[6] == f"{at[0.1]:.3f} ({at[0.1] - ctl[0.1]:+.3f})"
 
-    [defenses] = _tables(_section(doc, "Defences", within="Poison: miue"))
+    [defenses] = _tables(_section(doc, "Defenses", within="Poison: miue"))
     assert defenses.rows == [["jpeg", "0.310", "0.330", "+0.100"], ["grayscale", "0.260", "0.270", "+0.050"]]
     certificate = _tables(_section(doc, "Certificate", within="Poison: miue"))[0]
     assert certificate.header[-3:] == ["certified upper (none)", "gap", "lower bound"]

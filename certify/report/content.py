@@ -74,7 +74,7 @@ def best_recovery(section: dict) -> tuple[float, str, float] | None:
     return best
 
 
-def defence_names(report: dict) -> list[str]:
+def defense_names(report: dict) -> list[str]:
     names: list[str] = []
     for sec in report["poisons"].values():
         for d in (sec["empirical"].get("defenses") or {}):
@@ -136,7 +136,7 @@ def _summary(report: dict) -> Section:
         ("protected acc", lambda n, s: acc(s["empirical"]["protected_accuracy"])),
         ("peak protected acc", lambda n, s: acc(s["empirical"]["peak_protected_accuracy"])),
     ]
-    for d in defence_names(report):
+    for d in defense_names(report):
         columns.append((f"{d} acc", lambda n, s, d=d: acc(((s["empirical"].get("defenses") or {}).get(d) or {})
                                                           .get("accuracy"))))
     gap_note = " (gap to none)" if control is not None else ""
@@ -291,10 +291,10 @@ def _guarantee(name: str, sec: dict, report: dict) -> list:
     blocks: list = [Paragraph([Strong("What is guaranteed."), " " + text])]
     blocks.append(Paragraph([Strong("What is not guaranteed."),
                          " The certificate says nothing about models farther than η from θ̂, about models trained "
-                         "differently (another architecture, recipe, training length, augmentation or a defence), "
+                         "differently (another architecture, recipe, training length, augmentation or a defense), "
                          "about the accuracy of any single unsmoothed model, or about data other than this test set. "
                          "It concerns the surrogate θ̂, not the protected model whose accuracies are listed above; "
-                         "those accuracies, the defences, the scores and the recovery attack are measurements of "
+                         "those accuracies, the defenses, the scores and the recovery attack are measurements of "
                          "single runs, not guarantees."]))
     if name == CONTROL:
         blocks.append(Paragraph(["This is the clean control: the same certificate computed on the clean data, so that "
@@ -326,8 +326,8 @@ def _overview(sec: dict) -> Bullets:
     return Bullets(items)
 
 
-def _defences(emp: dict) -> Section:
-    return Section("Defences", [Table(["defence", "accuracy", "peak accuracy", "change vs undefended"],
+def _defenses(emp: dict) -> Section:
+    return Section("Defenses", [Table(["defense", "accuracy", "peak accuracy", "change vs undefended"],
                                       [[d, acc(v["accuracy"]), acc(v["peak_accuracy"]),
                                         signed(v["accuracy"] - emp["protected_accuracy"])]
                                        for d, v in emp["defenses"].items()])])
@@ -378,7 +378,7 @@ def _recovery(sec: dict) -> Section:
 def _poison(name: str, sec: dict, report: dict, figs: list) -> Section:
     children: list = [_overview(sec)]
     if sec["empirical"].get("defenses"):
-        children.append(_defences(sec["empirical"]))
+        children.append(_defenses(sec["empirical"]))
     if sec.get("certificate"):
         children.append(_certificate(name, sec, report))
     if sec.get("sal_ud"):

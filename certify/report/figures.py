@@ -56,7 +56,7 @@ def plan(report: dict) -> list[FigureSpec]:
     specs: list[FigureSpec] = []
     if any((s["empirical"].get("defenses") or {}) for s in poisons.values()):
         specs.append(FigureSpec("defenses.png", "Test accuracy of the protected model without and with each "
-                                "defence (black tick: clean model)", None, "defenses"))
+                                "defense (black tick: clean model)", None, "defenses"))
     if any((s.get("sal_ud") or {}).get("ud") is not None for s in poisons.values()):
         specs.append(FigureSpec("ud.png", "UD per poison", None, "ud"))
     for name, sec in poisons.items():
@@ -251,7 +251,7 @@ def _defenses(report, fig):
         for d in (s["empirical"].get("defenses") or {}):
             if d not in defs:
                 defs.append(d)
-    series = ["no defence"] + defs
+    series = ["no defense"] + defs
     ax = fig.add_subplot(1, 1, 1)
     ax.set_axisbelow(True)
     x = np.arange(len(names))
@@ -273,7 +273,7 @@ def _defenses(report, fig):
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.02)
     ax.legend(ncol=min(len(series), 4), loc="upper right")
-    ax.set_title("defences")
+    ax.set_title("defenses")
 
 
 def _ud(report, fig):
