@@ -74,15 +74,6 @@ def best_recovery(section: dict) -> tuple[float, str, float] | None:
     return best
 
 
-def defense_names(report: dict) -> list[str]:
-    names: list[str] = []
-    for sec in report["poisons"].values():
-        for d in (sec["empirical"].get("defenses") or {}):
-            if d not in names:
-                names.append(d)
-    return names
-
-
 def poison_title(name: str) -> str:
     return "none (clean control)" if name == CONTROL else name
 
@@ -136,7 +127,7 @@ def _summary(report: dict) -> Section:
         ("protected acc", lambda n, s: acc(s["empirical"]["protected_accuracy"])),
         ("peak protected acc", lambda n, s: acc(s["empirical"]["peak_protected_accuracy"])),
     ]
-    for d in defense_names(report):
+    for d in figures.defense_names(report):
         columns.append((f"{d} acc", lambda n, s, d=d: acc(((s["empirical"].get("defenses") or {}).get(d) or {})
                                                           .get("accuracy"))))
     gap_note = " (gap to none)" if control is not None else ""

@@ -46,6 +46,16 @@ def slugs(names) -> dict[str, str]:
     return out
 
 
+def defense_names(report: dict) -> list[str]:
+    """Every defense applied to any poison, in first-seen order (the report's columns, the figure's bars)."""
+    names: list[str] = []
+    for sec in report["poisons"].values():
+        for d in (sec["empirical"].get("defenses") or {}):
+            if d not in names:
+                names.append(d)
+    return names
+
+
 def _has_matrix(m) -> bool:
     return isinstance(m, list) and any(isinstance(row, list) and len(row) > 0 for row in m)
 
@@ -246,12 +256,7 @@ def _defenses(report, fig):
 
     poisons = report["poisons"]
     names = list(poisons)
-    defs: list[str] = []
-    for s in poisons.values():
-        for d in (s["empirical"].get("defenses") or {}):
-            if d not in defs:
-                defs.append(d)
-    series = ["no defense"] + defs
+    series = ["no defense"] + defense_names(report)
     ax = fig.add_subplot(1, 1, 1)
     ax.set_axisbelow(True)
     x = np.arange(len(names))
