@@ -202,11 +202,11 @@ def _certificate_params(cert: dict) -> Bullets:
         items.append([Strong("σ rule warning"), f": {rule['warning']}"])
     items += [
         [Strong("Confidence"), f": q = {cert['q']:g}, α = {cert['alpha']:g}, N = {cert['samples']} draws, "
-                              f"coverage {cert['coverage']}"],
+                               f"coverage {cert['coverage']}"],
         [Strong("Surrogate θ̂"), f": {cert['surrogate']}, noise levels "
-                               f"[{', '.join(f'{v:g}' for v in recipe['levels'])}], {recipe['epochs']} epochs"
-                               f"{' fine-tuning the normally trained model' if recipe.get('init') == 'victim' else ''}; "
-                               f"unperturbed test accuracy {acc(cert['surrogate_accuracy'])}"],
+                                f"[{', '.join(f'{v:g}' for v in recipe['levels'])}], {recipe['epochs']} epochs"
+                                f"{' fine-tuning the normally trained model' if recipe.get('init') == 'victim' else ''}; "
+                                f"unperturbed test accuracy {acc(cert['surrogate_accuracy'])}"],
         [Strong("Empirical q-quantile of the draws"), f" (not certified): {acc(cert['empirical_quantile'])}"],
     ]
     m = cert["max_certified_eta"]
@@ -223,7 +223,7 @@ def _certificate_params(cert: dict) -> Bullets:
     return Bullets(items)
 
 
-def _guarantee(name: str, sec: dict, report: dict) -> list:
+def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
     cert = sec["certificate"]
     control = report["poisons"].get(CONTROL)
     sigma, q, alpha, n = cert["sigma"], cert["q"], cert["alpha"], cert["samples"]
@@ -279,18 +279,21 @@ def _guarantee(name: str, sec: dict, report: dict) -> list:
     elif not (tn or dist):
         text += (" This report does not record ‖θ̂‖₂ or the distance between independently trained models, so the "
                  "radius cannot be put in scale here.")
-    blocks: list = [Paragraph([Strong("What is guaranteed."), " " + text])]
-    blocks.append(Paragraph([Strong("What is not guaranteed."),
-                         " The certificate says nothing about models farther than η from θ̂, about models trained "
-                         "differently (another architecture, recipe, training length, augmentation or a defense), "
-                         "about the accuracy of any single unsmoothed model, or about data other than this test set. "
-                         "It concerns the surrogate θ̂, not the protected model whose accuracies are listed above; "
-                         "those accuracies, the defenses, the scores and the recovery attack are measurements of "
-                         "single runs, not guarantees."]))
+    paragraphs = [
+        Paragraph([Strong("What is guaranteed."), " " + text]),
+        Paragraph([Strong("What is not guaranteed."),
+                   " The certificate says nothing about models farther than η from θ̂, about models trained "
+                   "differently (another architecture, recipe, training length, augmentation or a defense), "
+                   "about the accuracy of any single unsmoothed model, or about data other than this test set. "
+                   "It concerns the surrogate θ̂, not the protected model whose accuracies are listed above; "
+                   "those accuracies, the defenses, the scores and the recovery attack are measurements of "
+                   "single runs, not guarantees."]),
+    ]
     if name == CONTROL:
-        blocks.append(Paragraph(["This is the clean control: the same certificate computed on the clean data, so that "
-                             "the gap between a poison's row and this one is what the protection buys at that η."]))
-    return blocks
+        paragraphs.append(Paragraph(["This is the clean control: the same certificate computed on the clean data, so "
+                                     "that the gap between a poison's row and this one is what the protection buys at "
+                                     "that η."]))
+    return paragraphs
 
 
 def _budget(b: dict) -> str:
