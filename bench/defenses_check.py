@@ -1,9 +1,9 @@
-"""Defence cost per epoch relative to plain training, and the pgd recovery runtime.
+"""Defense cost per epoch relative to plain training, and the pgd recovery runtime.
 
     python bench/defenses_check.py [--n 5000] [--epochs 15] [--at-steps 2,10] [--reps 1] [--skip-recovery] [--json F]
 
 On cifar10-mini with the default model (`cnn`) and training (TrainConfig(epochs=15, batch_size=128,
-lr=0.05, flip=True)): one timed epoch per defence (after one untimed warm-up epoch of plain
+lr=0.05, flip=True)): one timed epoch per defense (after one untimed warm-up epoch of plain
 training; with --reps the fastest of several, as other load on the machine only adds time),
 the one-off `prepare` time separately, AT at each `--at-steps`; then a clean model
 trained for `--epochs` and the pgd recovery (quick profile, bn frozen, ball) at 3 eta values on a

@@ -46,7 +46,7 @@ def _evaluation_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `audit` (they run the same stages)."""
     p.add_argument("--config", help="YAML file of settings (flags override it)")
     p.add_argument("--model", help="architecture (see `certify list`); default: the dataset's")
-    p.add_argument("--defense", dest="defenses", type=_list, help="comma-separated defences to apply")
+    p.add_argument("--defense", dest="defenses", type=_list, help="comma-separated defenses to apply")
     p.add_argument("--samples", type=int, help="Monte-Carlo draws N for the certificate (default 1000)")
     p.add_argument("--out", help="report directory (default reports/runs/<timestamp>-<poisons>/)")
     p.add_argument("--seed", type=int, help="run seed (default 0)")
@@ -109,7 +109,7 @@ def build_parser() -> Parser:
     rep = sub.add_parser("report", help="render report.md and report.html again from report.json")
     rep.add_argument("report_json")
 
-    sub.add_parser("list", help="every registered poison, defence, attack, dataset and model")
+    sub.add_parser("list", help="every registered poison, defense, attack, dataset and model")
     return top
 
 
@@ -206,7 +206,7 @@ def cmd_list(ns, argv) -> int:
             print(f"  {e.name:<18} {e.summary}{tag}")
 
     section("poisons:", POISONS.entries())
-    section("defences:", DEFENSES.entries())
+    section("defenses:", DEFENSES.entries())
     section("recovery attacks:", RECOVERY.entries())
     section("datasets:", DATASETS.entries())
     for form, text in SPEC_FORMS.items():

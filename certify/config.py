@@ -72,7 +72,7 @@ class RunConfig(CertificateConfig):
     mi: MIConfig = field(default_factory=MIConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     poison_params: dict[str, dict] = field(default_factory=dict)  # per-poison parameter overrides
-    defense_params: dict[str, dict] = field(default_factory=dict)  # per-defence parameter overrides
+    defense_params: dict[str, dict] = field(default_factory=dict)  # per-defense parameter overrides
     recovery_params: dict[str, dict] = field(default_factory=dict)  # per-recovery-attack overrides
 
     def validate(self, where: str = "config") -> None:

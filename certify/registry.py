@@ -1,6 +1,6 @@
 """One small registry type: name -> factory, one-line summary, declared parameters.
 
-Poisons, defences, recovery attacks, datasets and models each keep one `Registry`. Methods register
+Poisons, defenses, recovery attacks, datasets and models each keep one `Registry`. Methods register
 themselves with a decorator in their own file; packages import their modules on first use, so
 `certify list`, config validation and the tests see every method without a hand-kept list.
 """
@@ -26,7 +26,7 @@ class Entry:
 
 @dataclass
 class Registry:
-    what: str  # "poison", "defence", ... used in error messages
+    what: str  # "poison", "defense", ... used in error messages
     package: str | None = None  # modules under it are imported before the first lookup
     _entries: dict[str, Entry] = field(default_factory=dict)
     _loaded: bool = False

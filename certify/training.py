@@ -1,6 +1,6 @@
 """The one training loop: seeded SGD with momentum, weight decay and a cosine schedule.
 
-Hooks used by later stages: `batch_transform` (augmentations and input defences), `loss_fn`
+Hooks used by later stages: `batch_transform` (augmentations and input defenses), `loss_fn`
 (adversarial training, RWP, MixUp-style soft targets) and `epoch_callback` (SAL scoring).
 """
 from __future__ import annotations

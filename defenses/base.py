@@ -1,7 +1,7 @@
-"""The tiny base of train-time defences: a defence changes the training data, the batches or the loss.
+"""The tiny base of train-time defenses: a defense changes the training data, the batches or the loss.
 
-A defence file registers a factory `make(params) -> Defense` in `DEFENSES` with its parameter
-dataclass. The pipeline trains a victim on the released data with the defence's hooks and reports
+A defense file registers a factory `make(params) -> Defense` in `DEFENSES` with its parameter
+dataclass. The pipeline trains a victim on the released data with the defense's hooks and reports
 its final and peak test accuracy (so early stopping is read off every run).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from certify.registry import Registry
 from certify.training import BatchTransform, LossFn
 
-DEFENSES = Registry("defence", package="defenses")
+DEFENSES = Registry("defense", package="defenses")
 
 
 @dataclass

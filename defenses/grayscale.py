@@ -25,7 +25,7 @@ class GrayscaleParams:
 
 def to_grayscale(x: torch.Tensor) -> torch.Tensor:
     if x.dim() != 4 or x.shape[1] not in (1, 3):
-        raise UserError(f"defence grayscale: needs N x C x H x W images with 1 or 3 channels, got {tuple(x.shape)}")
+        raise UserError(f"defense grayscale: needs N x C x H x W images with 1 or 3 channels, got {tuple(x.shape)}")
     if x.shape[1] == 1:
         return x.clone()
     w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)

@@ -31,7 +31,7 @@ class JPEGParams:
 def jpeg_compress(x: torch.Tensor, quality: int = 10, chunk: int = 1000) -> torch.Tensor:
     """x (N x C x H x W in [0, 1], C = 1 or 3) JPEG-encoded at `quality` and decoded, as float32."""
     if x.dim() != 4 or x.shape[1] not in (1, 3):
-        raise UserError(f"defence jpeg: needs N x C x H x W images with 1 or 3 channels, got {tuple(x.shape)}")
+        raise UserError(f"defense jpeg: needs N x C x H x W images with 1 or 3 channels, got {tuple(x.shape)}")
     out = torch.empty_like(x, dtype=torch.float32)
     for i in range(0, len(x), chunk):
         u8 = (x[i:i + chunk].detach().cpu() * 255).round().clamp(0, 255).to(torch.uint8)

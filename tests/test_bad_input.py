@@ -215,7 +215,7 @@ ROWS = [
     ("name-poison-yaml", RUN + ["--config", "{W}/poisons-unknown.yaml"], "unknown poison 'nosuch'", INPROC, None),
     ("name-poison-params", RUN + ["--config", "{W}/poison-params-unknown.yaml"], "unknown poison 'nosuch'",
      INPROC, None),
-    ("name-defence-in-list", RUN + DIGITS + ["--defense", "jpeg,magic"], "unknown defence 'magic'", INPROC, None),
+    ("name-defense-in-list", RUN + DIGITS + ["--defense", "jpeg,magic"], "unknown defense 'magic'", INPROC, None),
     ("name-model-yaml", RUN + ["--config", "{W}/model-unknown.yaml"], "unknown model 'resnet50'", INPROC, None),
     ("name-test-dataset", RUN + DIGITS + ["--test", "nosuch:test"], "unknown dataset 'nosuch'", INPROC, None),
     ("name-split", RUN + DIGITS + ["--test", "digits:validation"], "unknown split 'validation'", INPROC, None),

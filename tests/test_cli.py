@@ -43,7 +43,7 @@ def test_console_script_help_and_list():
     (["run", "--eta-sigma", "0.1,-2"], "eta_sigma must be >= 0"),
     (["run", "--dataset", "nosuch"], "unknown dataset 'nosuch'"),
     (["run", "--dataset", "folder:/nonexistent/x", "--out", "OUT"], "/nonexistent/x"),
-    (["run", "--defense", "magic"], "unknown defence 'magic'"),
+    (["run", "--defense", "magic"], "unknown defense 'magic'"),
     (["run", "--model", "vgg"], "unknown model 'vgg'"),
     (["run", "--samples", "many"], "invalid int value"),
     (["run", "--config", "/nonexistent.yaml"], "config file not found"),

@@ -41,7 +41,7 @@ def test_yaml_then_flags(tmp_path):
     ("train:\n  epochs: 0\n", "epochs must be > 0"),
     ("- a\n- b\n", "top level must be a mapping"),
     ("model: vgg99\n", "unknown model 'vgg99'"),
-    ("defenses: [magic]\n", "unknown defence 'magic'"),
+    ("defenses: [magic]\n", "unknown defense 'magic'"),
     ("skip: [everything]\n", "skip must be one of"),
 ])
 def test_bad_config_is_one_line(tmp_path, text, message):

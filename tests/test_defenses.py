@@ -23,7 +23,7 @@ def _rgb(n=8, seed=0):
 
 
 @pytest.mark.parametrize("name", DEFENSES.names())
-def test_every_defence_trains_one_epoch(name, small_digits):
+def test_every_defense_trains_one_epoch(name, small_digits):
     x, y = small_digits
     overrides = {"steps": 3} if name.startswith("at") else {}  # keep AT's 10-step default out of the suite
     d = DEFENSES.get(name).factory(DEFENSES.params(name, overrides))

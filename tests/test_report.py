@@ -1,5 +1,7 @@
-"""certify.report: schema validation, writing report.json/md/html/figures, re-rendering, loading."""
+"""certify.report: schema validation, the report's content, writing report.json/md/html/figures,
+re-rendering, loading."""
 
+import html
 import json
 import re
 
@@ -9,6 +11,10 @@ import pytest
 from certify.certificate import bounds
 from certify.errors import UserError
 from certify.report import load_report, render, validate_report, write_report
+from certify.report.content import build_document
+from certify.report.document import Section, Table, walk
+from certify.report.html import build_html
+from certify.report.markdown import build_markdown
 from certify.report.schema import SCHEMA_ID
 
 GRID = [0.05, 0.1, 0.25, 0.5, 1.0, 1.5]
@@ -127,6 +133,70 @@ def test_schema_rejects_a_foreign_document_and_non_finite_numbers():
     r["poisons"]["miue"]["mutual_information"]["gap"] = float("nan")
     with pytest.raises(UserError, match=r"poisons\.miue\.mutual_information\.gap"):
         validate_report(r)
+
+
+# ----------------------------------------------------------------------------- content
+
+def _section(doc: Section, title: str, within: str | None = None) -> Section:
+    if within is not None:
+        doc = _section(doc, within)
+    return next(b for _, b in walk(doc) if isinstance(b, Section) and b.title == title)
+
+
+def _tables(section: Section) -> list[Table]:
+    return [b for _, b in walk(section) if isinstance(b, Table)]
+
+
+def test_content_holds_the_summary_rows_and_derived_numbers():
+    r = make_report()
+    doc = build_document(r)
+    assert doc.title == "Unlearnable-examples certification report: none, miue"
+    [summary] = _tables(_section(doc, "Summary"))
+    assert summary.header == ["poison", "clean acc", "protected acc", "peak protected acc", "jpeg acc",
+                              "grayscale acc", "certified @ η/σ=0.1 (gap to none)",
+                              "certified @ η/σ=0.5 (gap to none)", "max certified η", "UD", "MI gap",
+                              "best recovered acc"]
+    none, miue = summary.rows
+    assert none[:6] == ["none", "0.535", "0.535", "0.565", "0.635", "0.585"]
+    assert miue[:6] == ["miue", "0.535", "0.210", "0.240", "0.310", "0.260"]
+    assert miue[9:] == ["0.420", "0.45", "0.240 (pgd, η/σ=1.5)"]
+    # the certified cells quote the clean control's gap at the same η/σ
+    at = {p["eta_over_sigma"]: p["learnability"] for p in r["poisons"]["miue"]["certificate"]["curve"]}
+    ctl = {p["eta_over_sigma"]: p["learnability"] for p in r["poisons"]["none"]["certificate"]["curve"]}
+    assert miue[6] == f"{at[0.1]:.3f} ({at[0.1] - ctl[0.1]:+.3f})"
+
+    [defenses] = _tables(_section(doc, "Defenses", within="Poison: miue"))
+    assert defenses.rows == [["jpeg", "0.310", "0.330", "+0.100"], ["grayscale", "0.260", "0.270", "+0.050"]]
+    certificate = _tables(_section(doc, "Certificate", within="Poison: miue"))[0]
+    assert certificate.header[-3:] == ["certified upper (none)", "gap", "lower bound"]
+    assert [row[1] for row in certificate.rows] == [f"{g:g}" for g in GRID]
+
+
+def _md_tables(md: str) -> list[list[list[str]]]:
+    """Header and rows of every Markdown table, unescaped (cells hold no '|')."""
+    tables: list = []
+    previous = ""
+    for line in md.splitlines():
+        if line.startswith("| ") and not line.startswith("| --- "):
+            if not previous.startswith("|"):
+                tables.append([])
+            tables[-1].append([re.sub(r"\\(.)", r"\1", c) for c in line[2:-2].split(" | ")])
+        previous = line
+    return tables
+
+
+def _html_tables(page: str) -> list[list[list[str]]]:
+    return [[[html.unescape(c) for c in re.findall(r"<t[hd]>(.*?)</t[hd]>", tr)]
+             for tr in re.findall(r"<tr>(.*?)</tr>", table)]
+            for table in re.findall(r"<table>(.*?)</table>", page, flags=re.S)]
+
+
+def test_markdown_and_html_show_the_content_tables_row_for_row():
+    r = make_report()
+    expected = [[t.header] + t.rows for t in _tables(build_document(r))]
+    assert len(expected) > 5
+    assert _md_tables(build_markdown(r)) == expected
+    assert _html_tables(build_html(r, {})) == expected
 
 
 # ----------------------------------------------------------------------------- writing and rendering

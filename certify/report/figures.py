@@ -46,6 +46,16 @@ def slugs(names) -> dict[str, str]:
     return out
 
 
+def defense_names(report: dict) -> list[str]:
+    """Every defense applied to any poison, in first-seen order (the report's columns, the figure's bars)."""
+    names: list[str] = []
+    for sec in report["poisons"].values():
+        for d in (sec["empirical"].get("defenses") or {}):
+            if d not in names:
+                names.append(d)
+    return names
+
+
 def _has_matrix(m) -> bool:
     return isinstance(m, list) and any(isinstance(row, list) and len(row) > 0 for row in m)
 
@@ -56,7 +66,7 @@ def plan(report: dict) -> list[FigureSpec]:
     specs: list[FigureSpec] = []
     if any((s["empirical"].get("defenses") or {}) for s in poisons.values()):
         specs.append(FigureSpec("defenses.png", "Test accuracy of the protected model without and with each "
-                                "defence (black tick: clean model)", None, "defenses"))
+                                "defense (black tick: clean model)", None, "defenses"))
     if any((s.get("sal_ud") or {}).get("ud") is not None for s in poisons.values()):
         specs.append(FigureSpec("ud.png", "UD per poison", None, "ud"))
     for name, sec in poisons.items():
@@ -246,12 +256,7 @@ def _defenses(report, fig):
 
     poisons = report["poisons"]
     names = list(poisons)
-    defs: list[str] = []
-    for s in poisons.values():
-        for d in (s["empirical"].get("defenses") or {}):
-            if d not in defs:
-                defs.append(d)
-    series = ["no defence"] + defs
+    series = ["no defense"] + defense_names(report)
     ax = fig.add_subplot(1, 1, 1)
     ax.set_axisbelow(True)
     x = np.arange(len(names))
@@ -273,7 +278,7 @@ def _defenses(report, fig):
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.02)
     ax.legend(ncol=min(len(series), 4), loc="upper right")
-    ax.set_title("defences")
+    ax.set_title("defenses")
 
 
 def _ud(report, fig):

@@ -1,14 +1,14 @@
-"""report.html: self-contained (figures embedded as data URIs), built from the report dict alone.
+"""report.html: renders the format-free document of `certify.report.content` as one self-contained page.
 
-It renders the same blocks as report.md (`certify.report.markdown.build_blocks`); every string that
-reaches the page goes through html.escape.
+Figures are embedded as data URIs; every string that reaches the page goes through html.escape.
 """
 from __future__ import annotations
 
 import base64
 import html
 
-from certify.report.markdown import build_blocks
+from certify.report.content import build_document
+from certify.report.document import Block, Bullets, Code, Figure, Paragraph, Preformatted, Section, Strong, Table, walk
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 70rem; margin: 2rem auto;
@@ -32,50 +32,52 @@ def _e(text) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _segments(segs) -> str:
+def _inline(parts) -> str:
     out = []
-    for seg in segs:
-        if isinstance(seg, str):
-            out.append(_e(seg))
-        elif seg[0] == "code":
-            out.append(f"<code>{_e(seg[1])}</code>")
+    for part in parts:
+        if isinstance(part, Code):
+            out.append(f"<code>{_e(part.text)}</code>")
+        elif isinstance(part, Strong):
+            out.append(f"<strong>{_e(part.text)}</strong>")
         else:
-            out.append(f"<strong>{_e(seg[1])}</strong>")
+            out.append(_e(part))
     return "".join(out)
 
 
-def render_html(blocks: list, figures: dict[str, bytes], title: str) -> str:
-    body = []
-    for b in blocks:
-        kind = b[0]
-        if kind == "h":
-            level = min(max(int(b[1]), 1), 6)
-            body.append(f"<h{level}>{_e(b[2])}</h{level}>")
-        elif kind == "p":
-            body.append(f"<p>{_segments(b[1])}</p>")
-        elif kind == "ul":
-            body.append("<ul>\n" + "\n".join(f"<li>{_segments(item)}</li>" for item in b[1]) + "\n</ul>")
-        elif kind == "code":
-            body.append(f"<pre><code>{_e(b[1])}</code></pre>")
-        elif kind == "table":
-            head = "".join(f"<th>{_e(h)}</th>" for h in b[1])
-            rows = "\n".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in b[2])
-            body.append(f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>")
-        elif kind == "fig":
-            data = figures.get(b[1])
-            if data is None:
-                body.append(f"<p><em>Figure {_e(b[1])} is not available.</em></p>")
-                continue
-            uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-            body.append(f'<figure><img src="{uri}" alt="{_e(b[2])}">'
-                        f"<figcaption>{_e(b[2])}</figcaption></figure>")
+def _table(t: Table) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in t.header)
+    rows = "\n".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in t.rows)
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>"
+
+
+def _figure(f: Figure, figures: dict[str, bytes]) -> str:
+    data = figures.get(f.filename)
+    if data is None:
+        return f"<p><em>Figure {_e(f.filename)} is not available.</em></p>"
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return f'<figure><img src="{uri}" alt="{_e(f.caption)}"><figcaption>{_e(f.caption)}</figcaption></figure>'
+
+
+def _block(level: int, b: Block, figures: dict[str, bytes]) -> str:
+    if isinstance(b, Section):
+        return f"<h{level}>{_e(b.title)}</h{level}>"
+    if isinstance(b, Paragraph):
+        return f"<p>{_inline(b.parts)}</p>"
+    if isinstance(b, Bullets):
+        return "<ul>\n" + "\n".join(f"<li>{_inline(item)}</li>" for item in b.items) + "\n</ul>"
+    if isinstance(b, Preformatted):
+        return f"<pre><code>{_e(b.text)}</code></pre>"
+    if isinstance(b, Table):
+        return _table(b)
+    return _figure(b, figures)
+
+
+def render_html(doc: Section, figures: dict[str, bytes]) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-            + "\n".join(body) + "\n</body>\n</html>\n")
+            f"<title>{_e(doc.title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+            + "\n".join(_block(level, b, figures) for level, b in walk(doc)) + "\n</body>\n</html>\n")
 
 
 def build_html(report: dict, figures: dict[str, bytes]) -> str:
     """The HTML page; `figures` maps figures/NAME.png file names to their PNG bytes."""
-    blocks = build_blocks(report)
-    title = next((b[2] for b in blocks if b[0] == "h" and b[1] == 1), "certification report")
-    return render_html(blocks, figures, title)
+    return render_html(build_document(report), figures)

@@ -1,0 +1,407 @@
+"""What the report says, from the (validated) report dict alone: `build_document(report)`.
+
+Everything the text shows is decided here: which poisons and columns, the derived numbers (gaps to
+the clean control, ratios, the best recovery), which η points the summary quotes, the warnings and
+the figures. The result is a format-free `certify.report.document.Section`; `markdown` and `html`
+only render it, so the two documents always say the same thing.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+from certify.report import figures
+from certify.report.document import Bullets, Code, Figure, Paragraph, Preformatted, Section, Strong, Table
+
+CONTROL = "none"
+PREFERRED_GRID = (0.1, 0.5)
+DASH = "—"
+
+
+# ----------------------------------------------------------------------------- numbers and lookups
+
+def acc(x) -> str | None:
+    return None if x is None else f"{x:.3f}"
+
+
+def num(x, digits: int = 4) -> str:
+    return DASH if x is None else f"{x:.{digits}g}"
+
+
+def signed(x) -> str:
+    return f"{x:+.3f}"
+
+
+def close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def point_at(curve: list, r: float) -> dict | None:
+    for pt in curve or []:
+        if close(pt["eta_over_sigma"], r):
+            return pt
+    return None
+
+
+def curve_of(section: dict | None) -> list:
+    cert = (section or {}).get("certificate")
+    return cert["curve"] if cert else []
+
+
+def summary_grid(report: dict) -> list[float]:
+    """η/σ = 0.1 and 0.5 where the grid has them, else (filling up to two) the first grid points."""
+    values: list[float] = []
+    for sec in report["poisons"].values():
+        for pt in curve_of(sec):
+            if not any(close(pt["eta_over_sigma"], v) for v in values):
+                values.append(pt["eta_over_sigma"])
+    values.sort()
+    picks = [v for v in values if any(close(v, p) for p in PREFERRED_GRID)]
+    for v in values:
+        if len(picks) >= 2:
+            break
+        if v not in picks:
+            picks.append(v)
+    return sorted(picks)
+
+
+def best_recovery(section: dict) -> tuple[float, str, float] | None:
+    best = None
+    for method, rec in (section.get("recovery") or {}).items():
+        for pt in rec["curve"]:
+            if best is None or pt["accuracy"] > best[0]:
+                best = (pt["accuracy"], method, pt["eta_over_sigma"])
+    return best
+
+
+def poison_title(name: str) -> str:
+    return "none (clean control)" if name == CONTROL else name
+
+
+# ----------------------------------------------------------------------------- sections
+
+def _summary(report: dict) -> Section:
+    poisons = report["poisons"]
+    control = poisons.get(CONTROL)
+    grid = summary_grid(report)
+
+    def certified(name, sec, r):
+        cert = sec.get("certificate")
+        pt = point_at(cert["curve"], r) if cert else None
+        if pt is None:
+            return None
+        if pt["learnability"] is None:
+            return "abstains"
+        text = acc(pt["learnability"])
+        if name != CONTROL and control is not None:
+            cp = point_at(curve_of(control), r)
+            if cp is not None and cp["learnability"] is not None:
+                text += f" ({signed(pt['learnability'] - cp['learnability'])})"
+            elif cp is not None:
+                text += " (none abstains)"
+        return text
+
+    def max_eta(name, sec):
+        cert = sec.get("certificate")
+        if not cert:
+            return None
+        m = cert["max_certified_eta"]
+        return "none certified" if m is None else f"{m:.4g} ({m / cert['sigma']:.3g}σ)"
+
+    def ud(name, sec):
+        s = sec.get("sal_ud")
+        if not s:
+            return None
+        return "n/a" if s["ud"] is None else f"{s['ud']:.3f}"
+
+    def mi_gap(name, sec):
+        m = sec.get("mutual_information")
+        return None if not m else num(m["gap"], 3)
+
+    def recovered(name, sec):
+        b = best_recovery(sec)
+        return None if b is None else f"{b[0]:.3f} ({b[1]}, η/σ={b[2]:g})"
+
+    columns = [
+        ("clean acc", lambda n, s: acc(s["empirical"]["clean_accuracy"])),
+        ("protected acc", lambda n, s: acc(s["empirical"]["protected_accuracy"])),
+        ("peak protected acc", lambda n, s: acc(s["empirical"]["peak_protected_accuracy"])),
+    ]
+    for d in figures.defense_names(report):
+        columns.append((f"{d} acc", lambda n, s, d=d: acc(((s["empirical"].get("defenses") or {}).get(d) or {})
+                                                          .get("accuracy"))))
+    gap_note = " (gap to none)" if control is not None else ""
+    for r in grid:
+        columns.append((f"certified @ η/σ={r:g}{gap_note}", lambda n, s, r=r: certified(n, s, r)))
+    columns += [("max certified η", max_eta), ("UD", ud), ("MI gap", mi_gap), ("best recovered acc", recovered)]
+
+    cells = {title: [fn(n, s) for n, s in poisons.items()] for title, fn in columns}
+    kept = [title for title, _ in columns if any(c is not None for c in cells[title])]
+    headers = ["poison"] + kept
+    rows = [[name] + [cells[t][i] if cells[t][i] is not None else DASH for t in kept]
+            for i, name in enumerate(poisons)]
+    if not poisons:
+        return Section("Summary", [Paragraph(["The report holds no poisons."])])
+    notes = ["Accuracies are fractions of the test set. "
+             "Certified values are upper bounds on the smoothed q-quantile of test accuracy of any model within η "
+             "of the surrogate θ̂ (lower is better for the data owner)"]
+    if control is not None and grid:
+        notes.append("; the gap is this poison's bound minus the clean control's at the same η/σ "
+                     "(negative: the poison lowers what can be learned)")
+    notes.append(". \"abstains\" means no bound can be given at that η with this number of draws.")
+    return Section("Summary", [Table(headers, rows), Paragraph(["".join(notes)])])
+
+
+def _header(report: dict) -> list:
+    env, ds, model = report["environment"], report["dataset"], report["model"]
+    env_text = ", ".join(f"{k} {v}" for k, v in env.items() if not isinstance(v, (dict, list)))
+    return [Paragraph(["Command:"]), Preformatted(report["command"]), Bullets([
+        [Strong("Seed"), f": {report['seed']}"],
+        [Strong("Created"), f": {report['created']}"],
+        [Strong("Schema"), f": {report['schema']}"],
+        [Strong("Environment"), f": {env_text}"],
+        [Strong("Dataset"), ": ", Code(str(ds["name"])),
+         f" — {ds['n_train']} training and {ds['n_test']} test images, shape "
+         f"{'×'.join(str(s) for s in ds['shape'])}, {ds['classes']} classes"],
+        [Strong("Model"), ": ", Code(str(model["arch"])), f" — {model['parameters']:,} parameters"],
+    ])]
+
+
+def _certificate_table(name: str, sec: dict, control: dict | None) -> Table:
+    cert = sec["certificate"]
+    twin = control.get("certificate") if (control is not None and name != CONTROL) else None
+    headers = ["η", "η/σ", "q̄", f"certified upper ({name})"]
+    if twin is not None:
+        headers += ["certified upper (none)", "gap"]
+    headers += ["lower bound"]
+    rows = []
+    for pt in cert["curve"]:
+        up = pt["learnability"]
+        row = [f"{pt['eta']:.4g}", f"{pt['eta_over_sigma']:g}", f"{pt['q_bar']:.4f}",
+               "abstains" if up is None else acc(up)]
+        if twin is not None:
+            cp = point_at(twin["curve"], pt["eta_over_sigma"])
+            cu = None if cp is None else cp["learnability"]
+            row.append(DASH if cp is None else ("abstains" if cu is None else acc(cu)))
+            row.append(signed(up - cu) if (up is not None and cu is not None) else DASH)
+        row.append("abstains" if pt["lower"] is None else acc(pt["lower"]))
+        rows.append(row)
+    return Table(headers, rows)
+
+
+def _certificate_params(cert: dict) -> Bullets:
+    sigma = cert["sigma"]
+    rule = cert["sigma_rule"]
+    tried = ", ".join(f"σ={t['sigma']:g} → median ratio {num(t['median_ratio'], 3)}" for t in rule["tried"])
+    rule_text = f"σ = {sigma:g} ({rule['rule']}" + (f"; tried {tried}" if tried else "") + ")"
+    recipe = cert["surrogate_recipe"]
+    items = [
+        [Strong("Smoothing"), f": {rule_text}"],
+    ]
+    if rule.get("warning"):
+        items.append([Strong("σ rule warning"), f": {rule['warning']}"])
+    items += [
+        [Strong("Confidence"), f": q = {cert['q']:g}, α = {cert['alpha']:g}, N = {cert['samples']} draws, "
+                               f"coverage {cert['coverage']}"],
+        [Strong("Surrogate θ̂"), f": {cert['surrogate']}, noise levels "
+                                f"[{', '.join(f'{v:g}' for v in recipe['levels'])}], {recipe['epochs']} epochs"
+                                f"{' fine-tuning the normally trained model' if recipe.get('init') == 'victim' else ''}; "
+                                f"unperturbed test accuracy {acc(cert['surrogate_accuracy'])}"],
+        [Strong("Empirical q-quantile of the draws"), f" (not certified): {acc(cert['empirical_quantile'])}"],
+    ]
+    m = cert["max_certified_eta"]
+    items.append([Strong("Largest certified η"),
+                  ": none (every η abstains)" if m is None else f": {m:.4g} (η/σ = {m / sigma:.3g})"])
+    if cert.get("theta_norm") is not None:
+        items.append([Strong("‖θ̂‖₂"), f": {cert['theta_norm']:.4g}"])
+    if cert.get("independent_distance") is not None:
+        items.append([Strong("Distance between two independently trained clean models"),
+                      f": {cert['independent_distance']:.4g}"])
+    if cert.get("eta_scale") is not None:
+        note = cert["eta_scale"]
+        items.append([Strong("η scale"), ": " + (note if isinstance(note, str) else json.dumps(note, sort_keys=True))])
+    return Bullets(items)
+
+
+def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
+    cert = sec["certificate"]
+    control = report["poisons"].get(CONTROL)
+    sigma, q, alpha, n = cert["sigma"], cert["q"], cert["alpha"], cert["samples"]
+    curve = cert["curve"]
+    g = len(curve)
+    ds = report["dataset"]
+    data = "clean" if name == CONTROL else "protected (released)"
+    if cert["coverage"] == "bonferroni":
+        coverage = (f"for all {g} values of η in the table at once (Bonferroni coverage: each row was certified "
+                    f"at α/{g} = {alpha / max(g, 1):.3g})")
+    else:
+        coverage = (f"separately for each η in the table (per-η coverage: each row holds on its own at this level; "
+                    f"a claim about all {g} rows at once would need α/{g} per row, Bonferroni coverage)")
+    text = (f"With probability at least {1 - alpha:g} over the {n} random weight draws, "
+            f"{coverage}: take any model θ′ whose parameters lie within ℓ2 distance η of θ̂ — the {cert['surrogate']} "
+            f"surrogate trained on the {data} data — and add Gaussian noise of standard deviation σ = {sigma:g} to "
+            f"every trainable parameter; the {q:g}-quantile of its accuracy on the fixed test set "
+            f"({ds['n_test']} images of {ds['name']}) is at most that row's certified upper value.")
+    certified = [pt for pt in curve if pt["learnability"] is not None]
+    if certified:
+        pt = certified[0]
+        text += (f" For instance, at η = {pt['eta']:.4g} (η/σ = {pt['eta_over_sigma']:g}) it is at most "
+                 f"{pt['learnability']:.3f}")
+        cp = point_at(curve_of(control), pt["eta_over_sigma"]) if name != CONTROL else None
+        if cp is not None and cp["learnability"] is not None:
+            text += (f", against {cp['learnability']:.3f} for the clean data "
+                     f"(gap {signed(pt['learnability'] - cp['learnability'])})")
+        text += "."
+    text += (" The lower bounds hold at the same level on their own; an upper and a lower bound together hold "
+             f"with probability at least {1 - 2 * alpha:g}.")
+    abstain = [pt for pt in curve if pt["learnability"] is None]
+    if abstain:
+        where = [f"η = {pt['eta']:.4g} (η/σ = {pt['eta_over_sigma']:g})" for pt in abstain]
+        where = where[0] if len(where) == 1 else ", ".join(where[:-1]) + " and " + where[-1]
+        text += (f" At {where} the certificate abstains: with {n} draws no bound exists at this confidence. "
+                 "That is a limit of the number of draws, not a learnability of 0 or 1.")
+    if cert["max_certified_eta"] is None:
+        text += " With these settings no η at all can be certified."
+    m = cert["max_certified_eta"]
+    tn, dist = cert.get("theta_norm"), cert.get("independent_distance")
+    radius = m if m is not None else (max((pt["eta"] for pt in curve), default=None))
+    if radius is not None and radius > 0 and (tn or dist):
+        label = "the largest certified radius" if m is not None else "the largest η in the grid"
+        parts = []
+        if tn:
+            parts.append(f"is {100 * radius / tn:.3g} % of ‖θ̂‖₂ = {tn:.4g}")
+        if dist:
+            ratio = dist / radius
+            times = f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.3g}"
+            parts.append(f"is {times} times smaller than the distance between two independently trained clean "
+                         f"models of the same recipe ({dist:.4g})")
+        text += f" For scale: {label}, η = {radius:.4g}, " + " and ".join(parts) + "."
+    elif not (tn or dist):
+        text += (" This report does not record ‖θ̂‖₂ or the distance between independently trained models, so the "
+                 "radius cannot be put in scale here.")
+    paragraphs = [
+        Paragraph([Strong("What is guaranteed."), " " + text]),
+        Paragraph([Strong("What is not guaranteed."),
+                   " The certificate says nothing about models farther than η from θ̂, about models trained "
+                   "differently (another architecture, recipe, training length, augmentation or a defense), "
+                   "about the accuracy of any single unsmoothed model, or about data other than this test set. "
+                   "It concerns the surrogate θ̂, not the protected model whose accuracies are listed above; "
+                   "those accuracies, the defenses, the scores and the recovery attack are measurements of "
+                   "single runs, not guarantees."]),
+    ]
+    if name == CONTROL:
+        paragraphs.append(Paragraph(["This is the clean control: the same certificate computed on the clean data, so "
+                                     "that the gap between a poison's row and this one is what the protection buys at "
+                                     "that η."]))
+    return paragraphs
+
+
+def _budget(b: dict) -> str:
+    if b["norm"] == "none":
+        text = "none (no perturbation)"
+    else:
+        text = f"{b['norm']}, ε = {b['epsilon']:.4g}"
+        if b["norm"] == "linf":
+            text += f" (= {b['epsilon'] * 255:.3g}/255)"
+    return text + f"; measured largest per-image norm of released − clean: {b['measured']:.4g}"
+
+
+def _overview(sec: dict) -> Bullets:
+    emp = sec["empirical"]
+    items = [
+        [Strong("Budget"), f": {_budget(sec['budget'])}"],
+        [Strong("Clean model test accuracy"), f": {acc(emp['clean_accuracy'])}"],
+        [Strong("Protected model test accuracy"), f": {acc(emp['protected_accuracy'])} at the end of training, "
+                                                  f"{acc(emp['peak_protected_accuracy'])} at its peak"],
+    ]
+    hist = [f"{len(emp[k])} epochs ({k.split('_')[0]})" for k in ("clean_history", "protected_history") if emp.get(k)]
+    if hist:
+        items.append([Strong("Training history"), ": " + ", ".join(hist)])
+    return Bullets(items)
+
+
+def _defenses(emp: dict) -> Section:
+    return Section("Defenses", [Table(["defense", "accuracy", "peak accuracy", "change vs undefended"],
+                                      [[d, acc(v["accuracy"]), acc(v["peak_accuracy"]),
+                                        signed(v["accuracy"] - emp["protected_accuracy"])]
+                                       for d, v in emp["defenses"].items()])])
+
+
+def _certificate(name: str, sec: dict, report: dict) -> Section:
+    control = report["poisons"].get(CONTROL)
+    return Section("Certificate", [_certificate_params(sec["certificate"]), _certificate_table(name, sec, control)]
+                   + _guarantee(name, sec, report))
+
+
+def _sal_ud(s: dict) -> Section:
+    ud = f"{s['ud']:.4g}" if s["ud"] is not None else f"not available ({s.get('ud_null_reason') or 'no reason'})"
+    return Section("SAL / UD", [Bullets([
+        [Strong("UD"), f": {ud}"],
+        [Strong("LP"), f": protected {num(s['lp_protected'])}, clean {num(s['lp_clean'])}"],
+        [Strong("Settings"), f": β = {num(s['beta'])}, ρ = {num(s['rho'])}, {s['layers']} layers, "
+                             f"profile {s['profile']}"],
+    ])])
+
+
+def _mutual_information(m: dict) -> Section:
+    return Section("Mutual information", [Bullets([
+        [Strong("Estimator"), f": {m['estimator']}, {m['projections']} projections, {m['images']} images"],
+        [Strong("MI"), f": clean {num(m['clean'])}, protected {num(m['protected'])}, gap {num(m['gap'])}, "
+                       f"histogram gap {num(m['histogram_gap'])}"],
+    ])])
+
+
+def _recovery(sec: dict) -> Section:
+    children: list = [Paragraph(["Recovered accuracy is the test accuracy of one unsmoothed model the attack found "
+                                 "within η of the surrogate; the certified value bounds the smoothed q-quantile, so "
+                                 "the two measure different things and are shown side by side for orientation."])]
+    curve = curve_of(sec)
+    for method, r in sec["recovery"].items():
+        children.append(Paragraph([Code(method), f": starts from the {r['start']}, BN {r['bn']}, "
+                                                  f"constraint {r['constraint']}."]))
+        rows = []
+        for pt in r["curve"]:
+            cp = point_at(curve, pt["eta_over_sigma"])
+            cert_cell = DASH if cp is None else ("abstains" if cp["learnability"] is None
+                                                 else acc(cp["learnability"]))
+            rows.append([f"{pt['eta']:.4g}", f"{pt['eta_over_sigma']:g}", acc(pt["accuracy"]), cert_cell])
+        children.append(Table(["η", "η/σ", "recovered accuracy", "certified upper"], rows))
+    return Section("Recovery attack", children)
+
+
+def _poison(name: str, sec: dict, report: dict, figs: list) -> Section:
+    children: list = [_overview(sec)]
+    if sec["empirical"].get("defenses"):
+        children.append(_defenses(sec["empirical"]))
+    if sec.get("certificate"):
+        children.append(_certificate(name, sec, report))
+    if sec.get("sal_ud"):
+        children.append(_sal_ud(sec["sal_ud"]))
+    if sec.get("mutual_information"):
+        children.append(_mutual_information(sec["mutual_information"]))
+    if sec.get("recovery"):
+        children.append(_recovery(sec))
+    # the poison's figures follow its last subsection
+    children += [Figure(spec.filename, spec.caption) for spec in figs]
+    return Section(f"Poison: {poison_title(name)}", children)
+
+
+def _timings(t: dict) -> Section:
+    rows = [[stage, f"{sec:.1f}"] for stage, sec in t.items()]
+    rows.append(["total", f"{sum(t.values()):.1f}"])
+    return Section("Timings", [Table(["stage", "seconds"], rows)])
+
+
+def build_document(report: dict) -> Section:
+    """The whole report as a format-free document (its title is the top section's)."""
+    names = list(report["poisons"])
+    plan = figures.plan(report)
+    children = _header(report) + [_summary(report)]
+    children += [Figure(spec.filename, spec.caption) for spec in plan if spec.poison is None]
+    children += [_poison(name, sec, report, [spec for spec in plan if spec.poison == name])
+                 for name, sec in report["poisons"].items()]
+    if report.get("timings"):
+        children.append(_timings(report["timings"]))
+    children.append(Section("Configuration", [Preformatted(json.dumps(report["config"], indent=2, sort_keys=True,
+                                                                      ensure_ascii=False))]))
+    return Section("Unlearnable-examples certification report" + (f": {', '.join(names)}" if names else ""), children)
