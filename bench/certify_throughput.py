@@ -3,7 +3,8 @@
 The reference evaluates one draw at a time, adding the noise to the weights in place and
 subtracting it afterwards, with a DataLoader pass over the test set per draw (as the published
 code does). The engine evaluates the same draws (same noise: draw j depends only on (seed, j))
-through `certify.execution.map_draws`, serial and on Ray. Reports draws per second, the ratio,
+through `certify.certificate.certify_weights` (the chunk tasks of a run), serial and on a local
+Ray instance of each worker count. Reports draws per second, the ratio,
 the fraction of the arithmetic limit (forward FLOPs per draw x draws/s / measured matmul rate),
 and whether the certificates agree.
 
@@ -21,11 +22,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from certify import bounds, execution
 from certify.cache import Cache
-from certify.data import load_dataset
-from certify.models import build_model
-from certify.smoothing import draw_noise, trainable
+from certify.certificate import bounds, certify_weights
+from certify.certificate.draws import draw_noise
+from certify.config import RunConfig
+from certify.context import ModelSpec, RunContext
+from certify.data import Dataset, load_dataset
+from certify.models import build_model, trainable
+from certify.seeding import derive
 from certify.training import TrainConfig, train
 
 
@@ -80,6 +84,26 @@ def reference_loop(model, sigma, seed, n, x, y, batch=500) -> np.ndarray:
     return np.array(out)
 
 
+def engine(data: Dataset, state: dict, sigma: float, n: int, executor: str, threads: int, cache: str) -> np.ndarray:
+    """The run's own draw tasks (seed 0's draw stream) on `data`'s test set."""
+    cfg = RunConfig(samples=n, executor=executor)
+    cfg.smoothing.threads = threads
+    ctx = RunContext(cfg, data, Cache(cache), ModelSpec("cnn", data.shape, 10), "cpu", "data-bench", "bench")
+    ctx.graph.const(ctx.data_key, data)
+    return certify_weights(ctx, state, sigma)[0]
+
+
+def ray_instance(workers: int) -> float:
+    """A fresh local Ray instance with `workers` CPUs; returns its start-up time."""
+    import ray
+
+    ray.shutdown()
+    t = time.perf_counter()
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.get(ray.remote(lambda: 0).remote())
+    return time.perf_counter() - t
+
+
 def ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
@@ -101,11 +125,8 @@ def main():
     per_image = forward_flops(model, data.shape)
     rate = matmul_rate(threads)
     res = {"flops_per_image": per_image, "matmul_flops": rate, "runs": []}
-    seed = 11
-    execution.start_ray(None, max(args.workers))
-    t = time.perf_counter()
-    execution._wait_ray(None, max(args.workers))
-    res["ray_start_seconds"] = time.perf_counter() - t
+    seed = derive(0, "draws")  # the engine's draw stream for run seed 0
+    res["ray_start_seconds"] = {}
 
     def record(row, name, n, flops, fn):
         torch.set_num_threads(threads)
@@ -126,15 +147,15 @@ def main():
             row = {"samples": n, "test_images": len(x), "flops_per_draw": flops}
             if n <= args.reference_up_to:
                 ref = record(row, "reference", n, flops, lambda: reference_loop(model, args.sigma, seed, n, x, y))
-            job = execution.DrawJob("cnn", data.shape, 10, model.state_dict(), args.sigma, seed, x, y, 250, 1,
-                                    threads)
-            job1 = execution.DrawJob("cnn", data.shape, 10, model.state_dict(), args.sigma, seed, x, y, 250, 1, 1)
+            sub = Dataset("cifar10-mini", data.x_train, data.y_train, x, y, data.classes)
+            state = model.state_dict()
             with tempfile.TemporaryDirectory() as d:
-                serial = record(row, "serial", n, flops, lambda: execution.map_draws(
-                    job, n, 50, executor="serial", workers=1, address=None, cache=Cache(d + "/s"), key="draws-s"))
+                serial = record(row, "serial", n, flops, lambda: engine(sub, state, args.sigma, n, "serial", threads,
+                                                                        d + "/s"))
                 for w in args.workers:
-                    on_ray = record(row, f"ray{w}", n, flops, lambda: execution.map_draws(
-                        job1, n, 50, executor="ray", workers=w, address=None, cache=Cache(d + f"/r{w}"), key=f"draws-r{w}"))
+                    res["ray_start_seconds"][w] = ray_instance(w)
+                    on_ray = record(row, f"ray{w}", n, flops, lambda: engine(sub, state, args.sigma, n, "ray", 1,
+                                                                             d + f"/r{w}"))
                     row[f"serial_equals_ray{w}"] = bool(np.array_equal(serial, on_ray))
             if "reference" in row:
                 row["max_abs_draw_difference_vs_reference"] = float(np.abs(ref - serial).max())

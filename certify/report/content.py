@@ -386,10 +386,21 @@ def _poison(name: str, sec: dict, report: dict, figs: list) -> Section:
     return Section(f"Poison: {poison_title(name)}", children)
 
 
-def _timings(t: dict) -> Section:
+def _execution(report: dict, figs: list) -> Section:
+    """Task seconds per stage (parallel tasks overlap, so they can add up to more than the wall
+    time), the wall time, and the timeline of the tasks that ran."""
+    t = dict(report.get("timings") or {})
+    wall = t.pop("wall", None)
     rows = [[stage, f"{sec:.1f}"] for stage, sec in t.items()]
-    rows.append(["total", f"{sum(t.values()):.1f}"])
-    return Section("Timings", [Table(["stage", "seconds"], rows)])
+    rows.append(["wall time" if wall is not None else "total", f"{wall if wall is not None else sum(t.values()):.1f}"])
+    children: list = [Table(["stage", "seconds"], rows)]
+    ex = report.get("execution")
+    if ex:
+        nodes = {task["node"] for task in ex["tasks"]}
+        children.insert(0, Paragraph([f"{len(ex['tasks'])} tasks ran ({ex['cached']} came from the cache), "
+                                      f"executor {ex['executor']}, on {len(nodes)} node(s)."]))
+    children += [Figure(spec.filename, spec.caption) for spec in figs]
+    return Section("Execution", children)
 
 
 def build_document(report: dict) -> Section:
@@ -397,11 +408,11 @@ def build_document(report: dict) -> Section:
     names = list(report["poisons"])
     plan = figures.plan(report)
     children = _header(report) + [_summary(report)]
-    children += [Figure(spec.filename, spec.caption) for spec in plan if spec.poison is None]
+    children += [Figure(spec.filename, spec.caption) for spec in plan if spec.poison is None and spec.kind != "timeline"]
     children += [_poison(name, sec, report, [spec for spec in plan if spec.poison == name])
                  for name, sec in report["poisons"].items()]
-    if report.get("timings"):
-        children.append(_timings(report["timings"]))
+    if report.get("timings") or report.get("execution"):
+        children.append(_execution(report, [spec for spec in plan if spec.kind == "timeline"]))
     children.append(Section("Configuration", [Preformatted(json.dumps(report["config"], indent=2, sort_keys=True,
                                                                       ensure_ascii=False))]))
     return Section("Unlearnable-examples certification report" + (f": {', '.join(names)}" if names else ""), children)

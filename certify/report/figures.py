@@ -87,6 +87,9 @@ def plan(report: dict) -> list[FigureSpec]:
         if any(r["curve"] for r in (sec.get("recovery") or {}).values()):
             specs.append(FigureSpec(f"recovery-{s}.png", f"{name}: recovered accuracy against η beside the "
                                     "certified learnability", name, "recovery"))
+    if (report.get("execution") or {}).get("tasks"):
+        specs.append(FigureSpec("timeline.png", "Where the time went: every task that ran, one row per task "
+                                "slot of each node, coloured by stage", None, "timeline"))
     return specs
 
 
@@ -295,8 +298,45 @@ def _ud(report, fig):
     ax.set_title("UD per poison")
 
 
+def lanes(tasks: list[dict]) -> list[tuple[str, int]]:
+    """(node, slot) for each task: per node, the first slot free at its start (greedy interval
+    packing), so tasks drawn on one row never overlap and parallel tasks show as parallel rows."""
+    free: dict[str, list[float]] = {}
+    out = []
+    for t in sorted(range(len(tasks)), key=lambda i: (tasks[i]["start"], tasks[i]["end"])):
+        ends = free.setdefault(tasks[t]["node"], [])
+        slot = next((k for k, end in enumerate(ends) if end <= tasks[t]["start"] + 1e-9), len(ends))
+        if slot == len(ends):
+            ends.append(0.0)
+        ends[slot] = tasks[t]["end"]
+        out.append((t, (tasks[t]["node"], slot)))
+    return [lane for _, lane in sorted(out)]
+
+
+def _timeline(report, fig):
+    from matplotlib.patches import Patch
+
+    tasks = report["execution"]["tasks"]
+    where = lanes(tasks)
+    rows = sorted(set(where), key=lambda r: (r[0] != "driver", r[0], r[1]))
+    stages = list(dict.fromkeys(t["stage"] for t in tasks))
+    colors = {st: METHOD_COLORS[i % len(METHOD_COLORS)] if i < len(METHOD_COLORS) else f"C{i % 10}"
+              for i, st in enumerate(stages)}
+    ax = fig.add_subplot(1, 1, 1)
+    for t, lane in zip(tasks, where):
+        ax.barh(rows.index(lane), max(t["end"] - t["start"], 0.05), left=t["start"], height=0.8,
+                color=colors[t["stage"]], edgecolor="white", linewidth=0.3)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{node[:8]} #{slot}" for node, slot in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds from the run's start")
+    ax.legend(handles=[Patch(color=colors[st], label=_t(st)) for st in stages], ncol=min(len(stages), 5),
+              loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8)
+    ax.set_title(f"{len(tasks)} tasks on {len({n for n, _ in rows})} node(s)")
+
+
 _SIZES = {"certificate": (11, 4.4), "history": (6, 3.6), "sal": (11, 4), "recovery": (7.5, 4.6),
-          "defenses": (8, 4), "ud": (6, 3.6)}
+          "defenses": (8, 4), "ud": (6, 3.6), "timeline": (10, 4.2)}
 
 
 def render(report: dict, spec: FigureSpec) -> bytes:
@@ -310,6 +350,8 @@ def render(report: dict, spec: FigureSpec) -> bytes:
             _defenses(report, fig)
         elif spec.kind == "ud":
             _ud(report, fig)
+        elif spec.kind == "timeline":
+            _timeline(report, fig)
         else:
             {"certificate": _certificate, "history": _history, "sal": _sal,
              "recovery": _recovery}[spec.kind](report, spec.poison, fig)
