@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import sys
@@ -59,6 +60,8 @@ def _evaluation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="CPUs of the local Ray instance (default: every core)")
     p.add_argument("--threads", type=int, help="torch threads of each task (default 1)")
     p.add_argument("--address", help="an existing Ray cluster (default: a local instance)")
+    p.add_argument("--connect-timeout", dest="connect_timeout", type=float,
+                   help="seconds to wait for the cluster at --address (default 60)")
     p.add_argument("--skip", type=_list, help="stages to skip: certify,scores,recovery")
     p.add_argument("--profile", choices=["quick", "reference"], help="solver settings (default quick)")
     p.add_argument("--no-baseline", dest="baseline", action="store_const", const=False,
@@ -118,7 +121,7 @@ def _flags(ns: argparse.Namespace, names: list[str]) -> dict:
 
 
 RUN_FLAGS = ["poisons", "dataset", "test", "model", "defenses", "samples", "out", "seed", "sigma", "q", "alpha",
-             "eta_sigma", "coverage", "executor", "workers", "threads", "address", "skip", "profile", "baseline", "cache_dir",
+             "eta_sigma", "coverage", "executor", "workers", "threads", "address", "connect_timeout", "skip", "profile", "baseline", "cache_dir",
              "resume", "data_root", "download"]
 
 
@@ -240,5 +243,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The console script. A join that timed out leaves Ray's client inside a C++ call that aborts
+    the interpreter's normal shutdown, so such a run ends at once, its one line printed."""
+    code = main()
+    from certify import cluster
+
+    if cluster.abandoned():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -7,7 +7,10 @@ a short-lived starter thread returned.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import threading
 from typing import Any
 
@@ -18,6 +21,11 @@ _lock = threading.Lock()
 _thread: threading.Thread | None = None
 _ready = threading.Event()
 _error: BaseException | None = None
+_abandoned = False  # a join gave up on while Ray's client still waits inside it
+
+
+def abandoned() -> bool:
+    return _abandoned
 
 
 def _init(address: str | None, workers: int | None) -> None:
@@ -33,6 +41,20 @@ def _init(address: str | None, workers: int | None) -> None:
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=workers or devices.default_threads(), **kwargs)
+
+
+def probe(address: str, timeout: float) -> None:
+    """A cluster address that accepts no connection is one line now, not a join that waits forever."""
+    if address == "auto":
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not port.isdigit() or not host:
+        raise UserError(f"--address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise UserError(f"Ray cluster at {address} does not answer ({reason}); is `ray start` running there?") from None
 
 
 def start(address: str | None, workers: int | None) -> None:
@@ -54,12 +76,37 @@ def start(address: str | None, workers: int | None) -> None:
             _thread.start()
 
 
-def connect(address: str | None, workers: int | None) -> bool:
-    """Wait until Ray is up; return whether the cluster has GPUs (logical ones count)."""
+@contextlib.contextmanager
+def _muted_stderr(mute: bool):
+    """While joining a cluster, Ray's C++ client logs every failed attempt straight to fd 2; the
+    user gets one line from us instead."""
+    if not mute:
+        yield
+        return
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def connect(address: str | None, workers: int | None, timeout: float) -> bool:
+    """Wait until Ray is up (at most `timeout` seconds for a cluster); return whether the cluster
+    has GPUs (logical ones count)."""
     import ray
 
+    if address:
+        probe(address, timeout)
     start(address, workers)
-    _ready.wait()
+    with _muted_stderr(bool(address)):
+        ready = _ready.wait(timeout if address else None)
+    if not ready:
+        global _abandoned
+        _abandoned = True
+        raise UserError(f"Ray cluster at {address} did not answer within {timeout:g} s (connect_timeout)")
     if _error is not None:
         where = f"at {address}" if address else "locally"
         raise UserError(f"could not start or join Ray {where}: {str(_error).splitlines()[0]}")

@@ -63,6 +63,7 @@ class RunConfig(CertificateConfig):
     workers: Union[int, None] = None  # CPUs of the local Ray instance (None: every core); not used with address
     address: Union[str, None] = None
     gpu_fraction: float = 0.25  # of a GPU per GPU-capable task, where the cluster has GPUs
+    connect_timeout: float = 60.0  # seconds to wait for the cluster at `address`
     skip: list[str] = field(default_factory=list)
     profile: str = "quick"
     baseline: bool = True
@@ -87,6 +88,7 @@ class RunConfig(CertificateConfig):
                 raise UserError(f"{where}: threads ({self.threads}) and smoothing.threads "
                                 f"({self.smoothing.threads}) must not exceed workers ({self.workers}): "
                                 "a task asks for one CPU per thread")
+        check_positive(where, connect_timeout=self.connect_timeout)
         if not 0 < self.gpu_fraction <= 1:
             raise UserError(f"{where}: gpu_fraction must be in (0, 1], got {self.gpu_fraction!r}")
         for s in self.skip:

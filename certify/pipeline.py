@@ -5,6 +5,7 @@ recovery); `certify.graph` runs them; the report is assembled from their artifac
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from datetime import datetime, timezone
@@ -31,8 +32,9 @@ SCHEMA = "ue-certify/report/v1"
 
 
 # --- output directory and resume --------------------------------------------------------------
-def prepare_out(cfg: RunConfig, command: str) -> Path:
-    """Create/check --out before any long work; with --resume, the stored configuration must match."""
+def check_out(cfg: RunConfig) -> Path:
+    """Check --out before any work, writing nothing: with --resume the stored configuration must
+    match; otherwise it must not hold a run, and the folder must be creatable."""
     out = Path(cfg.out) if cfg.out else Path("reports/runs") / (
         datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + "-".join(cfg.poisons)[:60])
     stored = out / "run.json"
@@ -50,6 +52,15 @@ def prepare_out(cfg: RunConfig, command: str) -> Path:
                             f"(differs in: {', '.join(changed)})")
     elif stored.exists() or (out / "report.json").exists():
         raise UserError(f"output directory {out} already holds a run; use --resume or another --out")
+    existing = next(p for p in [out, *out.absolute().parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        reason = "Not a directory" if not existing.is_dir() else "Permission denied"
+        raise UserError(f"output directory {out} is not writable: {reason}")
+    return out
+
+
+def create_out(out: Path) -> None:
+    """--out, made once every input has been read and checked (bad input leaves nothing behind)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -57,7 +68,6 @@ def prepare_out(cfg: RunConfig, command: str) -> Path:
         probe.unlink()
     except OSError as e:
         raise UserError(f"output directory {out} is not writable: {e.strerror}") from None
-    return out
 
 
 def mark_started(out: Path, cfg: RunConfig, command: str) -> None:
@@ -69,7 +79,7 @@ def mark_started(out: Path, cfg: RunConfig, command: str) -> None:
 def _comparable(cfg: RunConfig) -> dict:
     """The configuration that determines the results (not where they go or how they are resumed)."""
     d = to_dict(cfg)
-    for k in ("out", "resume", "cache_dir", "executor", "workers", "address", "gpu_fraction"):
+    for k in ("out", "resume", "cache_dir", "executor", "workers", "address", "gpu_fraction", "connect_timeout"):
         d.pop(k)  # where results go and how tasks are spread do not change them
     return json.loads(json.dumps(d))
 
@@ -102,7 +112,7 @@ def _context(cfg: RunConfig, data: Dataset | None = None) -> RunContext:
     data = data or load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.seed, cfg.test)
     gpus = torch.cuda.is_available()
     if cfg.executor == "ray" and cfg.address:
-        gpus = cluster.connect(cfg.address, cfg.workers)  # a cluster's GPUs decide where tasks compute
+        gpus = cluster.connect(cfg.address, cfg.workers, cfg.connect_timeout)  # its GPUs decide where tasks compute
     digest = tensor_digest(data.x_train, data.y_train, data.x_test, data.y_test)
     ctx = RunContext(cfg, data, cache, ModelSpec(cfg.model or "cnn", data.shape, data.num_classes),
                      "cuda" if gpus else "cpu", f"data-{digest}", tensor_digest(data.x_test, data.y_test))
@@ -113,7 +123,7 @@ def _context(cfg: RunConfig, data: Dataset | None = None) -> RunContext:
 def _run_graph(ctx: RunContext, t0: float):
     cfg = ctx.cfg
     return run_graph(ctx.graph, ctx.cache, executor=cfg.executor, t0=t0,
-                     cluster=lambda: cluster.connect(cfg.address, cfg.workers))
+                     cluster=lambda: cluster.connect(cfg.address, cfg.workers, cfg.connect_timeout))
 
 
 def export_poison(cfg: RunConfig, out: str, fmt: str) -> dict:
@@ -218,10 +228,13 @@ def _check_names(cfg: RunConfig) -> list[str]:
 
 def _begin(cfg: RunConfig, command: str, what: str, data: Dataset | None = None) -> tuple[Path, RunContext, float]:
     t0 = time.time()
-    out = prepare_out(cfg, command)
+    out = check_out(cfg)
     if cfg.executor == "ray":
+        if cfg.address:
+            cluster.probe(cfg.address, cfg.connect_timeout)  # before any work
         cluster.start(cfg.address, cfg.workers)  # overlaps Ray's start-up with loading and planning
     ctx = _context(cfg, data)
+    create_out(out)
     mark_started(out, cfg, command)
     d = ctx.data
     say(f"dataset {d.name}: {len(d.x_train)} train / {len(d.x_test)} test, {'x'.join(map(str, d.shape))}, "

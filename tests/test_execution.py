@@ -171,7 +171,7 @@ def test_ray_started_in_the_background_survives_its_starter_thread():
     code = ("import time, ray\n"
             "from certify import cluster\n"
             "cluster.start(None, 1)\n"
-            "cluster.connect(None, 1)\n"
+            "cluster.connect(None, 1, 60)\n"
             "time.sleep(3)\n"
             "print('answer', ray.get(ray.remote(lambda: 7).remote(), timeout=60))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
