@@ -101,6 +101,8 @@ def build_parser() -> Parser:
     a.add_argument("--release", required=True, help="the protected set: folder:PATH, npz:PATH or NAME:train")
     a.add_argument("--clean", dest="dataset", required=True, help="the clean set it pairs with, image for image")
     a.add_argument("--test", required=True, help="a clean test source")
+    a.add_argument("--budget", help="the budget the release was made with, e.g. linf:8/255 or l2:0.5 "
+                   "(a warning when the measured perturbation exceeds it)")
     _evaluation_options(a)
 
     c = sub.add_parser("check", help="CI gate: exit 1 if protection got weaker than a baseline")
@@ -138,11 +140,11 @@ def cmd_run(ns, argv) -> int:
 
 def cmd_audit(ns, argv) -> int:
     from certify.config import load_config
-    from certify.pipeline import audit
+    from certify.audit import audit
 
     cfg = load_config(ns.config, {**_flags(ns, RUN_FLAGS), "poisons": ["none"]})
     command = "certify " + " ".join(shlex.quote(a) for a in argv)
-    report, out = audit(cfg, ns.release, command)
+    report, out = audit(cfg, ns.release, command, ns.budget)
     _print_summary(report, out, ns.json)
     return EXIT_OK
 

@@ -175,9 +175,10 @@ def _timings(records: list[dict], wall: float) -> dict:
 
 
 def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[str, str]], heads: dict,
-                 clean_release: str, t0: float) -> dict:
+                 clean_release: str, t0: float, warnings: list[str] | None = None) -> dict:
     """The shared back half of `run` and `audit`: `releases` are (name, key of its released set);
-    `heads` gives each name's budget section, or a function of its released images."""
+    `heads` gives each name's budget section, or a function of its released images; `warnings`
+    (about the inputs) open the report."""
     cfg, data, v = ctx.cfg, ctx.data, None
     plan = _plan(ctx, clean_release, releases)
     outcome = _run_graph(ctx, t0)
@@ -190,6 +191,8 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[
               "command": command, "seed": cfg.seed, "config": to_dict(cfg),
               "environment": environment(cfg, ctx.device), "dataset": data.info(),
               "model": {"arch": ctx.model.arch, "parameters": count_parameters(ctx.model.build(0))}, "poisons": {}}
+    if warnings:
+        report["warnings"] = list(warnings)
     for name, p in plan["poisons"].items():
         head = heads[name]
         section = dict(head(v[p["release"]]["released"]) if callable(head) else head)
@@ -226,7 +229,7 @@ def _check_names(cfg: RunConfig) -> list[str]:
     return names
 
 
-def _begin(cfg: RunConfig, command: str, what: str, data: Dataset | None = None) -> tuple[Path, RunContext, float]:
+def begin(cfg: RunConfig, command: str, what: str, data: Dataset | None = None) -> tuple[Path, RunContext, float]:
     t0 = time.time()
     out = check_out(cfg)
     if cfg.executor == "ray":
@@ -245,46 +248,8 @@ def _begin(cfg: RunConfig, command: str, what: str, data: Dataset | None = None)
 def run(cfg: RunConfig, command: str) -> tuple[dict, Path]:
     """`certify run`: craft each poison (the clean control `none` first) and evaluate it."""
     names = _check_names(cfg)
-    out, ctx, t0 = _begin(cfg, command, f"poisons {', '.join(names)}")
+    out, ctx, t0 = begin(cfg, command, f"poisons {', '.join(names)}")
     clean_release = add_release(ctx, "none")
     releases = [(name, add_release(ctx, name)) for name in names]
     heads = {name: (lambda r, n=name: budget_head(ctx, n, r)) for name in names}
     return evaluate_all(ctx, out, command, releases, heads, clean_release, t0), out
-
-
-def audit(cfg: RunConfig, release: str, command: str) -> tuple[dict, Path]:
-    """`certify audit`: evaluate a dataset someone already protected (no crafting).
-
-    `cfg.dataset` is the clean source and `cfg.test` the test source; `release` must pair with the
-    clean source image for image (same count, shapes and labels), checked before anything else.
-    """
-    from certify.data import load_split
-
-    if cfg.test is None:
-        raise UserError("audit needs --test: a clean test source disjoint from the release")
-    x_rel, y_rel, _ = load_split(release, cfg.data_root, cfg.download, cfg.seed)
-    x_clean, y_clean, classes = load_split(cfg.dataset, cfg.data_root, cfg.download, cfg.seed)
-    x_test, y_test, test_classes = load_split(cfg.test, cfg.data_root, cfg.download, cfg.seed)
-    if x_test.shape[1:] != x_clean.shape[1:] or len(test_classes) != len(classes):
-        raise UserError(f"test source {cfg.test!r} does not match the clean images (shape or class count)")
-    if len(x_rel) != len(x_clean):
-        raise UserError(f"release {release!r} has {len(x_rel)} images but clean {cfg.dataset!r} has {len(x_clean)}")
-    if x_rel.shape[1:] != x_clean.shape[1:]:
-        raise UserError(f"release images are {tuple(x_rel.shape[1:])} but clean images are {tuple(x_clean.shape[1:])}")
-    if not torch.equal(y_rel, y_clean):
-        bad = int((y_rel != y_clean).nonzero()[0, 0])
-        raise UserError(f"release and clean labels differ (first at image {bad}): they must pair image for image")
-    delta = (x_rel - x_clean).reshape(len(x_rel), -1)
-    linf = delta.abs().amax(1)
-    budget = {"norm": "linf", "epsilon": float(linf.max()), "measured": float(linf.max()),
-              "measured_mean": float(linf.mean()), "measured_l2_max": float(delta.norm(dim=1).max()),
-              "measured_l2_mean": float(delta.norm(dim=1).mean()), "declared": False}
-    say(f"release vs clean: per-image l-inf max {budget['measured'] * 255:.2f}/255, mean "
-        f"{budget['measured_mean'] * 255:.2f}/255; l2 max {budget['measured_l2_max']:.3f}")
-    data = Dataset(cfg.dataset, x_clean, y_clean, x_test, y_test, classes)
-    out, ctx, t0 = _begin(cfg, command, f"auditing {release}", data)
-    clean = ctx.graph.const(f"release-{tensor_digest(x_clean)}", {"released": x_clean})
-    given = ctx.graph.const(f"release-{tensor_digest(x_rel)}", {"released": x_rel})
-    releases = ([("none", clean)] if cfg.baseline else []) + [("release", given)]
-    heads = {"none": {"budget": {"norm": "none", "epsilon": 0.0, "measured": 0.0}}, "release": {"budget": budget}}
-    return evaluate_all(ctx, out, command, releases, heads, clean, t0), out

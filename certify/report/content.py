@@ -407,7 +407,10 @@ def build_document(report: dict) -> Section:
     """The whole report as a format-free document (its title is the top section's)."""
     names = list(report["poisons"])
     plan = figures.plan(report)
-    children = _header(report) + [_summary(report)]
+    children = _header(report)
+    if report.get("warnings"):
+        children.append(Section("Warnings", [Bullets([[w] for w in report["warnings"]])]))
+    children.append(_summary(report))
     children += [Figure(spec.filename, spec.caption) for spec in plan if spec.poison is None and spec.kind != "timeline"]
     children += [_poison(name, sec, report, [spec for spec in plan if spec.poison == name])
                  for name, sec in report["poisons"].items()]

@@ -160,6 +160,7 @@ REPORT_SCHEMA: dict = {
             "poisons": {"type": "object", "additionalProperties": POISON},
         },
         {"timings": {"type": "object", "additionalProperties": _NONNEG},
+         "warnings": {"type": "array", "items": _STR},
          "execution": _obj({"executor": {"enum": ["ray", "serial"]}, "cached": {"type": "integer", "minimum": 0},
                             "tasks": {"type": "array", "items": TASK_RECORD}})},
     ),
