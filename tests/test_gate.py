@@ -182,6 +182,70 @@ def _set(doc, path, value):
     doc[path[-1]] = value
 
 
+# Like with like: reports of different runs are refused (exit 2), naming the field and both values.
+
+
+@pytest.mark.parametrize("path, value", [
+    (("dataset", "name"), "mnist"),
+    (("dataset", "n_train"), 1437),
+    (("dataset", "n_test"), 360),
+    (("dataset", "shape"), [1, 28, 28]),
+    (("dataset", "classes"), 9),
+    (("model", "arch"), "resnet18"),
+    (("model", "parameters"), 6331),
+    (("config", "profile"), "reference"),
+], ids=lambda v: ".".join(v) if isinstance(v, tuple) else None)
+def test_different_runs_are_not_comparable(tmp_path, capsys, path, value):
+    base, rep = _committed(), _committed()
+    _set(rep, path, value)
+    line = _refusal(tmp_path, base, rep, capsys)
+    old = base
+    for key in path:
+        old = old[key]
+    assert "reports not comparable" in line and ".".join(path) in line
+    assert repr(old) in line and repr(value) in line
+
+
+@pytest.mark.parametrize("side", ["baseline", "report"])
+def test_different_draw_counts_are_not_comparable(tmp_path, capsys, side):
+    base, rep = _committed(), _committed()
+    (base if side == "baseline" else rep)["poisons"]["ops"]["certificate"]["samples"] = 1000
+    line = _refusal(tmp_path, base, rep, capsys)
+    assert "certificates not comparable" in line and "poisons.ops.certificate.samples" in line
+    assert "100" in line and "1000" in line
+
+
+def test_different_test_sets_are_not_comparable(tmp_path, capsys):
+    base, rep = _committed(), _committed()
+    base["dataset"]["test_digest"] = "0123456789abcdef0123"
+    rep["dataset"]["test_digest"] = "fedcba9876543210fedc"
+    line = _refusal(tmp_path, base, rep, capsys)
+    assert "dataset.test_digest" in line and "0123456789abcdef0123" in line and "fedcba9876543210fedc" in line
+
+
+@pytest.mark.parametrize("digests, note", [
+    (("0123456789abcdef0123", "0123456789abcdef0123"), False),
+    (("0123456789abcdef0123", None), True),
+    ((None, "0123456789abcdef0123"), True),
+    ((None, None), True),
+])
+def test_test_set_digest_compared_when_both_reports_have_one(tmp_path, capsys, digests, note):
+    docs = _committed(), _committed()
+    for doc, digest in zip(docs, digests):
+        if digest is not None:
+            doc["dataset"]["test_digest"] = digest
+    code, out, err = _cli(tmp_path, *docs, capsys)
+    assert (code, err) == (0, [])
+    header = out.split("\npoison ")[0]
+    assert ("test-set digest not compared" in header) is note
+
+
+def test_a_test_digest_must_be_a_string(tmp_path, capsys):
+    base, rep = _committed(), _committed()
+    rep["dataset"]["test_digest"] = 12
+    assert "dataset.test_digest: must be string" in _refusal(tmp_path, base, rep, capsys)
+
+
 # Reading hostile files: whatever is wrong inside is one line (exit 2), never a traceback.
 
 
