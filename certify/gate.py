@@ -9,7 +9,9 @@ otherwise. A table is printed either way. The clean control `none` is shown but 
 The gate compares like with like: reports of different datasets (name, sizes, shape, classes), test
 sets (dataset.test_digest, where both reports carry one), models (arch, parameter count) or profiles,
 and certificates made with different draw counts, σ, q, α, coverage or surrogate recipe are not
-comparable: UserError (exit 2), one line naming the field and both values.
+comparable: UserError (exit 2), one line naming the field and both values. No empty comparison
+passes: a baseline judging no poison is a UserError, a report holding none of the metrics the baseline
+judges is CheckFailed (exit 1).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from certify.errors import UserError
+from certify.errors import CheckFailed, UserError
 from certify.report import load_report
 from certify.report.schema import format_path
 
@@ -34,6 +36,7 @@ SAME_CERTIFICATE = ("sigma", "q", "alpha", "samples", "coverage", "surrogate", "
 
 OK, WEAKER, ABSTAINS, MISSING, NOT_JUDGED, NEW = "ok", "WEAKER", "ABSTAINS", "MISSING", "not judged", "new"
 FAILING = (WEAKER, ABSTAINS, MISSING)
+ABSENT = "absent"  # the report's cell where it lacks the poison or curve point
 
 
 @dataclass
@@ -164,7 +167,7 @@ def compare(baseline: dict, report: dict, tolerance: float) -> list[Row]:
         judged = name != CONTROL
         rsec = rp.get(name)
         if rsec is None:
-            rows.append(Row(name, "poison", "present", "absent", MISSING if judged else NOT_JUDGED))
+            rows.append(Row(name, "poison", "present", ABSENT, MISSING if judged else NOT_JUDGED))
             continue
         racc = _accuracy_metrics(rsec)
         for metric, bv in _accuracy_metrics(bsec).items():
@@ -176,7 +179,7 @@ def compare(baseline: dict, report: dict, tolerance: float) -> list[Row]:
                        None)
             bv = bpt["learnability"]
             if rpt is None:
-                rv, verdict = "absent", MISSING
+                rv, verdict = ABSENT, MISSING
             else:
                 rv = rpt["learnability"]
                 if bv is None:
@@ -258,13 +261,30 @@ def write_junit(rows: list[Row], path, tolerance: float) -> None:
         raise UserError(f"--junit {p}: cannot write: {e.strerror or e}") from None
 
 
+def _judged(baseline: dict) -> list[str]:
+    return [name for name in baseline["poisons"] if name != CONTROL]
+
+
+def _require_judged(baseline: dict, path) -> None:
+    """A baseline with no poison besides the control would pass anything."""
+    if not _judged(baseline):
+        raise UserError(f"baseline judges nothing: {path} has no poison besides the clean control {CONTROL!r}")
+
+
+def _compared_anything(rows: list[Row]) -> bool:
+    """Whether the report holds any metric the baseline judges: all missing is no comparison at all."""
+    return any(r.verdict in (OK, WEAKER, ABSTAINS) and r.report != ABSENT for r in rows)
+
+
 def check(baseline_path, report_path, tolerance: float = 0.02, junit=None) -> int:
-    """Print the comparison table; return 1 if any judged poison got weaker or went missing, else 0."""
+    """Print the comparison table; return 1 if any judged poison got weaker or went missing, else 0.
+    CheckFailed (exit 1) if the report holds nothing the baseline judges."""
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) \
             or tolerance < 0:
         raise UserError(f"--tolerance must be a finite number >= 0, got {tolerance!r}")
     baseline = load_report(baseline_path)
     report = load_report(report_path)
+    _require_judged(baseline, baseline_path)
     note = require_comparable(baseline, report)
     rows = compare(baseline, report, float(tolerance))
     print(f"certify check: baseline {baseline_path} against report {report_path} (tolerance {tolerance:g})")
@@ -274,6 +294,9 @@ def check(baseline_path, report_path, tolerance: float = 0.02, junit=None) -> in
     failed = [r for r in rows if r.verdict in FAILING]
     if junit:
         write_junit(rows, junit, float(tolerance))
+    if not _compared_anything(rows):
+        raise CheckFailed(f"the report judges nothing the baseline judges: baseline poisons "
+                          f"{_shown(_judged(baseline))}, report poisons {_shown(list(report['poisons']))}")
     if failed:
         names = sorted({r.poison for r in failed})
         print(f"FAILED: {len(failed)} metric(s) weaker, abstaining or missing for {', '.join(names)}")

@@ -72,8 +72,8 @@ def test_abstaining_in_the_report_fails(pair, capsys):
     assert "ABSTAINS" in capsys.readouterr().out
 
 
-def test_missing_poison_fails(pair, capsys):
-    tmp_path, base, rep = pair
+def test_missing_poison_fails(tmp_path, capsys):
+    base, rep = (make_report(poisons=("none", "miue", "em")) for _ in range(2))
     del rep["poisons"]["miue"]
     assert _run(tmp_path, base, rep) == 1
     assert "MISSING" in capsys.readouterr().out
@@ -244,6 +244,34 @@ def test_a_test_digest_must_be_a_string(tmp_path, capsys):
     base, rep = _committed(), _committed()
     rep["dataset"]["test_digest"] = 12
     assert "dataset.test_digest: must be string" in _refusal(tmp_path, base, rep, capsys)
+
+
+# Empty comparisons never pass.
+
+
+JUDGED = ("random", "ops")  # the committed baseline's judged poisons (besides the control `none`)
+
+
+def _without(doc, names):
+    for name in names:
+        del doc["poisons"][name]
+    return doc
+
+
+@pytest.mark.parametrize("names", [JUDGED, ("none",) + JUDGED], ids=["control-only", "no-poison"])
+def test_a_baseline_that_judges_nothing_is_an_error(tmp_path, capsys, names):
+    base, rep = _without(_committed(), names), _committed()
+    assert "baseline judges nothing" in _refusal(tmp_path, base, rep, capsys)
+
+
+@pytest.mark.parametrize("names", [JUDGED, ("none",) + JUDGED], ids=["control-only", "no-poison"])
+def test_a_report_that_judges_nothing_of_the_baseline_fails(tmp_path, capsys, names):
+    base, rep = _committed(), _without(_committed(), names)
+    rep["poisons"]["new-poison"] = base["poisons"]["ops"]  # new poisons are shown, never judged
+    code, out, err = _cli(tmp_path, base, rep, capsys)
+    assert code == 1 and len(err) == 1, (code, err)
+    assert err[0].startswith("certify: check failed: ") and "random" in err[0] and "ops" in err[0]
+    assert "MISSING" in out
 
 
 # Reading hostile files: whatever is wrong inside is one line (exit 2), never a traceback.
