@@ -5,8 +5,13 @@ protected accuracy, any defended accuracy (final or peak) or certified learnabil
 matched by eta_over_sigma) is higher by more than the tolerance; an η certified in the baseline
 abstains in the report; or the poison, or a judged metric of it, is missing from the report. Exit 0
 otherwise. A table is printed either way. The clean control `none` is shown but never judged.
-Certificates made with different σ, q, α, coverage or surrogate recipe are not comparable: UserError
-(exit 2).
+
+The gate compares like with like: reports of different datasets (name, sizes, shape, classes), test
+sets (dataset.test_digest, where both reports carry one), models (arch, parameter count) or profiles,
+and certificates made with different draw counts, σ, q, α, coverage or surrogate recipe are not
+comparable: UserError (exit 2), one line naming the field and both values. No empty comparison
+passes: a baseline judging no poison is a UserError, a report holding none of the metrics the baseline
+judges is CheckFailed (exit 1).
 """
 from __future__ import annotations
 
@@ -14,14 +19,24 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from certify.errors import UserError
+from certify.errors import CheckFailed, UserError
 from certify.report import load_report
+from certify.report.schema import format_path
 
 CONTROL = "none"
 EPS = 1e-9  # float slack so that a delta of exactly the tolerance passes
 
+# What two reports must share for their numbers to mean the same thing, and how to get there.
+SAME_RUN = (
+    ("dataset", ("name", "n_train", "n_test", "shape", "classes"), "run both on the same dataset"),
+    ("model", ("arch", "parameters"), "run both with the same --model"),
+    ("config", ("profile",), "run both with the same --profile"),
+)
+SAME_CERTIFICATE = ("sigma", "q", "alpha", "samples", "coverage", "surrogate", "surrogate_recipe")
+
 OK, WEAKER, ABSTAINS, MISSING, NOT_JUDGED, NEW = "ok", "WEAKER", "ABSTAINS", "MISSING", "not judged", "new"
 FAILING = (WEAKER, ABSTAINS, MISSING)
+ABSENT = "absent"  # the report's cell where it lacks the poison or curve point
 
 
 @dataclass
@@ -43,24 +58,83 @@ def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
-def _same(a, b) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return _close(float(a), float(b))
+class _Absent:
+    """A field one report lacks: equal to no JSON value."""
+
+    def __repr__(self) -> str:
+        return "absent"
+
+
+ABSENT_FIELD = _Absent()
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _equal(a, b) -> bool:
+    """Floats up to rounding; anything else (counts, strings, bools) exactly, type included."""
+    if _is_number(a) and _is_number(b) and float in (type(a), type(b)):
+        return _close(a, b)
+    return type(a) is type(b) and a == b
+
+
+def _difference(a, b, path: list) -> tuple[list, object, object] | None:
+    """(path, a, b) at the first place two JSON values differ, descending into objects (a list differs
+    as a whole); None if they are equal."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        diffs = (_difference(a.get(k, ABSENT_FIELD), b.get(k, ABSENT_FIELD), path + [k]) for k in {**a, **b})
+        return next((d for d in diffs if d is not None), None)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return a == b
+        same = len(a) == len(b) and all(_difference(x, y, path) is None for x, y in zip(a, b))
+    else:
+        same = _equal(a, b)
+    return None if same else (path, a, b)
 
 
-def _comparable(name: str, base: dict, rep: dict) -> None:
-    for field in ("sigma", "q", "alpha", "coverage", "surrogate", "surrogate_recipe"):
-        if not _same(base.get(field), rep.get(field)):
-            raise UserError(f"certificates not comparable: poison {name!r} has {field} {base.get(field)!r} in the "
-                            f"baseline but {rep.get(field)!r} in the report (certify both with the same --sigma, "
-                            "--q, --alpha, coverage and surrogate recipe)")
+def _shown(value, limit: int = 80) -> str:
+    text = repr(value)  # one line: repr escapes newlines
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _refuse_if_different(subject: str, base, rep, path: list, remedy: str) -> None:
+    diff = _difference(base, rep, path)
+    if diff is not None:
+        where, b, r = diff
+        raise UserError(f"{subject} not comparable: {format_path(where)} is {_shown(b)} in the baseline but "
+                        f"{_shown(r)} in the report ({remedy})")
+
+
+def _picked(section: dict, fields) -> dict:
+    return {f: section[f] for f in fields if f in section}
+
+
+def _test_set_note(baseline: dict, report: dict) -> str | None:
+    """Refuse different test sets by their digest; the table header's note when a report has none
+    (older reports): then the dataset's name, n_test and shape, compared anyway, stand in."""
+    digests = [doc["dataset"].get("test_digest") for doc in (baseline, report)]
+    lacking = [who for who, d in zip(("baseline", "report"), digests) if d is None]
+    if lacking:
+        return (f"note: test-set digest not compared (no dataset.test_digest in the {' and '.join(lacking)}); "
+                "test sets matched by dataset name, n_test and shape only")
+    _refuse_if_different("reports", *digests, ["dataset", "test_digest"], "they were evaluated on different test sets")
+    return None
+
+
+def require_comparable(baseline: dict, report: dict) -> str | None:
+    """Raise UserError unless the two reports compare like with like: the same dataset, test set, model,
+    profile and, per poison certified in both, certificate settings. Returns the test-set note."""
+    for section, fields, remedy in SAME_RUN:
+        _refuse_if_different("reports", _picked(baseline[section], fields), _picked(report[section], fields),
+                             [section], remedy)
+    note = _test_set_note(baseline, report)
+    for name, bsec in baseline["poisons"].items():
+        bcert, rcert = bsec.get("certificate"), report["poisons"].get(name, {}).get("certificate")
+        if bcert and rcert:
+            _refuse_if_different("certificates", _picked(bcert, SAME_CERTIFICATE), _picked(rcert, SAME_CERTIFICATE),
+                                 ["poisons", name, "certificate"], "certify both with the same --samples, --sigma, "
+                                 "--q, --alpha, coverage and surrogate recipe")
+    return note
 
 
 def _judge(base_v, rep_v, tolerance: float) -> str:
@@ -86,18 +160,14 @@ def _curve_label(pt: dict) -> str:
 
 
 def compare(baseline: dict, report: dict, tolerance: float) -> list[Row]:
-    """The table rows, in baseline order then poisons new in the report. Raises UserError if not comparable."""
+    """The table rows, in baseline order then poisons new in the report (see require_comparable first)."""
     bp, rp = baseline["poisons"], report["poisons"]
-    for name in bp:
-        if name in rp and bp[name].get("certificate") and rp[name].get("certificate"):
-            _comparable(name, bp[name]["certificate"], rp[name]["certificate"])
-
     rows: list[Row] = []
     for name, bsec in bp.items():
         judged = name != CONTROL
         rsec = rp.get(name)
         if rsec is None:
-            rows.append(Row(name, "poison", "present", "absent", MISSING if judged else NOT_JUDGED))
+            rows.append(Row(name, "poison", "present", ABSENT, MISSING if judged else NOT_JUDGED))
             continue
         racc = _accuracy_metrics(rsec)
         for metric, bv in _accuracy_metrics(bsec).items():
@@ -109,7 +179,7 @@ def compare(baseline: dict, report: dict, tolerance: float) -> list[Row]:
                        None)
             bv = bpt["learnability"]
             if rpt is None:
-                rv, verdict = "absent", MISSING
+                rv, verdict = ABSENT, MISSING
             else:
                 rv = rpt["learnability"]
                 if bv is None:
@@ -191,19 +261,42 @@ def write_junit(rows: list[Row], path, tolerance: float) -> None:
         raise UserError(f"--junit {p}: cannot write: {e.strerror or e}") from None
 
 
+def _judged(baseline: dict) -> list[str]:
+    return [name for name in baseline["poisons"] if name != CONTROL]
+
+
+def _require_judged(baseline: dict, path) -> None:
+    """A baseline with no poison besides the control would pass anything."""
+    if not _judged(baseline):
+        raise UserError(f"baseline judges nothing: {path} has no poison besides the clean control {CONTROL!r}")
+
+
+def _compared_anything(rows: list[Row]) -> bool:
+    """Whether the report holds any metric the baseline judges: all missing is no comparison at all."""
+    return any(r.verdict in (OK, WEAKER, ABSTAINS) and r.report != ABSENT for r in rows)
+
+
 def check(baseline_path, report_path, tolerance: float = 0.02, junit=None) -> int:
-    """Print the comparison table; return 1 if any judged poison got weaker or went missing, else 0."""
+    """Print the comparison table; return 1 if any judged poison got weaker or went missing, else 0.
+    CheckFailed (exit 1) if the report holds nothing the baseline judges."""
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) \
             or tolerance < 0:
         raise UserError(f"--tolerance must be a finite number >= 0, got {tolerance!r}")
     baseline = load_report(baseline_path)
     report = load_report(report_path)
+    _require_judged(baseline, baseline_path)
+    note = require_comparable(baseline, report)
     rows = compare(baseline, report, float(tolerance))
     print(f"certify check: baseline {baseline_path} against report {report_path} (tolerance {tolerance:g})")
+    if note:
+        print(note)
     print(format_table(rows))
     failed = [r for r in rows if r.verdict in FAILING]
     if junit:
         write_junit(rows, junit, float(tolerance))
+    if not _compared_anything(rows):
+        raise CheckFailed(f"the report judges nothing the baseline judges: baseline poisons "
+                          f"{_shown(_judged(baseline))}, report poisons {_shown(list(report['poisons']))}")
     if failed:
         names = sorted({r.poison for r in failed})
         print(f"FAILED: {len(failed)} metric(s) weaker, abstaining or missing for {', '.join(names)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,8 @@ def load_report(path) -> dict:
         raise UserError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except RecursionError:
         raise UserError(f"{p}: not valid JSON (nested too deeply)") from None
+    except ValueError:  # json turns digits into an int, and Python refuses overly long ones
+        raise UserError(f"{p}: not valid JSON (an integer longer than {sys.get_int_max_str_digits()} digits)") from None
     if not isinstance(doc, dict) or "schema" not in doc:
         raise UserError(f"{p}: not a ue-certify report (no \"schema\" field; expected {SCHEMA_ID!r})")
     validate_report(doc, where=str(p))

@@ -7,11 +7,13 @@ absent, but when present it must carry its fields. Abstaining certificate entrie
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from certify.errors import UserError
 
 SCHEMA_ID = "ue-certify/report/v1"
+MAX_DEPTH = 32  # a report nests about 8 deep; the bound lets every reader recurse over it safely
 
 _NUM = {"type": "number"}
 _NUM_OR_NULL = {"type": ["number", "null"]}
@@ -146,7 +148,7 @@ REPORT_SCHEMA: dict = {
             "created": _STR,
             "command": _STR,
             "seed": {"type": "integer"},
-            "config": {"type": "object"},
+            "config": _obj({}, {"profile": _STR}),
             "environment": _obj({
                 "python": _STR, "torch": _STR, "device": _STR,
                 "executor": {"enum": ["ray", "serial"]}, "workers": _COUNT,
@@ -155,7 +157,7 @@ REPORT_SCHEMA: dict = {
                 "name": _STR, "n_train": _COUNT, "n_test": _COUNT,
                 "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
                 "classes": _COUNT,
-            }),
+            }, {"test_digest": {"type": "string", "minLength": 1}}),  # of the test images and labels; newer reports
             "model": _obj({"arch": _STR, "parameters": _COUNT}),
             "poisons": {"type": "object", "additionalProperties": POISON},
         },
@@ -213,19 +215,30 @@ def _describe(err) -> tuple[str, str]:
     return format_path(path), " ".join(err.message.split())[:160]
 
 
-def _non_finite(value: Any, path: list):
-    if isinstance(value, float) and not math.isfinite(value):
-        return path
-    if isinstance(value, dict):
-        for k, v in value.items():
-            p = _non_finite(v, path + [k])
-            if p is not None:
-                return p
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            p = _non_finite(v, path + [i])
-            if p is not None:
-                return p
+def _in_float_range(value: Any) -> bool:
+    """False for NaN, infinity and integers beyond the largest float; True for anything not a number."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) <= sys.float_info.max  # exact: an int compares with a float without converting
+    return True
+
+
+def _unusable(report: Any) -> tuple[list, str] | None:
+    """(path, what is wrong) of the first value in document order that no reader can use: nested
+    deeper than MAX_DEPTH, NaN, infinity, or an integer too large for a float (the gate, tables and
+    figures compute in floats). Walked with a stack: a hostile document cannot exhaust recursion."""
+    stack = [([], report)]
+    while stack:
+        path, value = stack.pop()
+        if len(path) > MAX_DEPTH:
+            return path, f"nested more than {MAX_DEPTH} levels deep"
+        if isinstance(value, dict):
+            stack.extend((path + [k], v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((path + [i], v) for i, v in reversed(list(enumerate(value))))
+        elif not _in_float_range(value):
+            return path, "must be a finite number within float range (not NaN, infinity or a larger integer)"
     return None
 
 
@@ -238,6 +251,10 @@ def validate_report(report: Any, where: str = "report") -> None:
     if report.get("schema") != SCHEMA_ID:
         raise UserError(f"{where}: schema must be {SCHEMA_ID!r}, got {_short(report.get('schema'))} "
                         "(not a ue-certify report v1)")
+    # Before the schema: its messages repr the offending value, which must not recurse without bound.
+    unusable = _unusable(report)
+    if unusable is not None:
+        raise UserError(f"{where}: {format_path(unusable[0])}: {unusable[1]}")
     validator = jsonschema.Draft202012Validator(REPORT_SCHEMA)
     err = next(iter(validator.iter_errors(report)), None)
     if err is not None:
@@ -245,6 +262,3 @@ def validate_report(report: Any, where: str = "report") -> None:
         err = jsonschema.exceptions.best_match([err]) or err
         path, what = _describe(err)
         raise UserError(f"{where}: {path}: {what}")
-    bad = _non_finite(report, [])
-    if bad is not None:
-        raise UserError(f"{where}: {format_path(bad)}: must be a finite number (NaN/infinity are not valid JSON)")
