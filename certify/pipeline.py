@@ -189,7 +189,7 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[
              if "independent" in plan else None)
     report = {"schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": command, "seed": cfg.seed, "config": to_dict(cfg),
-              "environment": environment(cfg, ctx.device), "dataset": data.info(),
+              "environment": environment(cfg, ctx.device), "dataset": {**data.info(), "test_digest": ctx.test_digest},
               "model": {"arch": ctx.model.arch, "parameters": count_parameters(ctx.model.build(0))}, "poisons": {}}
     if warnings:
         report["warnings"] = list(warnings)
