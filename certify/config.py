@@ -14,6 +14,7 @@ from typing import Any, Union
 
 import yaml
 
+from attacks.recovery import RECOVERY, RecoveryConfig
 from certify.errors import UserError
 from certify.scores.mutual_info import MIConfig
 from certify.scores.sal_ud import SalConfig
@@ -55,26 +56,6 @@ class SmoothingConfig:
         check_positive(where, **{"smoothing.eval_batch": self.eval_batch, "smoothing.chunk": self.chunk,
                                  "smoothing.threads": self.threads, "smoothing.sigma_draws": self.sigma_draws})
         check_open_unit(where, **{"smoothing.sigma_ratio": self.sigma_ratio})
-
-
-@dataclass
-class RecoveryConfig:
-    methods: list[str] = field(default_factory=lambda: ["pgd"])
-    # eta relative to sigma: covers the certificate's grid and continues past it to show where
-    # protection breaks
-    eta_sigma: list[float] = field(default_factory=lambda: [0.5, 1.5, 5.0, 20.0])
-    attacker_fraction: float = 0.2  # of the clean training split; disjoint from the test set
-
-    def validate(self, where: str) -> None:
-        from attacks.base import RECOVERY
-
-        for m in self.methods:
-            RECOVERY.get(m)
-        if not self.eta_sigma:
-            raise UserError(f"{where}: recovery.eta_sigma must list at least one value")
-        for v in self.eta_sigma:
-            check_positive(where, **{"recovery.eta_sigma": v})
-        check_open_unit(where, **{"recovery.attacker_fraction": self.attacker_fraction})
 
 
 @dataclass
@@ -150,7 +131,7 @@ class RunConfig:
         self.sal.validate(where)
         self.mi.validate(where)
         self.recovery.validate(where)
-        from attacks.base import POISONS, RECOVERY
+        from attacks.base import POISONS
 
         for registry, overrides in ((POISONS, self.poison_params), (DEFENSES, self.defense_params),
                                     (RECOVERY, self.recovery_params)):

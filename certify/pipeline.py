@@ -280,8 +280,7 @@ def sal_scores(run: Run, model_key: str, checkpoints: list, x: torch.Tensor, y: 
 
 def recovery(run: Run, sur: torch.nn.Module, surrogate_key: str, sigma: float) -> dict:
     """Each recovery attack's accuracy against eta, starting from the certified surrogate, cached."""
-    from attacks._recovery import attacker_split
-    from attacks.base import RECOVERY
+    from attacks.recovery import RECOVERY, RecoveryInputs, attacker_split
 
     cfg, data = run.cfg, run.data
     rc = cfg.recovery
@@ -294,8 +293,8 @@ def recovery(run: Run, sur: torch.nn.Module, surrogate_key: str, sigma: float) -
         key = key_of("recovery", {"surrogate": surrogate_key, "method": method, "etas": etas, "seed": seed,
                                   "params": dataclasses.asdict(params), "attacker": rc.attacker_fraction,
                                   "test": run.test_digest})
-        curve = run.cache.tensors(key, lambda: {"curve": RECOVERY.get(method).factory(
-            sur, x_att, y_att, data.x_test, data.y_test, etas, params, seed)})["curve"]
+        inputs = RecoveryInputs(sur, x_att, y_att, data.x_test, data.y_test, etas, seed)
+        curve = run.cache.tensors(key, lambda: {"curve": RECOVERY.get(method).factory(inputs, params)})["curve"]
         out[method] = {"start": "surrogate", "bn": params.bn, "constraint": params.constraint,
                        "attacker_images": len(x_att), "params": dataclasses.asdict(params),
                        "curve": [{"eta": p["eta"], "eta_over_sigma": r, "accuracy": p["accuracy"]}

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from attacks._recovery import check_etas, distance
-from attacks.base import RECOVERY
+from attacks.recovery import RECOVERY, RecoveryInputs
+from attacks.recovery._common import distance
 from certify.errors import UserError
 from certify.seeding import generator
 from certify.smoothing import trainable
@@ -84,10 +84,8 @@ def search(model: nn.Module, x_attack, y_attack, etas: list[float], p: GreedyRec
 
 @RECOVERY.register("greedy", "best of N random weight perturbations of norm eta, chosen on the "
                    "attacker's clean set", GreedyRecoveryParams)
-def recover(model: nn.Module, x_attack: torch.Tensor, y_attack: torch.Tensor, x_test: torch.Tensor,
-            y_test: torch.Tensor, etas: list[float], params: GreedyRecoveryParams, seed: int) -> list[dict]:
+def recover(inputs: RecoveryInputs, params: GreedyRecoveryParams) -> list[dict]:
     """[{"eta", "accuracy" (test, of the best trial), "attacker_accuracy"}] in the order of `etas`."""
-    etas = check_etas(etas)
-    m, buffers, best = search(model, x_attack, y_attack, etas, params, seed)
-    return [{"eta": eta, "accuracy": _accuracy(m, (w, buffers), x_test, y_test, params.eval_batch),
-             "attacker_accuracy": acc} for eta, (w, acc) in zip(etas, best)]
+    m, buffers, best = search(inputs.model, inputs.x_attack, inputs.y_attack, inputs.etas, params, inputs.seed)
+    return [{"eta": eta, "accuracy": _accuracy(m, (w, buffers), inputs.x_test, inputs.y_test, params.eval_batch),
+             "attacker_accuracy": acc} for eta, (w, acc) in zip(inputs.etas, best)]

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks._recovery import BN_MODES, CONSTRAINTS, attacker_split, check_etas, project, project_  # noqa: F401
-from attacks.base import RECOVERY
+from attacks.recovery import RECOVERY, RecoveryInputs
+from attacks.recovery._common import BN_MODES, CONSTRAINTS, project_
 from certify.errors import UserError
 from certify.seeding import derive
 from certify.smoothing import trainable
@@ -86,11 +86,11 @@ def recover_one(model: nn.Module, x_attack: torch.Tensor, y_attack: torch.Tensor
 
 @RECOVERY.register("pgd", "projected SGD on the attacker's clean set within ||theta - theta_ue|| <= eta",
                    PGDRecoveryParams)
-def recover(model: nn.Module, x_attack: torch.Tensor, y_attack: torch.Tensor, x_test: torch.Tensor,
-            y_test: torch.Tensor, etas: list[float], params: PGDRecoveryParams, seed: int) -> list[dict]:
+def recover(inputs: RecoveryInputs, params: PGDRecoveryParams) -> list[dict]:
     """[{"eta": eta, "accuracy": clean test accuracy of the recovered model}] in the order of `etas`."""
     out = []
-    for eta in check_etas(etas):
-        m = recover_one(model, x_attack, y_attack, eta, params, derive(seed, "recovery", "pgd", repr(eta)))
-        out.append({"eta": eta, "accuracy": evaluate(m, x_test, y_test)})
+    for eta in inputs.etas:
+        m = recover_one(inputs.model, inputs.x_attack, inputs.y_attack, eta, params,
+                        derive(inputs.seed, "recovery", "pgd", repr(eta)))
+        out.append({"eta": eta, "accuracy": evaluate(m, inputs.x_test, inputs.y_test)})
     return out
