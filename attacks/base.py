@@ -37,6 +37,9 @@ class CraftContext:
 
 @dataclass
 class PoisonParams:
+    """The fields every poison has. Model-based poisons declare `dataset_defaults` (certify/registry.py)
+    for digits, the fast dataset of tests and smoke runs (plumbing, not protection): the smallest
+    crafting schedule that still exercises every update rule."""
     norm: ClassVar[str] = "linf"  # linf | l2 | l0 | none
     epsilon: float = 8 / 255
 

@@ -11,6 +11,7 @@ crafting model's error on the subset is below `stop_error` (or after `max_rounds
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -36,6 +37,8 @@ class PUEParams(PoisonParams):
     stratified 20 % subset, stop at error < 0.1, 20 PGD steps and 10 model batches per round.
     CPU defaults (cifar10-mini, cnn): 1 draw per level in both steps, 5 PGD steps, at most 6 rounds.
     """
+    dataset_defaults: ClassVar[dict[str, dict]] = {
+        "digits": {"max_rounds": 2, "model_steps": 3, "pgd_steps": 2, "levels": 3, "subset": 0.5}}
     sigma_max: float = 0.25
     levels: int = 6  # σ ∈ linspace(0, sigma_max, levels)
     draws_delta: int = 1  # weight draws per level per δ step (published 10)

@@ -138,7 +138,7 @@ def craft(run: Run, name: str) -> tuple[torch.Tensor, dict]:
     """The released (protected) training images of poison `name` and its budget section, cached."""
     entry = POISONS.get(name)
     overrides = run.cfg.poison_params.get(name, {})
-    params = POISONS.params(name, overrides)
+    params = POISONS.params(name, overrides, dataset=run.cfg.dataset, profile=run.cfg.profile)
     seed = derive(run.cfg.seed, "poison", name)
     spec = {"poison": name, "params": dataclasses.asdict(params) if params else None, "seed": seed,
             "model": run.model_spec(), "train": dataclasses.asdict(run.cfg.train),
@@ -249,7 +249,7 @@ def defended(run: Run, name: str, released: torch.Tensor, defence: str) -> dict:
     from defenses.base import DEFENSES
 
     cfg = run.cfg
-    params = DEFENSES.params(defence, cfg.defense_params.get(defence, {}))
+    params = DEFENSES.params(defence, cfg.defense_params.get(defence, {}), dataset=cfg.dataset, profile=cfg.profile)
     seed = derive(cfg.seed, "victim")
     key = key_of("defended", {"model": run.model_spec(), "train": dataclasses.asdict(cfg.train), "seed": seed,
                               "defence": defence, "params": dataclasses.asdict(params) if params else None,
@@ -288,7 +288,8 @@ def recovery(run: Run, sur: torch.nn.Module, surrogate_key: str, sigma: float) -
     etas = [r * sigma for r in rc.eta_sigma]
     out = {}
     for method in rc.methods:
-        params = RECOVERY.params(method, cfg.recovery_params.get(method, {}))
+        params = RECOVERY.params(method, cfg.recovery_params.get(method, {}), dataset=cfg.dataset,
+                                 profile=cfg.profile)
         seed = derive(cfg.seed, "recovery", method)
         key = key_of("recovery", {"surrogate": surrogate_key, "method": method, "etas": etas, "seed": seed,
                                   "params": dataclasses.asdict(params), "attacker": rc.attacker_fraction,
@@ -441,7 +442,7 @@ def evaluate_all(run_: Run, out: Path, command: str, releases) -> dict:
 def _check_names(cfg: RunConfig) -> list[str]:
     names = poison_names(cfg)
     for n in names:  # parameters are validated before any work
-        POISONS.params(n, cfg.poison_params.get(n, {}))
+        POISONS.params(n, cfg.poison_params.get(n, {}), dataset=cfg.dataset, profile=cfg.profile)
     for n in cfg.poison_params:
         POISONS.get(n)
     return names

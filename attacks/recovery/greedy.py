@@ -5,7 +5,7 @@ parameters, each rescaled to norm exactly eta (so `scale` only fixes the directi
 fidelity to the reference), are scored on the attacker's clean set D_r (never the test set); the
 best one's clean test accuracy is reported. BatchNorm statistics stay theta_ue's (eval mode).
 Trial t's direction depends only on (seed, t), so every eta sees the same directions.
-Defaults are the CPU-sized `quick` profile (100 trials); `REFERENCE` holds the published 1000.
+Defaults are the CPU-sized `quick` profile (100 trials); `profile_defaults` holds the published 1000.
 """
 from __future__ import annotations
 
@@ -24,12 +24,10 @@ from certify.seeding import generator
 from certify.smoothing import trainable
 from certify.validation import check_positive
 
-REFERENCE = {"trials": 1000}
-
-
 @dataclass
 class GreedyRecoveryParams:
     """Quick profile: 100 trials; reference: 1000 trials of theta_ue + 1.25 N(0, I) rescaled to eta."""
+    profile_defaults: ClassVar[dict[str, dict]] = {"reference": {"trials": 1000}}
     trials: int = 100
     scale: float = 1.25
     eval_batch: int = 1000

@@ -11,13 +11,14 @@ not depend on the rest of the grid.
 - bn `frozen` (default, a pure weight-space attack): the model is in eval mode while it trains, so
   BatchNorm normalises with theta_ue's running statistics and never moves them; `re-estimated`:
   train mode, the running statistics re-estimate on D_r (the reference code).
-- Defaults are the CPU-sized `quick` profile (3 epochs); `REFERENCE` holds the published settings
-  (60 epochs, SGD lr 0.01, momentum 0.9, wd 5e-4, cosine, batch 128) for `--profile reference`.
+- Defaults are the CPU-sized `quick` profile (3 epochs); `profile_defaults` holds the published
+  settings (60 epochs, SGD lr 0.01, momentum 0.9, wd 5e-4, cosine, batch 128) for `--profile reference`.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -31,12 +32,10 @@ from certify.smoothing import trainable
 from certify.training import evaluate
 from certify.validation import check_choice, check_nonnegative, check_positive
 
-REFERENCE = {"epochs": 60}
-
-
 @dataclass
 class PGDRecoveryParams:
     """Quick profile: 3 epochs; reference: 60 epochs (SGD 0.01, momentum 0.9, wd 5e-4, cosine, batch 128)."""
+    profile_defaults: ClassVar[dict[str, dict]] = {"reference": {"epochs": 60}}
     epochs: int = 3
     lr: float = 0.01
     momentum: float = 0.9
