@@ -23,7 +23,7 @@ from attacks.em import (BatchStream, batches, check_int_positive, crafting_model
                         uniform_init)
 from certify.errors import UserError
 from certify.progress import progress
-from certify.seeding import derive
+from certify.seeding import derive, stratified_draw
 from certify.training import evaluate, flip_crop
 from certify.validation import check_nonnegative, check_positive
 
@@ -67,16 +67,6 @@ class PUEParams(PoisonParams):
             raise UserError(f"{where}: subset must be in (0, 1], got {self.subset!r}")
 
 
-def stratified_subset(y: torch.Tensor, fraction: float, gen: torch.Generator) -> torch.Tensor:
-    """At least one image per class, about `fraction` of each class, chosen by `gen`; sorted indices."""
-    keep = []
-    for c in range(int(y.max()) + 1):
-        idx = (y == c).nonzero().flatten()
-        k = max(1, int(round(fraction * len(idx))))
-        keep.append(idx[torch.randperm(len(idx), generator=gen)[:k]])
-    return torch.cat(keep).sort().values
-
-
 def _noisy(params: dict, sigma: float, gen: torch.Generator) -> dict:
     return {n: p + sigma * torch.randn(p.shape, generator=gen).to(p.device) for n, p in params.items()}
 
@@ -90,7 +80,7 @@ def _draws(level: float, n: int) -> int:
 def craft_pue(ctx: CraftContext, p: PUEParams) -> torch.Tensor:
     gen = torch.Generator().manual_seed(derive(ctx.seed, "pue", "noise"))
     dev = ctx.device
-    sub = stratified_subset(ctx.y, p.subset, gen)
+    sub, _ = stratified_draw(ctx.y, float(p.subset), derive(ctx.seed, "pue", "subset"), "poison pue: subset")
     x, y = ctx.x[sub], ctx.y[sub]
     model = crafting_model(ctx, "pue")
     opt = sgd(model, ctx)

@@ -15,7 +15,7 @@ from torch import nn
 
 from certify.errors import UserError
 from certify.registry import Registry
-from certify.seeding import generator
+from certify.seeding import derive, stratified_draw
 from certify.validation import check_open_unit, check_positive
 
 RECOVERY = Registry("recovery attack", package="attacks.recovery")
@@ -59,14 +59,9 @@ class RecoveryInputs:
 
 
 def attacker_split(x: torch.Tensor, y: torch.Tensor, fraction: float = 0.2, seed: int = 0):
-    """A seeded, stratified `fraction` of (x, y) (at least one image per class), in source order."""
+    """A seeded, stratified `fraction` of (x, y), in source order."""
     if not 0 < fraction <= 1:
         raise UserError(f"recovery: attacker fraction must be in (0, 1], got {fraction!r}")
-    g = generator(seed, "recovery", "attacker-split")
-    picked = []
-    for c in torch.unique(y).tolist():
-        idx = torch.nonzero(y == c).flatten()
-        k = max(1, int(round(fraction * len(idx))))
-        picked.append(idx[torch.randperm(len(idx), generator=g)[:k]])
-    keep = torch.sort(torch.cat(picked)).values
+    keep, _ = stratified_draw(y, float(fraction), derive(seed, "recovery", "attacker-split"),
+                              "recovery.attacker_fraction")
     return x[keep], y[keep]
