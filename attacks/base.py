@@ -1,4 +1,4 @@
-"""The tiny base every poison and recovery attack shares.
+"""The tiny base every poison shares.
 
 A poison is one function `craft(ctx, params) -> released images`, registered in `POISONS` with a
 parameter dataclass (subclass of `PoisonParams`) that declares its norm and budget. `release`
@@ -19,7 +19,6 @@ from certify.training import TrainConfig
 from certify.validation import check_nonnegative
 
 POISONS = Registry("poison", package="attacks")
-RECOVERY = Registry("recovery attack", package="attacks")
 
 STORAGE_LEVELS = 255  # 8-bit images
 
@@ -38,6 +37,9 @@ class CraftContext:
 
 @dataclass
 class PoisonParams:
+    """The fields every poison has. Model-based poisons declare `dataset_defaults` (certify/registry.py)
+    for digits, the fast dataset of tests and smoke runs (plumbing, not protection): the smallest
+    crafting schedule that still exercises every update rule."""
     norm: ClassVar[str] = "linf"  # linf | l2 | l0 | none
     epsilon: float = 8 / 255
 

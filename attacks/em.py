@@ -10,6 +10,7 @@ The helpers below (`BatchStream`, `model_step`, `batches`, ...) are shared by `p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +94,7 @@ class EMParams(PoisonParams):
     (sample-wise needs ~10-20 rounds there). CPU defaults (cifar10-mini, cnn): the same steps and
     rule with 5 PGD steps per round and at most 5 rounds, crafting batch 512.
     """
+    dataset_defaults: ClassVar[dict[str, dict]] = {"digits": {"max_rounds": 2, "model_steps": 5, "pgd_steps": 3}}
     max_rounds: int = 5
     model_steps: int = 10  # crafting-model batches per round (ctx.train batch size and lr)
     pgd_steps: int = 5  # signed steps on δ per batch per round (published 20)

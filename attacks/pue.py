@@ -11,6 +11,7 @@ crafting model's error on the subset is below `stop_error` (or after `max_rounds
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from attacks.em import (BatchStream, batches, check_int_positive, crafting_model
                         uniform_init)
 from certify.errors import UserError
 from certify.progress import progress
-from certify.seeding import derive
+from certify.seeding import derive, stratified_draw
 from certify.training import evaluate, flip_crop
 from certify.validation import check_nonnegative, check_positive
 
@@ -36,6 +37,8 @@ class PUEParams(PoisonParams):
     stratified 20 % subset, stop at error < 0.1, 20 PGD steps and 10 model batches per round.
     CPU defaults (cifar10-mini, cnn): 1 draw per level in both steps, 5 PGD steps, at most 6 rounds.
     """
+    dataset_defaults: ClassVar[dict[str, dict]] = {
+        "digits": {"max_rounds": 2, "model_steps": 3, "pgd_steps": 2, "levels": 3, "subset": 0.5}}
     sigma_max: float = 0.25
     levels: int = 6  # σ ∈ linspace(0, sigma_max, levels)
     draws_delta: int = 1  # weight draws per level per δ step (published 10)
@@ -64,16 +67,6 @@ class PUEParams(PoisonParams):
             raise UserError(f"{where}: subset must be in (0, 1], got {self.subset!r}")
 
 
-def stratified_subset(y: torch.Tensor, fraction: float, gen: torch.Generator) -> torch.Tensor:
-    """At least one image per class, about `fraction` of each class, chosen by `gen`; sorted indices."""
-    keep = []
-    for c in range(int(y.max()) + 1):
-        idx = (y == c).nonzero().flatten()
-        k = max(1, int(round(fraction * len(idx))))
-        keep.append(idx[torch.randperm(len(idx), generator=gen)[:k]])
-    return torch.cat(keep).sort().values
-
-
 def _noisy(params: dict, sigma: float, gen: torch.Generator) -> dict:
     return {n: p + sigma * torch.randn(p.shape, generator=gen).to(p.device) for n, p in params.items()}
 
@@ -87,7 +80,7 @@ def _draws(level: float, n: int) -> int:
 def craft_pue(ctx: CraftContext, p: PUEParams) -> torch.Tensor:
     gen = torch.Generator().manual_seed(derive(ctx.seed, "pue", "noise"))
     dev = ctx.device
-    sub = stratified_subset(ctx.y, p.subset, gen)
+    sub, _ = stratified_draw(ctx.y, float(p.subset), derive(ctx.seed, "pue", "subset"), "poison pue: subset")
     x, y = ctx.x[sub], ctx.y[sub]
     model = crafting_model(ctx, "pue")
     opt = sgd(model, ctx)

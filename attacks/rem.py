@@ -9,6 +9,7 @@ Fixed rounds of (model batches, δ steps over every batch), as in the reference.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,8 @@ class REMParams(PoisonParams):
     δ updates, 5000 model steps in all. CPU defaults (cifar10-mini, cnn): 4 rounds, 3 δ steps,
     EOT 2, ρ from 2 PGD steps of 2/255.
     """
+    dataset_defaults: ClassVar[dict[str, dict]] = {
+        "digits": {"rounds": 1, "model_steps": 3, "pgd_steps": 2, "eot": 1, "adv_steps": 1, "crop": 1}}
     rho: float = 4 / 255  # ρ_a: the defensive (adversarial-training) radius
     adv_steps: int = 2  # PGD steps for ρ (published 10)
     adv_step_size: float = 2 / 255  # published 0.8/255 with 10 steps

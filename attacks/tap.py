@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ class TAPParams(PoisonParams):
     Published (CIFAR-10, ResNet-18): eps 8/255, a fully trained clean model, 250 PGD steps toward
     (y + 1) mod C. CPU defaults (cifar10-mini, cnn): the run's recipe for 10 epochs, 20 steps of 1/255.
     """
+    dataset_defaults: ClassVar[dict[str, dict]] = {"digits": {"train_epochs": 2, "steps": 5}}
     train_epochs: int = 10  # clean crafting model epochs (the run's lr, batch, flip otherwise)
     steps: int = 20  # published 250
     step_size: float = 1 / 255

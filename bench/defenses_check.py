@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from attacks._recovery import attacker_split
-from attacks.base import RECOVERY
+from attacks.recovery import RECOVERY, RecoveryInputs, attacker_split
 from certify.data import load_dataset
 from certify.models import build_model
 from certify.training import TrainConfig, train
@@ -75,15 +74,15 @@ def main():
         out["clean"] = {"epochs": a.epochs, "train_s": time.perf_counter() - t0,
                         "test_accuracy": hist["final_test_accuracy"]}
         xa, ya = attacker_split(d.x_train, d.y_train, 0.2, seed=0)
-        etas = [float(e) for e in a.etas.split(",")]
+        inputs = RecoveryInputs(model, xa, ya, d.x_test, d.y_test, [float(e) for e in a.etas.split(",")], 0)
         for bn in ("frozen", "re-estimated"):
             p = RECOVERY.params("pgd", {"bn": bn})
             t0 = time.perf_counter()
-            curve = RECOVERY.get("pgd").factory(model, xa, ya, d.x_test, d.y_test, etas, p, 0)
+            curve = RECOVERY.get("pgd").factory(inputs, p)
             dt = time.perf_counter() - t0
             out[f"recovery_pgd_{bn}"] = {"seconds": dt, "attacker_images": len(xa), "epochs": p.epochs, "curve": curve}
             print(f"clean model acc {hist['final_test_accuracy']:.3f}; pgd recovery ({bn}, {p.epochs} epochs, "
-                  f"{len(xa)} images, {len(etas)} etas): {dt:.1f} s  "
+                  f"{len(xa)} images, {len(inputs.etas)} etas): {dt:.1f} s  "
                   + ", ".join(f"eta {r['eta']}: {r['accuracy']:.3f}" for r in curve))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))

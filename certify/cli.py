@@ -199,7 +199,8 @@ def cmd_report(ns, argv) -> int:
 
 
 def cmd_list(ns, argv) -> int:
-    from attacks.base import POISONS, RECOVERY
+    from attacks.base import POISONS
+    from attacks.recovery import RECOVERY
     from certify.data import DATASETS, SPEC_FORMS
     from certify.models import MODELS
     from defenses.base import DEFENSES

@@ -6,42 +6,22 @@ Every value is checked on load; an unknown key or a bad value is one line naming
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
 
+from attacks.recovery import RECOVERY, RecoveryConfig
 from certify.certificate.config import CertificateConfig
 from certify.errors import UserError
+from certify.params import for_dataset, from_dict
 from certify.scores.mutual_info import MIConfig
 from certify.scores.sal_ud import SalConfig
 from certify.training import TrainConfig
 from certify.validation import check_choice, check_nonnegative, check_open_unit, check_positive
 
 STAGES = ("certify", "scores", "recovery")
-
-
-@dataclass
-class RecoveryConfig:
-    methods: list[str] = field(default_factory=lambda: ["pgd"])
-    # eta relative to sigma: covers the certificate's grid and continues past it to show where
-    # protection breaks
-    eta_sigma: list[float] = field(default_factory=lambda: [0.5, 1.5, 5.0, 20.0])
-    attacker_fraction: float = 0.2  # of the clean training split; disjoint from the test set
-
-    def validate(self, where: str) -> None:
-        from attacks.base import RECOVERY
-
-        for m in self.methods:
-            RECOVERY.get(m)
-        if not self.eta_sigma:
-            raise UserError(f"{where}: recovery.eta_sigma must list at least one value")
-        for v in self.eta_sigma:
-            check_positive(where, **{"recovery.eta_sigma": v})
-        check_open_unit(where, **{"recovery.attacker_fraction": self.attacker_fraction})
 
 
 @dataclass
@@ -106,34 +86,26 @@ class RunConfig(CertificateConfig):
         self.sal.validate(where)
         self.mi.validate(where)
         self.recovery.validate(where)
-        from attacks.base import POISONS, RECOVERY
+        from attacks.base import POISONS
 
         for registry, overrides in ((POISONS, self.poison_params), (DEFENSES, self.defense_params),
                                     (RECOVERY, self.recovery_params)):
             for name, values in overrides.items():
-                registry.params(name, values)
+                registry.params(name, values, dataset=self.dataset, profile=self.profile)
 
 
-# Per-dataset defaults: the one table. Keys are RunConfig fields (nested dicts for sections) plus
-# "poison_params" for each poison's CPU-sized schedule (documented in each poison's file).
+# Per-dataset defaults of the run. Keys are RunConfig fields (nested dicts for sections); a method's
+# own per-dataset and per-profile parameters live on its parameter class (certify/registry.py).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar10-mini": {
         "model": "cnn",
         "train": {"epochs": 15, "batch_size": 128, "lr": 0.05, "flip": True},
     },
-    # digits: the fast dataset for tests and smoke runs (plumbing, not protection), so its
-    # crafting schedules are the smallest that still exercise every update rule
+    # digits: the fast dataset for tests and smoke runs (plumbing, not protection); each
+    # model-based poison declares its smallest schedule for it (`dataset_defaults`)
     "digits": {
         "model": "cnn",
         "train": {"epochs": 15, "batch_size": 64, "lr": 0.05, "flip": False},
-        "poison_params": {
-            "miue": {"rounds": 2, "steps": 2},
-            "em": {"max_rounds": 2, "model_steps": 5, "pgd_steps": 3},
-            "em-classwise": {"max_rounds": 2, "model_steps": 5, "pgd_steps": 3},
-            "pue": {"max_rounds": 2, "model_steps": 3, "pgd_steps": 2, "levels": 3, "subset": 0.5},
-            "rem": {"rounds": 1, "model_steps": 3, "pgd_steps": 2, "eot": 1, "adv_steps": 1, "crop": 1},
-            "tap": {"train_epochs": 2, "steps": 5},
-        },
     },
     "mnist": {
         "model": "cnn",
@@ -150,75 +122,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         # the reference trains its surrogate from scratch; 15 epochs is the CPU datasets' training
         "surrogate": {"levels": 6, "init": "scratch", "epochs": 15},
         "sal": {"method": "reference", "subset": 0},
-        "recovery": {"methods": ["pgd", "greedy"]},
-        "recovery_params": {"pgd": {"epochs": 60}, "greedy": {"trials": 1000}},
+        "recovery": {"methods": ["pgd", "greedy"]},  # each with its own `profile_defaults`
     },
 }
-
-
-def dataset_defaults(dataset: str) -> dict[str, Any]:
-    base = dataset.split(":", 1)[0]
-    return DATASET_DEFAULTS.get(dataset, DATASET_DEFAULTS.get(base, GENERIC_DEFAULTS))
-
-
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotation `tp`; return it (ints are accepted for floats)."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        for option in typing.get_args(tp):
-            try:
-                return _coerce(value, option, key)
-            except UserError:
-                pass
-        allowed = " or ".join(_type_name(a) for a in typing.get_args(tp))
-        raise UserError(f"config: {key} must be {allowed}, got {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise UserError(f"config: {key} must be null, got {value!r}")
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise UserError(f"config: {key} must be a list, got {value!r}")
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"config: {key} must be a mapping, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise UserError(f"config: {key} must be a mapping, got {value!r}")
-        return from_dict(tp, value, key)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"config: {key} must be a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"config: {key} must be an integer, got {value!r}")
-        return value
-    if tp in (bool, str):
-        if not isinstance(value, tp):
-            raise UserError(f"config: {key} must be {_type_name(tp)}, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp} for {key}")
-
-
-def from_dict(cls, data: dict, prefix: str = ""):
-    """Build dataclass `cls` from `data`; an unknown key or a bad type is one UserError line."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise UserError(f"config: unknown key {full!r}; allowed: {', '.join(names)}")
-        kwargs[key] = _coerce(value, hints[key], full)
-    return cls(**kwargs)
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -257,7 +163,8 @@ def load_config(path: str | None = None, overrides: dict[str, Any] | None = None
     profile = flags.get("profile", file_values.get("profile", RunConfig.profile))
     if profile not in PROFILE_DEFAULTS:
         raise UserError(f"config: profile must be one of {', '.join(PROFILE_DEFAULTS)}, got {profile!r}")
-    merged = _merge(_merge(_merge(dataset_defaults(dataset), PROFILE_DEFAULTS[profile]), file_values), flags)
+    base = for_dataset(DATASET_DEFAULTS, dataset, GENERIC_DEFAULTS)
+    merged = _merge(_merge(_merge(base, PROFILE_DEFAULTS[profile]), file_values), flags)
     cfg = from_dict(RunConfig, merged)
     cfg.validate()
     return cfg

@@ -27,7 +27,8 @@ def craft_task(data: Dataset, *, poison: str, params, seed: int, training: Train
 
 
 def poison_params(ctx: RunContext, name: str):
-    return POISONS.params(name, ctx.cfg.poison_params.get(name, {}))
+    cfg = ctx.cfg
+    return POISONS.params(name, cfg.poison_params.get(name, {}), dataset=cfg.dataset, profile=cfg.profile)
 
 
 def add_release(ctx: RunContext, name: str) -> str:

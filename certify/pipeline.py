@@ -223,7 +223,7 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[
 def _check_names(cfg: RunConfig) -> list[str]:
     names = poison_names(cfg)
     for n in names:  # parameters are validated before any work
-        POISONS.params(n, cfg.poison_params.get(n, {}))
+        POISONS.params(n, cfg.poison_params.get(n, {}), dataset=cfg.dataset, profile=cfg.profile)
     for n in cfg.poison_params:
         POISONS.get(n)
     return names

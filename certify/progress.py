@@ -13,10 +13,6 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
-def is_quiet() -> bool:
-    return _quiet
-
-
 def progress(iterable=None, **kwargs):
     # bars only on a terminal: in logs (CI) the one-line stage messages from `say` are the progress
     return tqdm(iterable, disable=_quiet or not sys.stderr.isatty(), file=sys.stderr, leave=False,

@@ -4,34 +4,35 @@ from __future__ import annotations
 
 import dataclasses
 
+from attacks.recovery import RECOVERY
 from certify.certificate.sigma_rule import sigma_of
 from certify.context import ModelSpec, RunContext, task_device
 from certify.data import Dataset
 from certify.seeding import derive
 
 
+def _params(cfg, method: str):
+    return RECOVERY.params(method, cfg.recovery_params.get(method, {}), dataset=cfg.dataset, profile=cfg.profile)
+
+
 def recovery_task(data: Dataset, surrogate: dict, sigma_art: dict, *, method: str, params, seed: int,
                   eta_sigma: list[float], attacker_fraction: float, attacker_seed: int, smoothing,
                   model: ModelSpec, device: str) -> dict:
-    from attacks._recovery import attacker_split
-    from attacks.base import RECOVERY
+    from attacks.recovery import RecoveryInputs, attacker_split
 
     sigma, _ = sigma_of(sigma_art, smoothing)
     x_att, y_att = attacker_split(data.x_train, data.y_train, attacker_fraction, attacker_seed)
     net = model.load(surrogate["state"], task_device(device))
-    etas = [r * sigma for r in eta_sigma]
-    return {"curve": RECOVERY.get(method).factory(net, x_att, y_att, data.x_test, data.y_test, etas, params, seed),
-            "attacker_images": len(x_att)}
+    inputs = RecoveryInputs(net, x_att, y_att, data.x_test, data.y_test, [r * sigma for r in eta_sigma], seed)
+    return {"curve": RECOVERY.get(method).factory(inputs, params), "attacker_images": len(x_att)}
 
 
 def add_recovery(ctx: RunContext, surrogate: str, sigma: str, name: str) -> dict[str, str]:
     """One task per recovery method: {method: key}."""
-    from attacks.base import RECOVERY
-
     cfg, rc = ctx.cfg, ctx.cfg.recovery
     keys = {}
     for method in rc.methods:
-        spec = {"method": method, "params": RECOVERY.params(method, cfg.recovery_params.get(method, {})),
+        spec = {"method": method, "params": _params(cfg, method),
                 "seed": derive(cfg.seed, "recovery", method), "eta_sigma": rc.eta_sigma,
                 "attacker_fraction": rc.attacker_fraction, "attacker_seed": derive(cfg.seed, "attacker-set"),
                 "smoothing": cfg.smoothing}
@@ -40,12 +41,10 @@ def add_recovery(ctx: RunContext, surrogate: str, sigma: str, name: str) -> dict
 
 
 def section(ctx: RunContext, keys: dict[str, str], values: dict) -> dict:
-    from attacks.base import RECOVERY
-
     cfg, rc = ctx.cfg, ctx.cfg.recovery
     out = {}
     for method, key in keys.items():
-        params = RECOVERY.params(method, cfg.recovery_params.get(method, {}))
+        params = _params(cfg, method)
         art = values[key]
         out[method] = {"start": "surrogate", "bn": params.bn, "constraint": params.constraint,
                        "attacker_images": art["attacker_images"], "params": dataclasses.asdict(params),

@@ -3,16 +3,26 @@
 Poisons, defenses, recovery attacks, datasets and models each keep one `Registry`. Methods register
 themselves with a decorator in their own file; packages import their modules on first use, so
 `certify list`, config validation and the tests see every method without a hand-kept list.
+
+A method's parameter dataclass holds everything about its parameters, so a new method is one file:
+the field defaults, and, as optional class attributes, its own overrides for some datasets and
+profiles (a profile: `certify run --profile`):
+
+    dataset_defaults: ClassVar[dict[str, dict]] = {"digits": {"rounds": 2}}
+    profile_defaults: ClassVar[dict[str, dict]] = {"reference": {"epochs": 60}}
+
+`Registry.params` applies field defaults <- dataset overrides <- profile overrides <- the user's
+values (`poison_params` etc. in the run config), built and type-checked by `certify.params.from_dict`.
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from certify.errors import UserError
+from certify.params import for_dataset, from_dict
 
 
 @dataclass(frozen=True)
@@ -63,27 +73,23 @@ class Registry:
             raise UserError(f"unknown {self.what} {name!r}; choose from: {', '.join(self.names())}")
         return self._entries[name]
 
-    def params(self, name: str, overrides: dict[str, Any] | None = None):
-        """The method's parameter dataclass with overrides applied and validated."""
+    def params(self, name: str, overrides: dict[str, Any] | None = None, *, dataset: str | None = None,
+               profile: str | None = None):
+        """The method's parameter dataclass: its defaults <- its overrides for `dataset` <- its
+        overrides for `profile` <- `overrides`, type-checked and validated."""
         entry = self.get(name)
+        where = f"{self.what} {name}"
         if entry.params is None:
             if overrides:
-                raise UserError(f"{self.what} {name!r} takes no parameters (got {', '.join(overrides)})")
+                raise UserError(f"{where} takes no parameters, got {overrides!r}")
             return None
-        return build_params(entry.params, overrides or {}, f"{self.what} {name}")
-
-
-def build_params(cls: type, values: dict[str, Any], where: str):
-    """Instantiate dataclass `cls` from `values`, naming any unknown key or bad value."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise UserError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(fields))}")
-    try:
-        obj = cls(**values)
-    except TypeError as e:
-        raise UserError(f"{where}: {e}") from None
-    check = getattr(obj, "validate", None)
-    if check is not None:
-        check(where)
-    return obj
+        cls = entry.params
+        if overrides is not None and not isinstance(overrides, dict):
+            raise UserError(f"{where}: parameters must be a mapping, got {overrides!r}")
+        values = {**(for_dataset(getattr(cls, "dataset_defaults", {}), dataset, {}) if dataset else {}),
+                  **getattr(cls, "profile_defaults", {}).get(profile, {}), **(overrides or {})}
+        obj = from_dict(cls, values, where)
+        check = getattr(obj, "validate", None)
+        if check is not None:
+            check(where)
+        return obj

@@ -95,7 +95,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     for epoch in bar:
         model.train()
         order = torch.randperm(len(x), generator=gen)
-        total_loss, correct = 0.0, 0
+        total_loss = 0.0
         for i in range(0, len(x), cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
             xb, yb = x[idx], y[idx]

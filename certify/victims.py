@@ -57,7 +57,8 @@ def add_defended(ctx: RunContext, release: str, name: str, defense: str) -> str:
     from defenses.base import DEFENSES
 
     cfg = ctx.cfg
-    spec = {"defense": defense, "params": DEFENSES.params(defense, cfg.defense_params.get(defense, {})),
+    spec = {"defense": defense, "params": DEFENSES.params(defense, cfg.defense_params.get(defense, {}), dataset=cfg.dataset,
+                                                profile=cfg.profile),
             "seed": derive(cfg.seed, "victim"), "prepare_seed": derive(cfg.seed, "defense", defense),
             "training": cfg.train}
     return ctx.cached("defended", spec, defended_task, (ctx.data_key, release), poison=name, defense=defense)

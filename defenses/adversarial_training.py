@@ -8,8 +8,10 @@ statistics: they are saved before the attack and restored after, so only the one
 pass on the adversarial batch updates them, exactly as in plain training.
 
 Cost: `steps` extra forward+backward passes per batch. A CPU run may lower `steps` (and raise
-`step` so that steps * step still covers ~2 eps); bench/defenses_check.py measures the cost and the
-quick-profile suggestion is `QUICK` below.
+`step` so that steps * step still covers ~2 eps), e.g. `defense_params: {at8: {steps: 2, step: 8/255}}`
+(at4: step 4/255): 2 steps of eps from the random start (2 eps, as the published 10 x eps/4 covers
+2.5 eps), 3 forward+backward passes per batch instead of 11; bench/defenses_check.py measured ~3x
+plain training per epoch (10 steps: ~11x).
 """
 from __future__ import annotations
 
@@ -22,11 +24,6 @@ from torch import nn
 from certify.errors import UserError
 from certify.validation import check_positive
 from defenses.base import DEFENSES, Defense
-
-# CPU-sized settings for a `quick` profile: 2 steps of eps each from the random start (steps x step
-# = 2 eps, as the published 10 x eps/4 covers 2.5 eps), 3 forward+backward passes per batch instead
-# of 11; bench/defenses_check.py measured ~3x plain training per epoch (10 steps: ~11x).
-QUICK = {"at8": {"steps": 2, "step": 8 / 255}, "at4": {"steps": 2, "step": 4 / 255}}
 
 
 @dataclass

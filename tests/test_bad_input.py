@@ -208,7 +208,7 @@ ROWS = [
     ("type-poisons-scalar", RUN + ["--config", "{W}/poisons-scalar.yaml"], "poisons must be a list", INPROC, None),
     ("type-lr-string", RUN + ["--config", "{W}/lr-string.yaml"], "train.lr must be a number", INPROC, None),
     ("type-poison-param", RUN + DIGITS + ["--config", "{W}/poison-params-bad.yaml"],
-     "epsilon must be a finite number", INPROC, None),
+     "poison random: epsilon must be a number", INPROC, None),
     ("type-seed-flag", RUN + DIGITS + ["--seed", "1.5"], "invalid int value", INPROC, None),
     # unknown names
     ("name-poison-in-list", RUN + DIGITS + ["--poison", "random,nosuch"], "unknown poison 'nosuch'", INPROC, None),

@@ -16,6 +16,7 @@ from PIL import Image
 import certify.data.cifar10_mini as cifar10_mini
 from certify.data import DATASETS, SPEC_FORMS, Dataset, load_dataset, load_split, validate
 from certify.errors import UserError
+from certify.seeding import stratified_draw
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
@@ -426,6 +427,20 @@ def test_stratified_split_is_seeded_and_keeps_proportions(tmp_path):
     # the `:train` / `:test` parts of a source without a split are the same seeded split
     x_te, _, _ = load_split("digits:test", seed=3)
     assert torch.equal(x_te, load_dataset("digits", seed=3).x_test)
+
+
+def test_stratified_draw_is_seeded_and_keeps_class_shares():
+    y = torch.arange(10).repeat_interleave(50)
+    drawn, rest = stratified_draw(y, 100, seed=0, where="t")
+    assert torch.bincount(y[drawn], minlength=10).tolist() == [10] * 10
+    assert drawn.tolist() == sorted(drawn.tolist()) and rest.tolist() == sorted(rest.tolist())
+    assert sorted(drawn.tolist() + rest.tolist()) == list(range(500))
+    assert torch.equal(drawn, stratified_draw(y, 100, seed=0, where="t")[0])
+    assert not torch.equal(drawn, stratified_draw(y, 100, seed=1, where="t")[0])
+    assert torch.bincount(y[stratified_draw(y, 0.2, seed=0, where="t")[0]]).tolist() == [10] * 10
+    assert len(stratified_draw(y, 500, seed=0, where="t")[0]) == 500  # a size covering all draws all
+    assert len(stratified_draw(y, 1.0, seed=0, where="t")[0]) == 500
+    one_line_error(lambda: stratified_draw(y, 5, seed=0, where="t"), "t: cannot draw a stratified 5 of 500")
 
 
 def test_split_needs_two_images_per_class(tmp_path):

@@ -3,8 +3,8 @@ import copy
 import pytest
 import torch
 
-from attacks._recovery import attacker_split, distance, project
-from attacks.base import RECOVERY
+from attacks.recovery import RECOVERY, RecoveryInputs, attacker_split
+from attacks.recovery._common import distance, project
 from certify.errors import UserError
 from certify.models import build_model
 from certify.models import trainable
@@ -71,7 +71,7 @@ def test_attacker_split_stratified_and_seeded(digits):
 
 @pytest.mark.parametrize("constraint,bn", [("ball", "frozen"), ("sphere", "re-estimated")])
 def test_pgd_final_weights_respect_constraint(toy, constraint, bn):
-    from attacks.recovery_pgd import recover_one
+    from attacks.recovery.pgd import recover_one
 
     model, xa, ya, _, _ = toy
     p = RECOVERY.params("pgd", {"epochs": 2, "lr": 0.05, "constraint": constraint, "bn": bn})
@@ -89,13 +89,13 @@ def test_pgd_final_weights_respect_constraint(toy, constraint, bn):
 
 @pytest.mark.parametrize("method", ["pgd", "greedy"])
 def test_recover_leaves_model_unchanged_and_is_seeded(toy, method):
-    model, xa, ya, xt, yt = toy
+    model = toy[0]
     state = copy.deepcopy(model.state_dict())
     overrides = {"epochs": 1} if method == "pgd" else {"trials": 5}
     p = RECOVERY.params(method, overrides)
     fn = RECOVERY.get(method).factory
-    r1 = fn(model, xa, ya, xt, yt, [0.1, 1.0], p, 0)
-    r2 = fn(model, xa, ya, xt, yt, [0.1, 1.0], p, 0)
+    r1 = fn(RecoveryInputs(*toy, [0.1, 1.0], 0), p)
+    r2 = fn(RecoveryInputs(*toy, [0.1, 1.0], 0), p)
     assert [r["eta"] for r in r1] == [0.1, 1.0]
     assert all(0 <= r["accuracy"] <= 1 for r in r1)
     assert r1 == r2
@@ -105,7 +105,7 @@ def test_recover_leaves_model_unchanged_and_is_seeded(toy, method):
 
 
 def test_greedy_respects_norm(toy):
-    from attacks.recovery_greedy import search
+    from attacks.recovery.greedy import search
 
     model, xa, ya, _, _ = toy
     p = RECOVERY.params("greedy", {"trials": 4})
@@ -127,7 +127,8 @@ def test_pgd_larger_eta_recovers_more(digits):
           TrainConfig(epochs=3, batch_size=32, flip=False), seed=0)
     xa, ya = attacker_split(digits.x_train, digits.y_train, 0.2, seed=0)
     p = RECOVERY.params("pgd", {"epochs": 5, "lr": 0.05, "batch": 32})
-    tiny, large = RECOVERY.get("pgd").factory(model, xa, ya, digits.x_test, digits.y_test, [1e-3, 1.0], p, 0)
+    tiny, large = RECOVERY.get("pgd").factory(
+        RecoveryInputs(model, xa, ya, digits.x_test, digits.y_test, [1e-3, 1.0], 0), p)
     assert large["accuracy"] >= tiny["accuracy"] + 0.1
 
 
@@ -140,5 +141,6 @@ def test_bad_params_raise_user_error():
     model = build_model("cnn", (1, 8, 8), 10, seed=0)
     x = torch.zeros(4, 1, 8, 8)
     y = torch.zeros(4, dtype=torch.long)
-    with pytest.raises(UserError):
-        RECOVERY.get("pgd").factory(model, x, y, x, y, [-1.0], RECOVERY.params("pgd"), 0)
+    for bad in (-1.0, float("nan"), True, "1"):
+        with pytest.raises(UserError, match="every eta"):
+            RecoveryInputs(model, x, y, x, y, [bad], 0)

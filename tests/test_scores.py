@@ -7,8 +7,8 @@ from torch import nn
 
 from certify.errors import UserError
 from certify.scores.mutual_info import MIConfig, hist_1d, ksg_1d, mi_section, sliced_mi
-from certify.scores.sal_ud import (SalConfig, beta, layer_names, lp, sal_epoch, sal_matrix,
-                                   stratified_indices, two_means_1d, ud_section)
+from certify.scores.sal_ud import (SalConfig, beta, layer_names, lp, sal_epoch, sal_matrix, two_means_1d,
+                                   ud_section)
 
 
 class DeadLayerNet(nn.Module):
@@ -84,14 +84,6 @@ def test_ud_one_against_itself_and_null_when_no_clean_layer():
     flat = [[1.0, 1.0], [1.0, 1.0]]  # all layers equal: nobody above beta
     sec = ud_section(flat, sal[:2], SalConfig(), "quick")
     assert sec["ud"] is None and "#LP(clean) = 0" in sec["ud_null_reason"]
-
-
-def test_stratified_indices():
-    y = torch.arange(10).repeat_interleave(50)
-    idx = stratified_indices(y, 100, torch.Generator().manual_seed(0))
-    assert len(idx) == 100 and len(set(idx.tolist())) == 100
-    assert torch.bincount(y[idx], minlength=10).tolist() == [10] * 10
-    assert len(stratified_indices(y, 0, torch.Generator())) == 500
 
 
 @pytest.mark.parametrize("rho", [0.5, 0.8, 0.9])

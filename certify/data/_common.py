@@ -8,7 +8,7 @@ import torch
 
 from certify.errors import UserError
 from certify.registry import Registry
-from certify.seeding import derive
+from certify.seeding import derive, stratified_draw
 
 # Named sources register themselves here (one module each); `folder:` and `npz:` are spec forms.
 DATASETS = Registry("dataset", package="certify.data")
@@ -118,18 +118,10 @@ def validate(x: torch.Tensor, y: torch.Tensor, where: str, num_classes: int | No
 
 def stratified_split(x: torch.Tensor, y: torch.Tensor, seed: int, where: str):
     """A fixed, seeded, stratified 80/20 train/test split; both parts keep the source order."""
-    from sklearn.model_selection import train_test_split
-
     counts = torch.bincount(y)
     if int(counts.min()) < 2 or len(y) < 2 * len(counts):
         raise UserError(f"{where}: a stratified 80/20 split needs at least 2 images per class "
                         f"(class {int(counts.argmin())} has {int(counts.min())}); give a separate test set with --test")
-    idx = np.arange(len(y))
     n_test = max(int(round(TEST_FRACTION * len(y))), len(counts))
-    try:
-        tr, te = train_test_split(idx, test_size=n_test, stratify=y.numpy(),
-                                  random_state=derive(seed, "split") % (2**32))
-    except ValueError as e:
-        raise UserError(f"{where}: cannot split 80/20 stratified: {e}") from None
-    tr, te = torch.from_numpy(np.sort(tr)), torch.from_numpy(np.sort(te))
+    te, tr = stratified_draw(y, n_test, derive(seed, "split"), where)
     return x[tr], y[tr], x[te], y[te]

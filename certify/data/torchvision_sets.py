@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from certify.data._common import DATASETS, Source, labels_tensor, uint8_to_tensor
 from certify.errors import UserError

@@ -22,8 +22,7 @@ from scipy.spatial import cKDTree
 from torch import nn
 
 from certify.errors import UserError
-from certify.scores.sal_ud import stratified_indices
-from certify.seeding import derive
+from certify.seeding import derive, stratified_draw
 from certify.validation import check_choice, check_positive
 
 ESTIMATORS = ("ksg", "histogram")
@@ -135,7 +134,7 @@ def mi_section(clean_model: nn.Module, protected_model: nn.Module, x_test: torch
     `seed` is the run seed: the images (derive(seed, "mi-images")) and the projection directions
     (derive(seed, "mi-projections")) are the same for every poison of the run.
     """
-    idx = stratified_indices(y_test, cfg.images, torch.Generator().manual_seed(derive(seed, "mi-images")))
+    idx, _ = stratified_draw(y_test, cfg.images, derive(seed, "mi-images"), "mi.images")
     x = x_test[idx]
     fc = features(clean_model, x)
     fp = fc if protected_model is clean_model else features(protected_model, x)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from certify.seeding import derive
+from certify.seeding import derive, stratified_draw
 from certify.validation import check_choice, check_nonnegative, check_positive
 
 METHODS = ("quick", "reference")
@@ -61,23 +61,6 @@ class SalConfig:
 
                 raise UserError(f"{where}: sal.{name} must be an integer, got {getattr(self, name)!r}")
         check_choice(where, "sal.method", self.method, METHODS)
-
-
-def stratified_indices(y: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
-    """Exactly min(n, len(y)) indices, classes in proportion to their counts, chosen by `gen`; sorted.
-
-    Each class is shuffled; an image's key is (its rank within its class + U) / class size, and the n
-    smallest keys are kept, so every class contributes about n * its share.
-    """
-    if n <= 0 or n >= len(y):
-        return torch.arange(len(y))
-    key = torch.empty(len(y), dtype=torch.float64)
-    for c in torch.unique(y):
-        idx = (y == c).nonzero().flatten()
-        rank = torch.randperm(len(idx), generator=gen).double()
-        key[idx] = (rank + 0.5) / len(idx)
-    tie = torch.rand(len(y), generator=gen, dtype=torch.float64) * 1e-9
-    return torch.argsort(key + tie)[:n].sort().values
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -204,7 +187,7 @@ def scored_epochs(n_epochs: int, every: int) -> list[int]:
 
 def subset_for(y: torch.Tensor, cfg: SalConfig, seed: int) -> torch.Tensor:
     """The fixed, seeded, stratified indices SAL is measured on (all when cfg.subset is 0)."""
-    return stratified_indices(y, cfg.subset, torch.Generator().manual_seed(derive(seed, "sal-subset")))
+    return stratified_draw(y, cfg.subset or len(y), derive(seed, "sal-subset"), "sal.subset")[0]
 
 
 def sal_matrix(model: nn.Module, checkpoints: list[dict], x: torch.Tensor, y: torch.Tensor,

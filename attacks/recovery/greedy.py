@@ -5,7 +5,7 @@ parameters, each rescaled to norm exactly eta (so `scale` only fixes the directi
 fidelity to the reference), are scored on the attacker's clean set D_r (never the test set); the
 best one's clean test accuracy is reported. BatchNorm statistics stay theta_ue's (eval mode).
 Trial t's direction depends only on (seed, t), so every eta sees the same directions.
-Defaults are the CPU-sized `quick` profile (100 trials); `REFERENCE` holds the published 1000.
+Defaults are the CPU-sized `quick` profile (100 trials); `profile_defaults` holds the published 1000.
 """
 from __future__ import annotations
 
@@ -17,19 +17,17 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from attacks._recovery import check_etas, distance
-from attacks.base import RECOVERY
+from attacks.recovery import RECOVERY, RecoveryInputs
+from attacks.recovery._common import distance
 from certify.errors import UserError
 from certify.seeding import generator
 from certify.models import trainable
 from certify.validation import check_positive
 
-REFERENCE = {"trials": 1000}
-
-
 @dataclass
 class GreedyRecoveryParams:
     """Quick profile: 100 trials; reference: 1000 trials of theta_ue + 1.25 N(0, I) rescaled to eta."""
+    profile_defaults: ClassVar[dict[str, dict]] = {"reference": {"trials": 1000}}
     trials: int = 100
     scale: float = 1.25
     eval_batch: int = 1000
@@ -84,10 +82,8 @@ def search(model: nn.Module, x_attack, y_attack, etas: list[float], p: GreedyRec
 
 @RECOVERY.register("greedy", "best of N random weight perturbations of norm eta, chosen on the "
                    "attacker's clean set", GreedyRecoveryParams)
-def recover(model: nn.Module, x_attack: torch.Tensor, y_attack: torch.Tensor, x_test: torch.Tensor,
-            y_test: torch.Tensor, etas: list[float], params: GreedyRecoveryParams, seed: int) -> list[dict]:
+def recover(inputs: RecoveryInputs, params: GreedyRecoveryParams) -> list[dict]:
     """[{"eta", "accuracy" (test, of the best trial), "attacker_accuracy"}] in the order of `etas`."""
-    etas = check_etas(etas)
-    m, buffers, best = search(model, x_attack, y_attack, etas, params, seed)
-    return [{"eta": eta, "accuracy": _accuracy(m, (w, buffers), x_test, y_test, params.eval_batch),
-             "attacker_accuracy": acc} for eta, (w, acc) in zip(etas, best)]
+    m, buffers, best = search(inputs.model, inputs.x_attack, inputs.y_attack, inputs.etas, params, inputs.seed)
+    return [{"eta": eta, "accuracy": _accuracy(m, (w, buffers), inputs.x_test, inputs.y_test, params.eval_batch),
+             "attacker_accuracy": acc} for eta, (w, acc) in zip(inputs.etas, best)]

@@ -11,32 +11,31 @@ not depend on the rest of the grid.
 - bn `frozen` (default, a pure weight-space attack): the model is in eval mode while it trains, so
   BatchNorm normalises with theta_ue's running statistics and never moves them; `re-estimated`:
   train mode, the running statistics re-estimate on D_r (the reference code).
-- Defaults are the CPU-sized `quick` profile (3 epochs); `REFERENCE` holds the published settings
-  (60 epochs, SGD lr 0.01, momentum 0.9, wd 5e-4, cosine, batch 128) for `--profile reference`.
+- Defaults are the CPU-sized `quick` profile (3 epochs); `profile_defaults` holds the published
+  settings (60 epochs, SGD lr 0.01, momentum 0.9, wd 5e-4, cosine, batch 128) for `--profile reference`.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks._recovery import BN_MODES, CONSTRAINTS, attacker_split, check_etas, project, project_  # noqa: F401
-from attacks.base import RECOVERY
+from attacks.recovery import RECOVERY, RecoveryInputs
+from attacks.recovery._common import BN_MODES, CONSTRAINTS, project_
 from certify.errors import UserError
 from certify.seeding import derive
 from certify.models import trainable
 from certify.training import evaluate
 from certify.validation import check_choice, check_nonnegative, check_positive
 
-REFERENCE = {"epochs": 60}
-
-
 @dataclass
 class PGDRecoveryParams:
     """Quick profile: 3 epochs; reference: 60 epochs (SGD 0.01, momentum 0.9, wd 5e-4, cosine, batch 128)."""
+    profile_defaults: ClassVar[dict[str, dict]] = {"reference": {"epochs": 60}}
     epochs: int = 3
     lr: float = 0.01
     momentum: float = 0.9
@@ -86,11 +85,11 @@ def recover_one(model: nn.Module, x_attack: torch.Tensor, y_attack: torch.Tensor
 
 @RECOVERY.register("pgd", "projected SGD on the attacker's clean set within ||theta - theta_ue|| <= eta",
                    PGDRecoveryParams)
-def recover(model: nn.Module, x_attack: torch.Tensor, y_attack: torch.Tensor, x_test: torch.Tensor,
-            y_test: torch.Tensor, etas: list[float], params: PGDRecoveryParams, seed: int) -> list[dict]:
+def recover(inputs: RecoveryInputs, params: PGDRecoveryParams) -> list[dict]:
     """[{"eta": eta, "accuracy": clean test accuracy of the recovered model}] in the order of `etas`."""
     out = []
-    for eta in check_etas(etas):
-        m = recover_one(model, x_attack, y_attack, eta, params, derive(seed, "recovery", "pgd", repr(eta)))
-        out.append({"eta": eta, "accuracy": evaluate(m, x_test, y_test)})
+    for eta in inputs.etas:
+        m = recover_one(inputs.model, inputs.x_attack, inputs.y_attack, eta, params,
+                        derive(inputs.seed, "recovery", "pgd", repr(eta)))
+        out.append({"eta": eta, "accuracy": evaluate(m, inputs.x_test, inputs.y_test)})
     return out
