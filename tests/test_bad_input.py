@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from certify.cli import main
+from test_data import header_only_png, npz_with_member, write_idx
 
 SUB, INPROC = "subprocess", "in-process"
 SENTINEL = "KEEP-ME.txt"
@@ -31,7 +32,7 @@ def console() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "certify.cli"]
 
 
-# --- the inputs, built from content ---------------------------------------------------------------
+# --- the inputs, built from content (the IDX, PNG and npz writers are test_data's) -------------------
 def _png(path: Path, size=(8, 8), mode="L", value=128) -> None:
     from PIL import Image
 
@@ -56,6 +57,48 @@ def _pairs(n=20, hw=8, seed=0):
     x = rng.integers(0, 256, size=(n, hw, hw), dtype=np.uint8)
     y = np.arange(n, dtype=np.int64) % 2
     return x, y
+
+
+def _zip_field(path: Path, local_at: int, central_at: int, value: int) -> None:
+    """Set one 2-byte field of every local (PK 3 4) and central (PK 1 2) header of the zip at path."""
+    data = bytearray(path.read_bytes())
+    for sig, at in ((b"PK\x03\x04", local_at), (b"PK\x01\x02", central_at)):
+        i = data.find(sig)
+        while i >= 0:
+            data[i + at:i + at + 2] = value.to_bytes(2, "little")
+            i = data.find(sig, i + 4)
+    path.write_bytes(bytes(data))
+
+
+def _hostile_data(w: Path) -> None:
+    """Second round (issue 18): dataset files whose sizes are absurd or lie."""
+    x, y = _pairs()
+    # an npz label of 10**9 with 20 images (it used to size a 10**9-class list and bincount)
+    _npz(w / "label-billion.npz", x=x, y=np.where(np.arange(20) == 3, 10**9, y))
+    npz_with_member(w / "lying-header.npz", (10**6, 10**6), bytes(64))  # x.npy declares 10**12 bytes
+    np.save(w / "plain.npy", x)
+    for name, local_at, central_at, value in (("encrypted", 6, 8, 1), ("unknown-method", 8, 10, 99)):
+        np.savez(w / f"{name}.npz", x=x, y=y)
+        _zip_field(w / f"{name}.npz", local_at, central_at, value)
+    # IDX: a header whose int64 product wraps to 0 (it matched the empty payload), a damaged deflate stream
+    for name in ("idx-overflow", "idx-bad-deflate"):
+        (w / name).mkdir()
+        write_idx(w / name / "t-labels-idx1-ubyte.gz", y.astype(np.uint8))
+    write_idx(w / "idx-overflow" / "t-images-idx3-ubyte.gz", np.zeros(0, np.uint8), dims=(2**31, 2**31, 4))
+    images = w / "idx-bad-deflate" / "t-images-idx3-ubyte.gz"
+    write_idx(images, x)
+    good = images.read_bytes()
+    images.write_bytes(good[:12] + bytes(b ^ 0x55 for b in good[12:-8]) + good[-8:])
+    # image folders whose first image declares absurd dimensions
+    for name, side in (("png-100000", 100_000), ("png-10000", 10_000)):
+        _folder(w / name)
+        header_only_png(w / name / "a" / "0.png", side)
+    # torchvision's MNIST reader asserts on a damaged header
+    raw = w / "mnist-root" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split in ("train", "t10k"):
+        for kind in ("images-idx3", "labels-idx1"):
+            write_idx(raw / f"{split}-{kind}-ubyte", np.zeros(0, np.uint8), compress=False, dims=())
 
 
 def minimal_report(poison: str = "random") -> dict:
@@ -161,6 +204,7 @@ def world(tmp_path_factory) -> Path:
     nan_report["poisons"]["random"]["empirical"]["protected_accuracy"] = float("nan")
     (w / "nan-report.json").write_text(json.dumps(nan_report))  # json writes the NaN literal
     (w / "latin1.json").write_bytes('{"schema": "caf\xe9"}'.encode("latin-1"))
+    _hostile_data(w)
     return w
 
 
@@ -316,6 +360,27 @@ ROWS = [
      INPROC, None),
     ("poison-format", ["poison", "--poison", "random", "--out", "{OUT}", "--format", "jpg"], "invalid choice",
      INPROC, None),
+    # second round (issue 18): sizes come from input, allocations must not
+    ("npz-label-a-billion", RUN + DIGITS + ["--dataset", "npz:{W}/label-billion.npz"],
+     "1,000,000,001 classes (labels 0..1,000,000,000) but only 20 images", INPROC, None),
+    ("npz-header-claims-1tb", RUN + DIGITS + ["--dataset", "npz:{W}/lying-header.npz"],
+     "header says (1000000, 1000000)", INPROC, None),
+    ("npz-given-a-npy", RUN + DIGITS + ["--dataset", "npz:{W}/plain.npy"], "not a readable .npz", INPROC, None),
+    ("npz-encrypted-member", RUN + DIGITS + ["--dataset", "npz:{W}/encrypted.npz"], "not a readable .npz",
+     INPROC, None),
+    ("npz-unknown-compression", RUN + DIGITS + ["--dataset", "npz:{W}/unknown-method.npz"], "not a readable .npz",
+     INPROC, None),
+    ("idx-header-product-overflows", RUN + DIGITS + ["--dataset", "idx:{W}/idx-overflow"],
+     "18,446,744,073,709,551,616 bytes uncompressed, over the limit", INPROC, None),
+    ("idx-damaged-deflate", RUN + DIGITS + ["--dataset", "idx:{W}/idx-bad-deflate"], "not readable", INPROC, None),
+    ("folder-png-100000-square", RUN + DIGITS + ["--dataset", "folder:{W}/png-100000"], "image too large to decode",
+     INPROC, None),
+    ("folder-png-10000-square", RUN + DIGITS + ["--dataset", "folder:{W}/png-10000"], "image too large to decode",
+     INPROC, None),
+    ("mnist-damaged-header", RUN + DIGITS + ["--dataset", "mnist", "--data-root", "{W}/mnist-root"],
+     "reading", INPROC, None),
+    ("dataset-name-too-long", RUN + DIGITS + ["--dataset", "npz:{W}/" + "n" * 300 + ".npz"],
+     "cannot be read (File name too long)", INPROC, None),
 ]
 assert len({r[0] for r in ROWS}) == len(ROWS)
 # `certify poison` crafts (and caches the released set) before it looks at --out: the folder is
