@@ -75,6 +75,7 @@ def _hostile_data(w: Path) -> None:
     x, y = _pairs()
     # an npz label of 10**9 with 20 images (it used to size a 10**9-class list and bincount)
     _npz(w / "label-billion.npz", x=x, y=np.where(np.arange(20) == 3, 10**9, y))
+    _npz(w / "tiny-images.npz", x=_pairs(hw=3)[0], y=y)  # 3x3: the CNN's pooling leaves nothing
     npz_with_member(w / "lying-header.npz", (10**6, 10**6), bytes(64))  # x.npy declares 10**12 bytes
     np.save(w / "plain.npy", x)
     for name, local_at, central_at, value in (("encrypted", 6, 8, 1), ("unknown-method", 8, 10, 99)):
@@ -379,6 +380,10 @@ ROWS = [
      INPROC, None),
     ("mnist-damaged-header", RUN + DIGITS + ["--dataset", "mnist", "--data-root", "{W}/mnist-root"],
      "reading", INPROC, None),
+    ("model-input-too-small", RUN + DIGITS + ["--dataset", "npz:{W}/tiny-images.npz"],
+     "model 'cnn' needs images of at least 8x8 pixels, the dataset's are 3x3", INPROC, None),
+    ("model-input-too-small-resnet", RUN + DIGITS + ["--model", "resnet18"],
+     "model 'resnet18' needs images of at least 9x9 pixels, the dataset's are 8x8", INPROC, None),
     ("dataset-name-too-long", RUN + DIGITS + ["--dataset", "npz:{W}/" + "n" * 300 + ".npz"],
      "cannot be read (File name too long)", INPROC, None),
 ]

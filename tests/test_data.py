@@ -641,3 +641,21 @@ def test_folder_decoded_size_is_checked_after_the_first_image(tmp_path, monkeypa
     write_folder(tmp_path, {"a": random_images(rng, 3, (64, 64)), "b": random_images(rng, 3, (64, 64))})
     monkeypatch.setattr(common, "MAX_BYTES", 50_000)  # 6 x 64 x 64 x 3 = 73,728 bytes counted as RGB
     one_line_error(lambda: load_split(f"folder:{tmp_path}"), "6 images of 64x64", "73,728 bytes")
+
+
+@pytest.mark.parametrize("arch", ["cnn", "cnn16", "resnet18", "mlp"])
+def test_model_minimum_side_is_what_training_on_one_image_needs(arch):
+    from certify.models import MODELS, build_model, check_input_size
+
+    need = MODELS.get(arch).min_side
+
+    def train_step(side: int) -> None:
+        model = build_model(arch, (1, side, side), 2, 0).train()
+        model(torch.zeros(1, 1, side, side)).sum().backward()  # a last batch of one image
+
+    train_step(need)
+    check_input_size(arch, (1, need, need))
+    if need > 1:
+        with pytest.raises((ValueError, RuntimeError)):
+            train_step(need - 1)
+        one_line_error(lambda: check_input_size(arch, (1, need - 1, need + 5)), f"at least {need}x{need}")
