@@ -68,17 +68,21 @@ class Registry:
     def params(self, name: str, overrides: dict[str, Any] | None = None):
         """The method's parameter dataclass with overrides applied and validated."""
         entry = self.get(name)
+        overrides = {} if overrides is None else overrides
+        if not isinstance(overrides, dict):  # from YAML: anything
+            raise UserError(f"{self.what} {name}: parameters must be a mapping of names to values, "
+                            f"got {type(overrides).__name__}")
         if entry.params is None:
             if overrides:
-                raise UserError(f"{self.what} {name!r} takes no parameters (got {', '.join(overrides)})")
+                raise UserError(f"{self.what} {name!r} takes no parameters (got {', '.join(map(str, overrides))})")
             return None
-        return build_params(entry.params, overrides or {}, f"{self.what} {name}")
+        return build_params(entry.params, overrides, f"{self.what} {name}")
 
 
 def build_params(cls: type, values: dict[str, Any], where: str):
     """Instantiate dataclass `cls` from `values`, naming any unknown key or bad value."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(set(values) - set(fields), key=str)  # YAML keys need not be strings
     if unknown:
         raise UserError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(fields))}")
     try:

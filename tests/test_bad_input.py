@@ -102,6 +102,17 @@ def _hostile_data(w: Path) -> None:
             write_idx(raw / f"{split}-{kind}-ubyte", np.zeros(0, np.uint8), compress=False, dims=())
 
 
+def _hostile_config(w: Path) -> None:
+    """Second round (issue 18): YAML that hits Python's own limits or has the wrong types."""
+    (w / "int-5000-digits.yaml").write_text("samples: " + "7" * 5000 + "\n")
+    (w / "month-13.yaml").write_text("seed: 2020-13-01\n")
+    (w / "deep.yaml").write_text("poisons: " + "[" * 5000 + "]" * 5000 + "\n")
+    (w / "huge.yaml").write_text("# padding\n" * 30_000 + "samples: 0\n")
+    (w / "poison-params-scalar.yaml").write_text("poison_params:\n  random: 5\n")
+    (w / "poison-params-int-key.yaml").write_text("poison_params:\n  random: {1: 2, x: 3}\n")  # keys of two types
+    (w / "profile-list.yaml").write_text("profile: [quick]\n")
+
+
 def minimal_report(poison: str = "random") -> dict:
     """A small valid report.json document (schema ue-certify/report/v1), built by hand."""
     from certify.certificate import bounds
@@ -206,6 +217,7 @@ def world(tmp_path_factory) -> Path:
     (w / "nan-report.json").write_text(json.dumps(nan_report))  # json writes the NaN literal
     (w / "latin1.json").write_bytes('{"schema": "caf\xe9"}'.encode("latin-1"))
     _hostile_data(w)
+    _hostile_config(w)
     return w
 
 
@@ -386,6 +398,23 @@ ROWS = [
      "model 'resnet18' needs images of at least 9x9 pixels, the dataset's are 8x8", INPROC, None),
     ("dataset-name-too-long", RUN + DIGITS + ["--dataset", "npz:{W}/" + "n" * 300 + ".npz"],
      "cannot be read (File name too long)", INPROC, None),
+    # second round (issue 18): every parse error is one line
+    ("yaml-int-5000-digits", RUN + ["--config", "{W}/int-5000-digits.yaml"], "unreadable value (Exceeds the limit",
+     INPROC, None),
+    ("yaml-month-13", RUN + ["--config", "{W}/month-13.yaml"], "unreadable value (month must be in 1..12)",
+     INPROC, None),
+    ("yaml-nested-5000-deep", RUN + ["--config", "{W}/deep.yaml"], "nested too deeply", INPROC, None),
+    ("yaml-over-256-kib", RUN + DIGITS + ["--config", "{W}/huge.yaml"], "over the limit of 262,144", INPROC, None),
+    ("yaml-name-too-long", RUN + ["--config", "{W}/" + "c" * 300 + ".yaml"], "cannot be read (File name too long)",
+     INPROC, None),
+    ("yaml-poison-params-scalar", RUN + DIGITS + ["--config", "{W}/poison-params-scalar.yaml"],
+     "parameters must be a mapping", INPROC, None),
+    ("yaml-poison-params-int-key", RUN + DIGITS + ["--config", "{W}/poison-params-int-key.yaml"],
+     "unknown key 1", INPROC, None),
+    ("yaml-profile-list", RUN + DIGITS + ["--config", "{W}/profile-list.yaml"], "profile must be one of",
+     INPROC, None),
+    ("flag-samples-5000-digits", RUN + DIGITS + ["--samples", "7" * 5000],
+     "invalid int value: '" + "7" * 40 + "…'", INPROC, None),
 ]
 assert len({r[0] for r in ROWS}) == len(ROWS)
 # `certify poison` crafts (and caches the released set) before it looks at --out: the folder is
