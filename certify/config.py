@@ -14,12 +14,13 @@ from typing import Any, Union
 
 import yaml
 
-from certify.certificate.config import CertificateConfig
+from certify.certificate.config import MAX_ETA_SIGMA, CertificateConfig
 from certify.errors import UserError
 from certify.scores.mutual_info import MIConfig
 from certify.scores.sal_ud import SalConfig
 from certify.training import TrainConfig
-from certify.validation import check_choice, check_nonnegative, check_open_unit, check_positive
+from certify.validation import (MAX_THREADS, check_at_most, check_choice, check_nonnegative, check_open_unit,
+                                check_positive)
 
 STAGES = ("certify", "scores", "recovery")
 
@@ -41,6 +42,7 @@ class RecoveryConfig:
             raise UserError(f"{where}: recovery.eta_sigma must list at least one value")
         for v in self.eta_sigma:
             check_positive(where, **{"recovery.eta_sigma": v})
+            check_at_most(where, MAX_ETA_SIGMA, **{"recovery.eta_sigma": v})
         check_open_unit(where, **{"recovery.attacker_fraction": self.attacker_fraction})
 
 
@@ -81,8 +83,10 @@ class RunConfig(CertificateConfig):
         self.validate_certificate(where)
         check_choice(where, "executor", self.executor, ("ray", "serial"))
         check_positive(where, threads=self.threads)
+        check_at_most(where, MAX_THREADS, threads=self.threads)
         if self.workers is not None:
             check_positive(where, workers=self.workers)
+            check_at_most(where, MAX_THREADS, workers=self.workers)
             if self.threads > self.workers or self.smoothing.threads > self.workers:
                 raise UserError(f"{where}: threads ({self.threads}) and smoothing.threads "
                                 f"({self.smoothing.threads}) must not exceed workers ({self.workers}): "

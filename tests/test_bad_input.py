@@ -103,14 +103,21 @@ def _hostile_data(w: Path) -> None:
 
 
 def _hostile_config(w: Path) -> None:
-    """Second round (issue 18): YAML that hits Python's own limits or has the wrong types."""
+    """Second round (issue 18): YAML that hits Python's own limits, has the wrong types or absurd numbers."""
     (w / "int-5000-digits.yaml").write_text("samples: " + "7" * 5000 + "\n")
+    (w / "threads-400-digits.yaml").write_text("threads: " + "7" * 400 + "\n")
     (w / "month-13.yaml").write_text("seed: 2020-13-01\n")
     (w / "deep.yaml").write_text("poisons: " + "[" * 5000 + "]" * 5000 + "\n")
     (w / "huge.yaml").write_text("# padding\n" * 30_000 + "samples: 0\n")
     (w / "poison-params-scalar.yaml").write_text("poison_params:\n  random: 5\n")
     (w / "poison-params-int-key.yaml").write_text("poison_params:\n  random: {1: 2, x: 3}\n")  # keys of two types
     (w / "profile-list.yaml").write_text("profile: [quick]\n")
+    (w / "epochs-huge.yaml").write_text("train: {epochs: 1000000000}\n")
+    (w / "crop-huge.yaml").write_text("train: {crop: 100000}\n")
+    (w / "chunk-huge.yaml").write_text("smoothing: {chunk: 100000000}\n")
+    (w / "chunk-zero.yaml").write_text("smoothing: {chunk: 0}\n")
+    (w / "levels-huge.yaml").write_text("surrogate: {levels: 1000000000}\n")
+    (w / "mi-bins-huge.yaml").write_text("mi: {bins: 100000}\n")
 
 
 def minimal_report(poison: str = "random") -> dict:
@@ -401,6 +408,8 @@ ROWS = [
     # second round (issue 18): every parse error is one line
     ("yaml-int-5000-digits", RUN + ["--config", "{W}/int-5000-digits.yaml"], "unreadable value (Exceeds the limit",
      INPROC, None),
+    ("yaml-int-400-digits", RUN + DIGITS + ["--config", "{W}/threads-400-digits.yaml"],
+     "threads must be at most 1,024, got 777777777777… (400 characters)", INPROC, None),
     ("yaml-month-13", RUN + ["--config", "{W}/month-13.yaml"], "unreadable value (month must be in 1..12)",
      INPROC, None),
     ("yaml-nested-5000-deep", RUN + ["--config", "{W}/deep.yaml"], "nested too deeply", INPROC, None),
@@ -415,6 +424,24 @@ ROWS = [
      INPROC, None),
     ("flag-samples-5000-digits", RUN + DIGITS + ["--samples", "7" * 5000],
      "invalid int value: '" + "7" * 40 + "…'", INPROC, None),
+    # second round (issue 18): valid but absurd numbers, refused with the limit named
+    ("samples-10-to-the-12", RUN + DIGITS + ["--samples", str(10**12)], "samples must be at most 10,000,000",
+     INPROC, None),
+    ("sigma-1e-300", RUN + DIGITS + ["--sigma", "1e-300"], "sigma must be at least 1e-06", INPROC, None),
+    ("sigma-1e30", RUN + DIGITS + ["--sigma", "1e30"], "sigma must be at most 100", INPROC, None),
+    ("eta-grid-1e300", RUN + DIGITS + ["--eta-sigma", "0.1,1e300"], "eta_sigma must be at most 100", INPROC, None),
+    ("workers-huge", RUN + DIGITS + ["--workers", "100000"], "workers must be at most 1,024", INPROC, None),
+    ("threads-huge", RUN + DIGITS + ["--threads", "100000"], "threads must be at most 1,024", INPROC, None),
+    ("epochs-huge", RUN + DIGITS + ["--config", "{W}/epochs-huge.yaml"], "epochs must be at most 10,000",
+     INPROC, None),
+    ("crop-huge", RUN + DIGITS + ["--config", "{W}/crop-huge.yaml"], "crop must be at most 64", INPROC, None),
+    ("chunk-huge", RUN + DIGITS + ["--config", "{W}/chunk-huge.yaml"], "smoothing.chunk must be at most 10,000,000",
+     INPROC, None),
+    ("chunk-zero", RUN + DIGITS + ["--config", "{W}/chunk-zero.yaml"], "smoothing.chunk must be > 0", INPROC, None),
+    ("levels-huge", RUN + DIGITS + ["--config", "{W}/levels-huge.yaml"], "surrogate.levels must be at most 1,000",
+     INPROC, None),
+    ("mi-bins-huge", RUN + DIGITS + ["--config", "{W}/mi-bins-huge.yaml"], "mi.bins must be at most 1,024",
+     INPROC, None),
 ]
 assert len({r[0] for r in ROWS}) == len(ROWS)
 # `certify poison` crafts (and caches the released set) before it looks at --out: the folder is
