@@ -24,7 +24,7 @@ import torch
 from attacks.base import POISONS, CraftContext, PoisonParams, check_budget, quantize, release
 from attacks.lsp import fit_l2_on_grid, scaled_l2_budget
 from certify.errors import UserError
-from certify.validation import check_positive
+from certify.validation import MAX_CROP, check_at_most, check_positive
 
 WINDOW = 3  # causal 3x3 window: 8 neighbours
 GROWTH_LIMIT = 10.0  # a kept filter's process stays within this multiple of its start-up values
@@ -47,6 +47,7 @@ class ARParams(PoisonParams):
         check_positive(where, epsilon=self.epsilon)
         if isinstance(self.crop, bool) or not isinstance(self.crop, int) or self.crop < 0:
             raise UserError(f"{where}: crop must be an integer >= 0 (start-up rows/columns to drop), got {self.crop!r}")
+        check_at_most(where, MAX_CROP, crop=self.crop)
         if not isinstance(self.scale_to_size, bool):
             raise UserError(f"{where}: scale_to_size must be true or false, got {self.scale_to_size!r}")
 

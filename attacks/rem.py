@@ -22,7 +22,7 @@ from certify.errors import UserError
 from certify.progress import progress
 from certify.seeding import derive
 from certify.training import flip_crop
-from certify.validation import check_nonnegative, check_positive
+from certify.validation import MAX_CROP, check_at_most, check_nonnegative, check_positive
 
 
 @dataclass
@@ -57,6 +57,7 @@ class REMParams(PoisonParams):
             raise UserError(f"{where}: adv_steps must be an integer >= 0, got {self.adv_steps!r}")
         if isinstance(self.crop, bool) or not isinstance(self.crop, int) or self.crop < 0:
             raise UserError(f"{where}: crop must be an integer >= 0, got {self.crop!r}")
+        check_at_most(where, MAX_CROP, crop=self.crop)
 
 
 def adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: REMParams, gen: torch.Generator) -> torch.Tensor:

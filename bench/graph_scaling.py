@@ -3,7 +3,7 @@
 included). Reports each case's wall time, peak, per-stage task seconds, the busiest moment's task
 count, and the ratios asked for: serial / default, and parallel efficiency 1 vs 2 workers.
 
-usage: python bench/graph_scaling.py [--cases main-serial,main-default,...] [--out FILE.json]
+usage: python bench/graph_scaling.py [--cases main-serial,main-default,...] [--out FILE.json] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def overlap(tasks: list[dict]) -> int:
     return best
 
 
-def run_case(name: str, args: list[str]) -> dict:
+def run_case(name: str, args: list[str], keep: Path | None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     try:
         cmd = [sys.executable, str(PEAK), "--", str(Path(sys.executable).with_name("certify")), "--quiet", "run",
@@ -54,6 +54,8 @@ def run_case(name: str, args: list[str]) -> dict:
                "processes": int(m[3]), "timings": report["timings"], "tasks": len(tasks),
                "max_parallel_tasks": overlap(tasks),
                "protected_accuracy": {p: s["empirical"]["protected_accuracy"] for p, s in report["poisons"].items()}}
+        if keep:
+            shutil.copytree(tmp / "out", keep / name, dirs_exist_ok=True)
         print(f"{name:>15}: wall {row['wall_s']:7.1f} s, peak {row['peak_mib']:5d} MiB, "
               f"{row['tasks']} tasks, at most {row['max_parallel_tasks']} at once", flush=True)
         return row
@@ -65,8 +67,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--out", help="write the rows as JSON")
+    ap.add_argument("--keep", type=Path, help="copy each case's report folder under this folder")
     a = ap.parse_args()
-    rows = {name: run_case(name, CASES[name]) for name in a.cases.split(",")}
+    rows = {name: run_case(name, CASES[name], a.keep) for name in a.cases.split(",")}
     if "main-serial" in rows and "main-default" in rows:
         rows["ratio_main_serial_over_default"] = rows["main-serial"]["wall_s"] / rows["main-default"]["wall_s"]
     if "main-threads2" in rows and "main-default" in rows:

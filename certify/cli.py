@@ -11,6 +11,8 @@ import sys
 from certify.errors import CheckFailed, UserError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+# a quoted value of thousands of characters (a 5000-digit --samples) is cut in messages, not echoed whole
+LONG_VALUE = re.compile(r"'([^']{40})[^']+'")
 
 
 class Parser(argparse.ArgumentParser):
@@ -20,7 +22,7 @@ class Parser(argparse.ArgumentParser):
         self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-\d.*,")
 
     def error(self, message):  # one line, exit 2 (argparse prints the whole usage otherwise)
-        raise UserError(f"{self.prog}: {message}")
+        raise UserError(f"{self.prog}: " + LONG_VALUE.sub(r"'\1…'", message))
 
 
 def _list(value: str) -> list[str]:

@@ -19,7 +19,7 @@ from certify.params import for_dataset, from_dict
 from certify.scores.mutual_info import MIConfig
 from certify.scores.sal_ud import SalConfig
 from certify.training import TrainConfig
-from certify.validation import check_choice, check_nonnegative, check_open_unit, check_positive
+from certify.validation import MAX_THREADS, check_at_most, check_choice, check_positive
 
 STAGES = ("certify", "scores", "recovery")
 
@@ -62,8 +62,10 @@ class RunConfig(CertificateConfig):
         self.validate_certificate(where)
         check_choice(where, "executor", self.executor, ("ray", "serial"))
         check_positive(where, threads=self.threads)
+        check_at_most(where, MAX_THREADS, threads=self.threads)
         if self.workers is not None:
             check_positive(where, workers=self.workers)
+            check_at_most(where, MAX_THREADS, workers=self.workers)
             if self.threads > self.workers or self.smoothing.threads > self.workers:
                 raise UserError(f"{where}: threads ({self.threads}) and smoothing.threads "
                                 f"({self.smoothing.threads}) must not exceed workers ({self.workers}): "
@@ -134,18 +136,36 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def read_yaml(path: str) -> dict:
+MAX_CONFIG_BYTES = 2**18  # a configuration is a few hundred bytes; PyYAML builds values at ~150 kB a second
+
+
+def _read_text(path: str) -> str:
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(p.read_text())
+        if not p.is_file():
+            raise UserError(f"config file not found: {path}")
+        size = p.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise UserError(f"config file {path}: {size:,} bytes, over the limit of {MAX_CONFIG_BYTES:,}")
+        return p.read_text()
+    except OSError as e:  # e.g. a name too long
+        raise UserError(f"config file {path}: cannot be read ({e.strerror or type(e).__name__})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path}: not a text file") from None
+
+
+def read_yaml(path: str) -> dict:
+    text = _read_text(path)
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise UserError(f"config file {path}: malformed YAML{where}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"config file {path}: not a text file") from None
+    except RecursionError:
+        raise UserError(f"config file {path}: nested too deeply") from None
+    except ValueError as e:  # Python's own limits while building a value: an int of 4301+ digits, a 13th month
+        raise UserError(f"config file {path}: unreadable value ({str(e).split(';')[0]})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -161,7 +181,7 @@ def load_config(path: str | None = None, overrides: dict[str, Any] | None = None
     if not isinstance(dataset, str):
         raise UserError(f"config: dataset must be a string, got {dataset!r}")
     profile = flags.get("profile", file_values.get("profile", RunConfig.profile))
-    if profile not in PROFILE_DEFAULTS:
+    if not isinstance(profile, str) or profile not in PROFILE_DEFAULTS:  # a list is not hashable
         raise UserError(f"config: profile must be one of {', '.join(PROFILE_DEFAULTS)}, got {profile!r}")
     base = for_dataset(DATASET_DEFAULTS, dataset, GENERIC_DEFAULTS)
     merged = _merge(_merge(_merge(base, PROFILE_DEFAULTS[profile]), file_values), flags)

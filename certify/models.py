@@ -8,9 +8,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from certify.errors import UserError
 from certify.registry import Registry
 
 MODELS = Registry("model")
+# The smallest image side each model trains on. Training can meet a batch of one image (the last,
+# partial batch), and BatchNorm in training mode needs more than one value per channel, so the last
+# BatchNorm must still see at least 2x2 pixels: the CNN halves the side twice (8 -> 2), the ResNet
+# three times rounding up (9 -> 2). `tests/test_data.py` checks each minimum and the side below it.
+CNN_MIN_SIDE, RESNET_MIN_SIDE = 8, 9
 
 
 class SmallCNN(nn.Module):
@@ -69,17 +75,19 @@ class MLP(nn.Module):
         return self.head(self.body(x))
 
 
-@MODELS.register("cnn", "small 3-conv BatchNorm CNN (width 8: ~6.5 k parameters); the CPU default")
+@MODELS.register("cnn", "small 3-conv BatchNorm CNN (width 8: ~6.5 k parameters); the CPU default",
+                 min_side=CNN_MIN_SIDE)
 def _cnn(shape, num_classes, width: int = 8):
     return SmallCNN(shape[0], num_classes, width)
 
 
-@MODELS.register("cnn16", "the small CNN at width 16 (~26 k parameters)")
+@MODELS.register("cnn16", "the small CNN at width 16 (~26 k parameters)", min_side=CNN_MIN_SIDE)
 def _cnn16(shape, num_classes):
     return SmallCNN(shape[0], num_classes, 16)
 
 
-@MODELS.register("resnet18", "CIFAR-stem ResNet-18 built from torchvision's (11 M parameters); for GPUs")
+@MODELS.register("resnet18", "CIFAR-stem ResNet-18 built from torchvision's (11 M parameters); for GPUs",
+                 min_side=RESNET_MIN_SIDE)
 def _resnet18(shape, num_classes):
     return CifarResNet18(shape[0], num_classes)
 
@@ -88,6 +96,14 @@ def _resnet18(shape, num_classes):
 def _mlp(shape, num_classes):
     c, h, w = shape
     return MLP(c * h * w, num_classes)
+
+
+def check_input_size(arch: str, shape: tuple[int, int, int]) -> None:
+    """Images smaller than the model trains on are refused where dataset and model first meet."""
+    need, (_, h, w) = MODELS.get(arch).min_side, shape
+    if min(h, w) < need:
+        raise UserError(f"model {arch!r} needs images of at least {need}x{need} pixels, the dataset's are "
+                        f"{h}x{w}; choose another --model (see `certify list`) or larger images")
 
 
 def build_model(arch: str, shape: tuple[int, int, int], num_classes: int, seed: int) -> nn.Module:

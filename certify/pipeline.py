@@ -22,7 +22,7 @@ from certify.crafting import add_release, budget_head
 from certify.data import Dataset, load_dataset
 from certify.errors import UserError
 from certify.graph import run_graph
-from certify.models import count_parameters
+from certify.models import check_input_size, count_parameters
 from certify.progress import say
 from certify.recovery import add_recovery, section as recovery_section
 from certify.scores.stages import add_mi, add_sal, sections as score_sections
@@ -110,11 +110,13 @@ def environment(cfg: RunConfig, device: str) -> dict:
 def _context(cfg: RunConfig, data: Dataset | None = None) -> RunContext:
     cache = Cache(cfg.cache_dir)
     data = data or load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.seed, cfg.test)
+    arch = cfg.model or "cnn"
+    check_input_size(arch, data.shape)  # where dataset and model first meet, before any task
     gpus = torch.cuda.is_available()
     if cfg.executor == "ray" and cfg.address:
         gpus = cluster.connect(cfg.address, cfg.workers, cfg.connect_timeout)  # its GPUs decide where tasks compute
     digest = tensor_digest(data.x_train, data.y_train, data.x_test, data.y_test)
-    ctx = RunContext(cfg, data, cache, ModelSpec(cfg.model or "cnn", data.shape, data.num_classes),
+    ctx = RunContext(cfg, data, cache, ModelSpec(arch, data.shape, data.num_classes),
                      "cuda" if gpus else "cpu", f"data-{digest}", tensor_digest(data.x_test, data.y_test))
     ctx.graph.const(ctx.data_key, data)
     return ctx

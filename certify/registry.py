@@ -32,6 +32,7 @@ class Entry:
     summary: str
     params: type | None = None  # a dataclass of the method's parameters with defaults
     kind: str = "method"  # e.g. "poison", "control"
+    min_side: int = 1  # models: the smallest image height and width they train on
 
 
 @dataclass
@@ -41,11 +42,12 @@ class Registry:
     _entries: dict[str, Entry] = field(default_factory=dict)
     _loaded: bool = False
 
-    def register(self, name: str, summary: str, params: type | None = None, kind: str = "method"):
+    def register(self, name: str, summary: str, params: type | None = None, kind: str = "method",
+                 min_side: int = 1):
         def deco(factory):
             if name in self._entries:
                 raise RuntimeError(f"{self.what} {name!r} registered twice")
-            self._entries[name] = Entry(name, factory, summary, params, kind)
+            self._entries[name] = Entry(name, factory, summary, params, kind, min_side)
             return factory
 
         return deco

@@ -33,11 +33,13 @@ class TrainConfig:
     eval_batch: int = 500
 
     def validate(self, where: str) -> None:
-        from certify.validation import check_positive, check_nonnegative
+        from certify.validation import MAX_CROP, MAX_EPOCHS, check_at_most, check_nonnegative, check_positive
 
         check_positive(where, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                        eval_batch=self.eval_batch)
         check_nonnegative(where, momentum=self.momentum, weight_decay=self.weight_decay, crop=self.crop)
+        check_at_most(where, MAX_EPOCHS, epochs=self.epochs)
+        check_at_most(where, MAX_CROP, crop=self.crop)
 
 
 def flip_crop(x: torch.Tensor, gen: torch.Generator, flip: bool, crop: int) -> torch.Tensor:

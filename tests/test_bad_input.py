@@ -12,13 +12,13 @@ import json
 import os
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from certify.cli import main
+from test_data import header_only_png, npz_with_member, write_idx
 
 SUB, INPROC = "subprocess", "in-process"
 SENTINEL = "KEEP-ME.txt"
@@ -31,7 +31,7 @@ def console() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "certify.cli"]
 
 
-# --- the inputs, built from content ---------------------------------------------------------------
+# --- the inputs, built from content (the IDX, PNG and npz writers are test_data's) -------------------
 def _png(path: Path, size=(8, 8), mode="L", value=128) -> None:
     from PIL import Image
 
@@ -56,6 +56,67 @@ def _pairs(n=20, hw=8, seed=0):
     x = rng.integers(0, 256, size=(n, hw, hw), dtype=np.uint8)
     y = np.arange(n, dtype=np.int64) % 2
     return x, y
+
+
+def _zip_field(path: Path, local_at: int, central_at: int, value: int) -> None:
+    """Set one 2-byte field of every local (PK 3 4) and central (PK 1 2) header of the zip at path."""
+    data = bytearray(path.read_bytes())
+    for sig, at in ((b"PK\x03\x04", local_at), (b"PK\x01\x02", central_at)):
+        i = data.find(sig)
+        while i >= 0:
+            data[i + at:i + at + 2] = value.to_bytes(2, "little")
+            i = data.find(sig, i + 4)
+    path.write_bytes(bytes(data))
+
+
+def _hostile_data(w: Path) -> None:
+    """Second round (issue 18): dataset files whose sizes are absurd or lie."""
+    x, y = _pairs()
+    # an npz label of 10**9 with 20 images (it used to size a 10**9-class list and bincount)
+    _npz(w / "label-billion.npz", x=x, y=np.where(np.arange(20) == 3, 10**9, y))
+    _npz(w / "tiny-images.npz", x=_pairs(hw=3)[0], y=y)  # 3x3: the CNN's pooling leaves nothing
+    npz_with_member(w / "lying-header.npz", (10**6, 10**6), bytes(64))  # x.npy declares 10**12 bytes
+    np.save(w / "plain.npy", x)
+    for name, local_at, central_at, value in (("encrypted", 6, 8, 1), ("unknown-method", 8, 10, 99)):
+        np.savez(w / f"{name}.npz", x=x, y=y)
+        _zip_field(w / f"{name}.npz", local_at, central_at, value)
+    # IDX: a header whose int64 product wraps to 0 (it matched the empty payload), a damaged deflate stream
+    for name in ("idx-overflow", "idx-bad-deflate"):
+        (w / name).mkdir()
+        write_idx(w / name / "t-labels-idx1-ubyte.gz", y.astype(np.uint8))
+    write_idx(w / "idx-overflow" / "t-images-idx3-ubyte.gz", np.zeros(0, np.uint8), dims=(2**31, 2**31, 4))
+    images = w / "idx-bad-deflate" / "t-images-idx3-ubyte.gz"
+    write_idx(images, x)
+    good = images.read_bytes()
+    images.write_bytes(good[:12] + bytes(b ^ 0x55 for b in good[12:-8]) + good[-8:])
+    # image folders whose first image declares absurd dimensions
+    for name, side in (("png-100000", 100_000), ("png-10000", 10_000)):
+        _folder(w / name)
+        header_only_png(w / name / "a" / "0.png", side)
+    # torchvision's MNIST reader asserts on a damaged header
+    raw = w / "mnist-root" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split in ("train", "t10k"):
+        for kind in ("images-idx3", "labels-idx1"):
+            write_idx(raw / f"{split}-{kind}-ubyte", np.zeros(0, np.uint8), compress=False, dims=())
+
+
+def _hostile_config(w: Path) -> None:
+    """Second round (issue 18): YAML that hits Python's own limits, has the wrong types or absurd numbers."""
+    (w / "int-5000-digits.yaml").write_text("samples: " + "7" * 5000 + "\n")
+    (w / "threads-400-digits.yaml").write_text("threads: " + "7" * 400 + "\n")
+    (w / "month-13.yaml").write_text("seed: 2020-13-01\n")
+    (w / "deep.yaml").write_text("poisons: " + "[" * 5000 + "]" * 5000 + "\n")
+    (w / "huge.yaml").write_text("# padding\n" * 30_000 + "samples: 0\n")
+    (w / "poison-params-scalar.yaml").write_text("poison_params:\n  random: 5\n")
+    (w / "poison-params-int-key.yaml").write_text("poison_params:\n  random: {1: 2, x: 3}\n")  # keys of two types
+    (w / "profile-list.yaml").write_text("profile: [quick]\n")
+    (w / "epochs-huge.yaml").write_text("train: {epochs: 1000000000}\n")
+    (w / "crop-huge.yaml").write_text("train: {crop: 100000}\n")
+    (w / "chunk-huge.yaml").write_text("smoothing: {chunk: 100000000}\n")
+    (w / "chunk-zero.yaml").write_text("smoothing: {chunk: 0}\n")
+    (w / "levels-huge.yaml").write_text("surrogate: {levels: 1000000000}\n")
+    (w / "mi-bins-huge.yaml").write_text("mi: {bins: 100000}\n")
 
 
 def minimal_report(poison: str = "random") -> dict:
@@ -161,6 +222,8 @@ def world(tmp_path_factory) -> Path:
     nan_report["poisons"]["random"]["empirical"]["protected_accuracy"] = float("nan")
     (w / "nan-report.json").write_text(json.dumps(nan_report))  # json writes the NaN literal
     (w / "latin1.json").write_bytes('{"schema": "caf\xe9"}'.encode("latin-1"))
+    _hostile_data(w)
+    _hostile_config(w)
     return w
 
 
@@ -315,6 +378,68 @@ ROWS = [
                                  "--cache-dir", "{CACHE}", "--format", "npz"], "is not empty and is not a previous export",
      INPROC, None),
     ("poison-format", ["poison", "--poison", "random", "--out", "{OUT}", "--format", "jpg"], "invalid choice",
+     INPROC, None),
+    # second round (issue 18): sizes come from input, allocations must not
+    ("npz-label-a-billion", RUN + DIGITS + ["--dataset", "npz:{W}/label-billion.npz"],
+     "1,000,000,001 classes (labels 0..1,000,000,000) but only 20 images", INPROC, None),
+    ("npz-header-claims-1tb", RUN + DIGITS + ["--dataset", "npz:{W}/lying-header.npz"],
+     "header says (1000000, 1000000)", INPROC, None),
+    ("npz-given-a-npy", RUN + DIGITS + ["--dataset", "npz:{W}/plain.npy"], "not a readable .npz", INPROC, None),
+    ("npz-encrypted-member", RUN + DIGITS + ["--dataset", "npz:{W}/encrypted.npz"], "not a readable .npz",
+     INPROC, None),
+    ("npz-unknown-compression", RUN + DIGITS + ["--dataset", "npz:{W}/unknown-method.npz"], "not a readable .npz",
+     INPROC, None),
+    ("idx-header-product-overflows", RUN + DIGITS + ["--dataset", "idx:{W}/idx-overflow"],
+     "18,446,744,073,709,551,616 bytes uncompressed, over the limit", INPROC, None),
+    ("idx-damaged-deflate", RUN + DIGITS + ["--dataset", "idx:{W}/idx-bad-deflate"], "not readable", INPROC, None),
+    ("folder-png-100000-square", RUN + DIGITS + ["--dataset", "folder:{W}/png-100000"], "image too large to decode",
+     INPROC, None),
+    ("folder-png-10000-square", RUN + DIGITS + ["--dataset", "folder:{W}/png-10000"], "image too large to decode",
+     INPROC, None),
+    ("mnist-damaged-header", RUN + DIGITS + ["--dataset", "mnist", "--data-root", "{W}/mnist-root"],
+     "reading", INPROC, None),
+    ("model-input-too-small", RUN + DIGITS + ["--dataset", "npz:{W}/tiny-images.npz"],
+     "model 'cnn' needs images of at least 8x8 pixels, the dataset's are 3x3", INPROC, None),
+    ("model-input-too-small-resnet", RUN + DIGITS + ["--model", "resnet18"],
+     "model 'resnet18' needs images of at least 9x9 pixels, the dataset's are 8x8", INPROC, None),
+    ("dataset-name-too-long", RUN + DIGITS + ["--dataset", "npz:{W}/" + "n" * 300 + ".npz"],
+     "cannot be read (File name too long)", INPROC, None),
+    # second round (issue 18): every parse error is one line
+    ("yaml-int-5000-digits", RUN + ["--config", "{W}/int-5000-digits.yaml"], "unreadable value (Exceeds the limit",
+     INPROC, None),
+    ("yaml-int-400-digits", RUN + DIGITS + ["--config", "{W}/threads-400-digits.yaml"],
+     "threads must be at most 1,024, got 777777777777… (400 characters)", INPROC, None),
+    ("yaml-month-13", RUN + ["--config", "{W}/month-13.yaml"], "unreadable value (month must be in 1..12)",
+     INPROC, None),
+    ("yaml-nested-5000-deep", RUN + ["--config", "{W}/deep.yaml"], "nested too deeply", INPROC, None),
+    ("yaml-over-256-kib", RUN + DIGITS + ["--config", "{W}/huge.yaml"], "over the limit of 262,144", INPROC, None),
+    ("yaml-name-too-long", RUN + ["--config", "{W}/" + "c" * 300 + ".yaml"], "cannot be read (File name too long)",
+     INPROC, None),
+    ("yaml-poison-params-scalar", RUN + DIGITS + ["--config", "{W}/poison-params-scalar.yaml"],
+     "parameters must be a mapping", INPROC, None),
+    ("yaml-poison-params-int-key", RUN + DIGITS + ["--config", "{W}/poison-params-int-key.yaml"],
+     "unknown key 1", INPROC, None),
+    ("yaml-profile-list", RUN + DIGITS + ["--config", "{W}/profile-list.yaml"], "profile must be one of",
+     INPROC, None),
+    ("flag-samples-5000-digits", RUN + DIGITS + ["--samples", "7" * 5000],
+     "invalid int value: '" + "7" * 40 + "…'", INPROC, None),
+    # second round (issue 18): valid but absurd numbers, refused with the limit named
+    ("samples-10-to-the-12", RUN + DIGITS + ["--samples", str(10**12)], "samples must be at most 10,000,000",
+     INPROC, None),
+    ("sigma-1e-300", RUN + DIGITS + ["--sigma", "1e-300"], "sigma must be at least 1e-06", INPROC, None),
+    ("sigma-1e30", RUN + DIGITS + ["--sigma", "1e30"], "sigma must be at most 100", INPROC, None),
+    ("eta-grid-1e300", RUN + DIGITS + ["--eta-sigma", "0.1,1e300"], "eta_sigma must be at most 100", INPROC, None),
+    ("workers-huge", RUN + DIGITS + ["--workers", "100000"], "workers must be at most 1,024", INPROC, None),
+    ("threads-huge", RUN + DIGITS + ["--threads", "100000"], "threads must be at most 1,024", INPROC, None),
+    ("epochs-huge", RUN + DIGITS + ["--config", "{W}/epochs-huge.yaml"], "epochs must be at most 10,000",
+     INPROC, None),
+    ("crop-huge", RUN + DIGITS + ["--config", "{W}/crop-huge.yaml"], "crop must be at most 64", INPROC, None),
+    ("chunk-huge", RUN + DIGITS + ["--config", "{W}/chunk-huge.yaml"], "smoothing.chunk must be at most 10,000,000",
+     INPROC, None),
+    ("chunk-zero", RUN + DIGITS + ["--config", "{W}/chunk-zero.yaml"], "smoothing.chunk must be > 0", INPROC, None),
+    ("levels-huge", RUN + DIGITS + ["--config", "{W}/levels-huge.yaml"], "surrogate.levels must be at most 1,000",
+     INPROC, None),
+    ("mi-bins-huge", RUN + DIGITS + ["--config", "{W}/mi-bins-huge.yaml"], "mi.bins must be at most 1,024",
      INPROC, None),
 ]
 assert len({r[0] for r in ROWS}) == len(ROWS)

@@ -4,8 +4,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import tarfile
+import tracemalloc
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +163,15 @@ def test_cifar10_mini_missing_archive_or_manifest(tmp_path, monkeypatch):
     one_line_error(lambda: load_dataset("cifar10-mini"), "missing")
     monkeypatch.setattr(cifar10_mini, "MANIFEST", tmp_path / "gone.json")
     one_line_error(lambda: load_dataset("cifar10-mini"), "manifest")
+
+
+def test_cifar10_mini_manifest_counts_must_be_positive_integers(tmp_path, monkeypatch):
+    for value in ("many", 0):  # they size the decoding loops
+        m = json.loads(Path(cifar10_mini.MANIFEST).read_text())
+        m["train_per_class"] = value
+        (tmp_path / "m.json").write_text(json.dumps(m))
+        monkeypatch.setattr(cifar10_mini, "MANIFEST", tmp_path / "m.json")
+        one_line_error(lambda: load_dataset("cifar10-mini"), "unreadable cifar10-mini manifest")
 
 
 @pytest.mark.skipif(not (SHARED_CIFAR / "cifar10-test.tar.gz").is_file(), reason="shared CIFAR-10 archives absent")
@@ -362,6 +374,10 @@ NPZ_OK_Y = np.array([0, 1, 0, 1])
     ({"x": NPZ_OK_X, "y": np.array([0, 0, 0, 0])}, "2 classes"),
     ({"x": NPZ_OK_X, "y": np.array([0, 2, 0, 2])}, "class 1 has no images"),
     ({"x": NPZ_OK_X, "y": NPZ_OK_Y, "classes": np.array([1, 2])}, "classes"),
+    # sizes read from the file are checked before they size anything (issue 18)
+    ({"x": NPZ_OK_X, "y": NPZ_OK_Y, "classes": np.array(list("abcde"))}, "5 classes (labels 0..4) but only 4 images"),
+    ({"x": NPZ_OK_X, "y": np.array([0, 1, 0, 10**9])}, "1,000,000,001 classes"),
+    ({"x": np.zeros((2, 4097, 1), np.uint8), "y": np.array([0, 1])}, "over the limit of 4096 pixels per side"),
 ])
 def test_npz_errors(tmp_path, arrays, match):
     spec = save_npz(tmp_path / "bad.npz", **arrays)
@@ -393,6 +409,8 @@ def test_validate_rejects_bad_sets():
     one_line_error(lambda: validate(x, torch.tensor([0, 2, 0, 2]), "w"), "class 1")
     one_line_error(lambda: validate(x, torch.tensor([0, 1, 0]), "w"), "labels")
     one_line_error(lambda: validate(x.double(), y, "w"), "float32")
+    # K = max label + 1 is checked against the images before bincount sizes an array by it
+    one_line_error(lambda: validate(x, torch.tensor([0, 1, 0, 10**9]), "w"), "1,000,000,001 classes", "4 images")
 
 
 # ---------------------------------------------------------------- --test and the seeded split
@@ -490,8 +508,10 @@ def test_test_source_with_permuted_class_names(tmp_path):
 
 
 # ---------------------------------------------------------------- idx:DIR
-def write_idx(path: Path, a: np.ndarray, compress: bool = True) -> None:
-    raw = bytes([0, 0, 0x08, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape) + a.tobytes()
+def write_idx(path: Path, a: np.ndarray, compress: bool = True, dims: tuple | None = None) -> None:
+    """An IDX file holding a's bytes; its header declares `dims` (default: a's shape)."""
+    dims = a.shape if dims is None else dims
+    raw = bytes([0, 0, 0x08, len(dims)]) + b"".join(int(d).to_bytes(4, "big") for d in dims) + a.tobytes()
     if compress:
         import gzip
 
@@ -543,3 +563,113 @@ def test_idx_errors_are_one_line(tmp_path, damage, match):
 
 def test_idx_missing_folder(tmp_path):
     one_line_error(lambda: load_dataset(f"idx:{tmp_path / 'nope'}", seed=0), "is not a folder")
+
+
+# ---------------------------------------------------------------- issue 18: sizes from files, not allocations
+
+def peak_traced_bytes(fn) -> int:
+    """The peak Python/NumPy allocation while fn runs (fn is expected to raise a one-line UserError)."""
+    tracemalloc.start()
+    try:
+        one_line_error(fn)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def npz_with_member(path: Path, header_shape: tuple, payload: bytes) -> str:
+    """An npz whose x.npy declares `header_shape` (uint8) and holds `payload`; y is honest."""
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "|u1", "fortran_order": False, "shape": header_shape})
+    ys = io.BytesIO()
+    np.save(ys, NPZ_OK_Y)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x.npy", head.getvalue() + payload)
+        z.writestr("y.npy", ys.getvalue())
+    return f"npz:{path}"
+
+
+def test_npz_member_header_must_match_its_size(tmp_path):
+    spec = npz_with_member(tmp_path / "long.npz", (4, 3, 3), bytes(36 + 100))  # 100 bytes more than declared
+    one_line_error(lambda: load_split(spec), "header says (4, 3, 3)", "the member holds 136")
+    spec = npz_with_member(tmp_path / "short.npz", (10**6, 10**6), bytes(64))  # 1 TB declared
+    one_line_error(lambda: load_split(spec), "1,000,000,000,000 bytes")
+
+
+def test_npz_member_over_the_byte_limit_is_never_decompressed(tmp_path, monkeypatch):
+    import certify.data._common as common
+
+    np.savez_compressed(tmp_path / "bomb.npz", x=np.zeros((200, 100, 100), np.uint8), y=np.arange(200) % 2)
+    monkeypatch.setattr(common, "MAX_BYTES", 10**6)  # the member holds 2 MB of zeros in a few kB
+    assert peak_traced_bytes(lambda: load_split(f"npz:{tmp_path / 'bomb.npz'}")) < 10**6
+
+
+def test_npz_compressed_and_fortran_order_round_trip(tmp_path):
+    rng = np.random.default_rng(12)
+    x = np.asfortranarray(rng.integers(0, 256, (6, 5, 4, 3), dtype=np.uint8))
+    y = np.arange(6, dtype=">i4") % 2  # big-endian labels too
+    np.savez_compressed(tmp_path / "c.npz", x=x, y=y, classes=np.array(["a", "b"]))
+    x_t, y_t, classes = load_split(f"npz:{tmp_path / 'c.npz'}")
+    assert torch.equal(x_t, torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255)
+    assert y_t.tolist() == [0, 1, 0, 1, 0, 1] and classes == ["a", "b"]
+
+
+def test_idx_gzip_is_decompressed_no_further_than_its_header_declares(tmp_path):
+    x, y = idx_folder(tmp_path)  # then the images file gains 32 MB of zeros (32 kB compressed)
+    padded = np.concatenate([x.ravel(), np.zeros(32 << 20, np.uint8)])
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", padded, dims=x.shape)
+    peak = peak_traced_bytes(lambda: load_dataset(f"idx:{tmp_path}", seed=0))
+    assert peak < 4 << 20
+
+
+def header_only_png(path: Path, side: int) -> None:
+    """A PNG that declares side x side gray pixels and holds none: all Pillow reads before decoding."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    ihdr = side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def test_folder_image_sides_are_checked_from_the_header(tmp_path):
+    rng = np.random.default_rng(13)
+    write_folder(tmp_path, {"a": random_images(rng, 2, (8, 8)), "b": random_images(rng, 2, (8, 8))})
+    header_only_png(tmp_path / "a" / "000.png", 5000)  # under Pillow's limit, over ours
+    one_line_error(lambda: load_split(f"folder:{tmp_path}"), "5000 pixels high and 5000 wide, over the limit of 4096")
+
+
+def test_folder_decompression_bomb_is_refused_without_a_warning(tmp_path):
+    rng = np.random.default_rng(14)
+    write_folder(tmp_path, {"a": random_images(rng, 2, (8, 8)), "b": random_images(rng, 2, (8, 8))})
+    header_only_png(tmp_path / "a" / "000.png", 10_000)  # Pillow only warns (on stderr) at 1e8 pixels
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        one_line_error(lambda: load_split(f"folder:{tmp_path}"), "image too large to decode")
+    assert [w.message for w in seen] == []
+
+
+def test_folder_decoded_size_is_checked_after_the_first_image(tmp_path, monkeypatch):
+    import certify.data._common as common
+
+    rng = np.random.default_rng(15)
+    write_folder(tmp_path, {"a": random_images(rng, 3, (64, 64)), "b": random_images(rng, 3, (64, 64))})
+    monkeypatch.setattr(common, "MAX_BYTES", 50_000)  # 6 x 64 x 64 x 3 = 73,728 bytes counted as RGB
+    one_line_error(lambda: load_split(f"folder:{tmp_path}"), "6 images of 64x64", "73,728 bytes")
+
+
+@pytest.mark.parametrize("arch", ["cnn", "cnn16", "resnet18", "mlp"])
+def test_model_minimum_side_is_what_training_on_one_image_needs(arch):
+    from certify.models import MODELS, build_model, check_input_size
+
+    need = MODELS.get(arch).min_side
+
+    def train_step(side: int) -> None:
+        model = build_model(arch, (1, side, side), 2, 0).train()
+        model(torch.zeros(1, 1, side, side)).sum().backward()  # a last batch of one image
+
+    train_step(need)
+    check_input_size(arch, (1, need, need))
+    if need > 1:
+        with pytest.raises((ValueError, RuntimeError)):
+            train_step(need - 1)
+        one_line_error(lambda: check_input_size(arch, (1, need - 1, need + 5)), f"at least {need}x{need}")

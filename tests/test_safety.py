@@ -85,8 +85,9 @@ def test_no_pickle_family_loads(calls):
 
 
 def test_np_load_without_pickles(calls):
+    # the npz reader parses .npy members itself and refuses object arrays (no np.load at all); any
+    # np.load added elsewhere must refuse pickles
     loads = [(where, node) for where, name, node in calls if name in ("np.load", "numpy.load")]
-    assert len(loads) >= 1, "expected the npz reader"
     assert [where for where, node in loads if _keyword(node, "allow_pickle") is not False] == []
 
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from certify.certificate.config import MAX_ETA_SIGMA
 from certify.errors import UserError
 from certify.registry import Registry
 from certify.seeding import derive, stratified_draw
-from certify.validation import check_open_unit, check_positive
+from certify.validation import check_at_most, check_open_unit, check_positive
 
 RECOVERY = Registry("recovery attack", package="attacks.recovery")
 
@@ -37,6 +38,7 @@ class RecoveryConfig:
             raise UserError(f"{where}: recovery.eta_sigma must list at least one value")
         for v in self.eta_sigma:
             check_positive(where, **{"recovery.eta_sigma": v})
+            check_at_most(where, MAX_ETA_SIGMA, **{"recovery.eta_sigma": v})
         check_open_unit(where, **{"recovery.attacker_fraction": self.attacker_fraction})
 
 

@@ -10,9 +10,21 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from certify.errors import UserError
-from certify.validation import check_choice, check_nonnegative, check_open_unit, check_positive
+from certify.validation import (MAX_EPOCHS, MAX_THREADS, check_at_least, check_at_most, check_choice,
+                                check_nonnegative, check_open_unit, check_positive)
 
 SIGMA_GRID = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25)  # what `--sigma auto` scans, upward
+# Limits (README, "Limits"): valid but absurd values are refused before any work.
+MAX_SAMPLES = 10**7  # draws (samples, smoothing.chunk, smoothing.sigma_draws): each is a pass over the test set
+# Below SIGMA_MIN the float32 weights (epsilon 1.2e-7) round most of the noise away; far below it
+# (sigma < 2.2e-308) the report's eta/sigma axis overflows. Above SIGMA_MAX the noise swamps any
+# trained weight, and by 1e30 the surrogate's norm overflows to NaN after the whole run.
+SIGMA_MIN, SIGMA_MAX = 1e-6, 100.0
+# q_bar = Phi(Phi^-1(q) + eta/sigma) is 1.0 in float64 for every q once eta/sigma passes 47
+# (Phi^-1 of the smallest double is -38.5; Phi is 1.0 above 8.3): past that every eta gives
+# the same q_bar (the recovery grid shares the limit).
+MAX_ETA_SIGMA = 100.0
+MAX_LEVELS = 1000  # surrogate.levels, surrogate.draws_per_level: each RWP step runs levels x draws passes
 
 
 @dataclass
@@ -31,6 +43,9 @@ class SurrogateConfig:
         check_choice(where, "surrogate.init", self.init, ("victim", "scratch"))
         check_positive(where, **{"surrogate.levels": self.levels, "surrogate.epochs": self.epochs,
                                  "surrogate.draws_per_level": self.draws_per_level})
+        check_at_most(where, MAX_LEVELS, **{"surrogate.levels": self.levels,
+                                            "surrogate.draws_per_level": self.draws_per_level})
+        check_at_most(where, MAX_EPOCHS, **{"surrogate.epochs": self.epochs})
         check_nonnegative(where, **{"surrogate.switch_fraction": self.switch_fraction})
 
 
@@ -45,6 +60,8 @@ class SmoothingConfig:
     def validate(self, where: str) -> None:
         check_positive(where, **{"smoothing.eval_batch": self.eval_batch, "smoothing.chunk": self.chunk,
                                  "smoothing.threads": self.threads, "smoothing.sigma_draws": self.sigma_draws})
+        check_at_most(where, MAX_SAMPLES, **{"smoothing.chunk": self.chunk, "smoothing.sigma_draws": self.sigma_draws})
+        check_at_most(where, MAX_THREADS, **{"smoothing.threads": self.threads})
         check_open_unit(where, **{"smoothing.sigma_ratio": self.sigma_ratio})
 
 
@@ -62,16 +79,20 @@ class CertificateConfig:
     def validate_certificate(self, where: str) -> None:
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
             raise UserError(f"{where}: samples must be a positive integer, got {self.samples!r}")
+        check_at_most(where, MAX_SAMPLES, samples=self.samples)
         if isinstance(self.sigma, str):
             if self.sigma != "auto":
                 raise UserError(f"{where}: sigma must be a positive number or 'auto', got {self.sigma!r}")
         else:
             check_positive(where, sigma=self.sigma)
+            check_at_least(where, SIGMA_MIN, sigma=self.sigma)
+            check_at_most(where, SIGMA_MAX, sigma=self.sigma)
         check_open_unit(where, q=self.q, alpha=self.alpha)
         if not self.eta_sigma:
             raise UserError(f"{where}: eta_sigma must list at least one value")
         for v in self.eta_sigma:
             check_nonnegative(where, eta_sigma=v)
+            check_at_most(where, MAX_ETA_SIGMA, eta_sigma=v)
         check_choice(where, "coverage", self.coverage, ("per-eta", "bonferroni"))
         self.surrogate.validate(where)
         self.smoothing.validate(where)

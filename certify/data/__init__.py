@@ -38,21 +38,28 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
     return "name", name, (split if sep else None)
 
 
+def _read_source(kind: str, arg: str, data_root, download: bool, where: str) -> Source:
+    """The loader of `kind`; a filesystem error on the way (a name too long, a loop of links) is one line."""
+    try:
+        if kind == "folder":
+            from certify.data.folder import load_folder
+
+            return load_folder(arg, where)
+        if kind == "npz":
+            from certify.data.npz import load_npz
+
+            return load_npz(arg, where)
+        if kind == "idx":
+            from certify.data.idx import load_idx
+
+            return load_idx(arg, where)
+        return DATASETS.get(arg).factory(data_root=data_root, download=download)
+    except OSError as e:
+        raise UserError(f"{where}: cannot be read ({e.strerror or type(e).__name__})") from None
+
+
 def _load_source(kind: str, arg: str, data_root, download: bool, where: str) -> Source:
-    if kind == "folder":
-        from certify.data.folder import load_folder
-
-        src = load_folder(arg, where)
-    elif kind == "npz":
-        from certify.data.npz import load_npz
-
-        src = load_npz(arg, where)
-    elif kind == "idx":
-        from certify.data.idx import load_idx
-
-        src = load_idx(arg, where)
-    else:
-        src = DATASETS.get(arg).factory(data_root=data_root, download=download)
+    src = _read_source(kind, arg, data_root, download, where)
     k = len(src.classes)
     validate(src.x, src.y, where + (" (train split)" if src.has_split else ""), k)
     if src.has_split:

@@ -23,6 +23,10 @@ SPEC_FORMS = {
 }
 SPLITS = ("train", "test")
 TEST_FRACTION = 0.2
+# What a dataset file may make us allocate: sizes read from a file are checked against these (and
+# against what the file holds) before they size anything.
+MAX_BYTES = 4 * 2**30  # uncompressed bytes of one array: an npz member, an IDX payload, a folder's pixels
+MAX_SIDE = 4096  # pixels per image side (16.7 M pixels, below Pillow's decompression-bomb limit)
 
 
 @dataclass
@@ -63,6 +67,23 @@ class Source:
     @property
     def has_split(self) -> bool:
         return self.x_test is not None
+
+
+def check_bytes(nbytes: int, where: str) -> None:
+    if nbytes > MAX_BYTES:
+        raise UserError(f"{where}: {nbytes:,} bytes uncompressed, over the limit of {MAX_BYTES:,} bytes")
+
+
+def check_side(h: int, w: int, where: str) -> None:
+    if max(h, w) > MAX_SIDE:
+        raise UserError(f"{where}: images {h} pixels high and {w} wide, over the limit of {MAX_SIDE} pixels per side")
+
+
+def check_class_count(k: int, n: int, where: str) -> None:
+    """K classes need K images (none may be empty): checked before anything is sized by K."""
+    if k > n:
+        raise UserError(f"{where}: {k:,} classes (labels 0..{k - 1:,}) but only {n:,} images; "
+                        f"every class needs at least one image")
 
 
 def uint8_to_tensor(a: np.ndarray, channels_last: bool = True) -> torch.Tensor:
@@ -110,6 +131,7 @@ def validate(x: torch.Tensor, y: torch.Tensor, where: str, num_classes: int | No
         raise UserError(f"{where}: at least 2 classes are needed (found {k})")
     if int(y.max()) >= k:
         raise UserError(f"{where}: label {int(y.max())} out of range for {k} classes")
+    check_class_count(k, len(y), where)
     counts = torch.bincount(y, minlength=k)
     empty = (counts == 0).nonzero().flatten().tolist()
     if empty:

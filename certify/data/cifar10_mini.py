@@ -31,7 +31,11 @@ REINSTALL = "reinstall the package or rebuild it with scripts/build_cifar10_mini
 def _manifest() -> dict:
     try:
         m = json.loads(Path(MANIFEST).read_text())
-        m["sha256"], m["classes"], m["train_per_class"], m["test_per_class"]
+        m["sha256"], m["classes"]
+        for k in ("train_per_class", "test_per_class"):  # they size the decoding loops
+            m[k] = int(m[k])
+            if m[k] < 1:
+                raise ValueError(f"{k} < 1")
     except FileNotFoundError:
         raise UserError(f"{MANIFEST}: the cifar10-mini manifest is missing; {REINSTALL}") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -96,7 +100,7 @@ def read_uint8() -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
     """{'train': (uint8 N×32×32×3, labels), 'test': (...)} and the class names, checked against the manifest."""
     m = _manifest()
     classes = list(m["classes"])
-    per_class = {"train": int(m["train_per_class"]), "test": int(m["test_per_class"])}
+    per_class = {"train": m["train_per_class"], "test": m["test_per_class"]}
     blob = _read_archive(m["sha256"])
     key = (m["sha256"], tuple(classes), per_class["train"], per_class["test"])
     if key in _DECODED:  # decoded once per process; callers get fresh tensors from the arrays

@@ -3,15 +3,18 @@
 Every image is read with Pillow and must have the same size. Grayscale images (modes 1, L, LA)
 stay one channel when every image is grayscale; otherwise every image is converted to RGB (alpha
 dropped). Hidden files (names starting with '.') are skipped; anything else must be an image.
+Limits (`_common`): images at most `MAX_SIDE` pixels per side (checked from each header before it
+is decoded) and the decoded set, counted as RGB, at most `MAX_BYTES`.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from certify.data._common import Source, uint8_to_tensor
+from certify.data._common import Source, check_bytes, check_side, uint8_to_tensor
 from certify.errors import UserError
 
 GRAY_MODES = {"1", "L", "LA"}
@@ -27,7 +30,12 @@ def _read(path: Path):
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # Pillow only warns (on stderr) between its limit and twice it: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            check_side(im.height, im.width, str(path))  # from the header, before decoding
             im.load()  # decode now: a truncated file fails here
             mode = im.mode
             if mode not in GRAY_MODES and mode not in COLOR_MODES:
@@ -37,7 +45,9 @@ def _read(path: Path):
             return img, gray
     except UserError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UserError(f"{path}: image too large to decode ({_one_line(e)})") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise UserError(f"{path}: unreadable or truncated image ({_one_line(e)})") from None
 
 
@@ -68,6 +78,8 @@ def read_folder(root: str | Path, where: str) -> tuple[np.ndarray, np.ndarray, l
         img, gray = _read(p)
         if size is None:
             size, first = img.size, p
+            # every image must have this size: the decoded set is known before the rest is decoded
+            check_bytes(len(files) * size[0] * size[1] * 3, f"{where}: {len(files)} images of {size[0]}x{size[1]}")
         elif img.size != size:
             raise UserError(f"{p}: image size {img.size[0]}x{img.size[1]} differs from "
                             f"{size[0]}x{size[1]} of {first} (all images must have the same size)")

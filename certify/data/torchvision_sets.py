@@ -43,7 +43,9 @@ def _open(name: str, make, data_root, download: bool):
                 raise UserError(f"dataset {name!r} not found under {root}; pass --download to fetch it "
                                 f"or --data-root DIR pointing at a copy") from None
             raise UserError(f"dataset {name!r}: download into {root} failed ({str(e).splitlines()[0]})") from None
-        except (OSError, ValueError) as e:  # network errors, truncated or corrupted files
+        # network errors, truncated or corrupted files: torchvision's readers raise anything on a
+        # damaged file (the MNIST one asserts on its header)
+        except Exception as e:
             what = "download into" if download else "reading"
             raise UserError(f"dataset {name!r}: {what} {root} failed ({type(e).__name__}: "
                             f"{str(e).splitlines()[0] if str(e) else ''})") from None

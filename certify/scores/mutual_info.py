@@ -23,7 +23,10 @@ from torch import nn
 
 from certify.errors import UserError
 from certify.seeding import derive, stratified_draw
-from certify.validation import check_choice, check_positive
+from certify.validation import check_at_most, check_choice, check_positive
+
+MAX_BINS = 1024  # the histogram check is bins x bins cells per projection
+MAX_PROJECTIONS = 10_000  # each projection pair is one MI estimate over the images
 
 ESTIMATORS = ("ksg", "histogram")
 
@@ -44,6 +47,10 @@ class MIConfig:
                 raise UserError(f"{where}: mi.{name} must be an integer, got {getattr(self, name)!r}")
         if self.bins < 2:
             raise UserError(f"{where}: mi.bins must be >= 2, got {self.bins!r}")
+        check_at_most(where, MAX_BINS, **{"mi.bins": self.bins})
+        check_at_most(where, MAX_PROJECTIONS, **{"mi.projections": self.projections})
+        if self.k >= self.images:  # KSG needs more images than neighbours (and sizes images x k distances)
+            raise UserError(f"{where}: mi.k ({self.k}) must be smaller than mi.images ({self.images})")
         check_choice(where, "mi.estimator", self.estimator, ESTIMATORS)
 
 
