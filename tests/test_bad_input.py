@@ -416,9 +416,9 @@ ROWS = [
     ("yaml-name-too-long", RUN + ["--config", "{W}/" + "c" * 300 + ".yaml"], "cannot be read (File name too long)",
      INPROC, None),
     ("yaml-poison-params-scalar", RUN + DIGITS + ["--config", "{W}/poison-params-scalar.yaml"],
-     "parameters must be a mapping", INPROC, None),
+     "poison_params.random must be a mapping", INPROC, None),
     ("yaml-poison-params-int-key", RUN + DIGITS + ["--config", "{W}/poison-params-int-key.yaml"],
-     "unknown key 1", INPROC, None),
+     "unknown key '1'", INPROC, None),
     ("yaml-profile-list", RUN + DIGITS + ["--config", "{W}/profile-list.yaml"], "profile must be one of",
      INPROC, None),
     ("flag-samples-5000-digits", RUN + DIGITS + ["--samples", "7" * 5000],
@@ -515,3 +515,14 @@ def test_bad_input(row, world, tmp_path, capsys, request):
         code = main(argv)
         _, err = capsys.readouterr()
         _check(rid, code, err, key, out, cache, before)
+
+
+@pytest.mark.parametrize("extra", [["--dataset", "npz:/nonexistent/x.npz"], ["--model", "resnet18", "--dataset", "digits"],
+                                   ["--test", "digits:validation", "--dataset", "digits"]])
+def test_bad_input_creates_no_out_folder(tmp_path, capsys, extra):
+    """--out is made only once every input has been read and checked."""
+    out = tmp_path / "new" / "out"
+    code = main(["run", "--poison", "random", "--executor", "serial", "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache"), *extra])
+    assert code == 2 and "Traceback" not in capsys.readouterr().err
+    assert not out.exists() and not out.parent.exists()
