@@ -169,6 +169,9 @@ def _run_ray(todo: list[Task], values: dict, finish, t0: float, cluster) -> None
             task.fn, task.args, task.threads, *(ref_of(k) for k in task.inputs))
         refs[task.key] = value_ref
         pending[meta_ref] = (task, value_ref, {"CPU": task.threads, "GPU": gpu})
+    # Ray keeps an object while a task that takes it is pending; the driver's own references would
+    # pin every artifact in the object store until the run ends
+    refs.clear()
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -181,6 +184,7 @@ def _run_ray(todo: list[Task], values: dict, finish, t0: float, cluster) -> None
             except RayError as e:
                 raise UserError(f"task {task.label} failed on Ray after {MAX_RETRIES} retries: "
                                 f"{str(e).strip().splitlines()[0][:300]}") from None
+            del value_ref  # the driver holds the value now
             finish(task, value, _record(task, meta["node"], meta["start"], meta["end"], t0,
                                         resources=resources, gpus=meta["gpus"]))
     finally:
