@@ -251,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
 def entry() -> None:
     """The console script. A join that timed out leaves Ray's client inside a C++ call that aborts
     the interpreter's normal shutdown, so such a run ends at once, its one line printed."""
-    code = main()
+    try:
+        code = main()
+    except BrokenPipeError:  # `certify list | head`: the reader left; that is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
     from certify import cluster
 
     if cluster.abandoned():

@@ -106,3 +106,15 @@ def test_end_to_end_digits_resume_and_determinism(tmp_path, capsys):
     code, _, err = run_cli(with_scores + ["--out", str(tmp_path / "r4")], capsys)
     assert code == 0, err
     assert sorted(p.name for p in (cache / "surrogate").iterdir()) == surrogates
+
+
+def test_output_cut_short_by_its_reader_is_no_traceback():
+    """`certify list | head -1`: the pipe closes early; no traceback, exit 0."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "import certify.cli as c; c.entry()", "list"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader leaves before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in err, err
