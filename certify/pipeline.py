@@ -4,6 +4,7 @@ recovery); `certify.graph` runs them; the report is assembled from their artifac
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -134,7 +135,7 @@ def export_poison(cfg: RunConfig, out: str, fmt: str) -> dict:
 
     (name,) = cfg.poisons
     check_target(Path(out).expanduser().resolve())  # before minutes of crafting
-    cfg.executor = "serial"  # one task: Ray would only add its start-up
+    cfg = dataclasses.replace(cfg, executor="serial")  # one task: Ray would only add its start-up
     ctx = _context(cfg)
     release = add_release(ctx, name)
     released = _run_graph(ctx, time.time()).values[release]["released"].to(torch.float32) / 255.0
@@ -181,7 +182,7 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[
     """The shared back half of `run` and `audit`: `releases` are (name, key of its released set);
     `heads` gives each name's budget section, or a function of its released images; `warnings`
     (about the inputs) open the report."""
-    cfg, data, v = ctx.cfg, ctx.data, None
+    cfg, data = ctx.cfg, ctx.data
     plan = _plan(ctx, clean_release, releases)
     outcome = _run_graph(ctx, t0)
     v = outcome.values
