@@ -128,3 +128,72 @@ def test_mi_section_none_gap_zero():
 def test_bad_config(cfg, field):
     with pytest.raises(UserError, match=field):
         cfg.validate("scores")
+
+
+# ----------------------------------------------------------------------------- covariance score
+
+def test_class_spread_known_values_and_numpy_covariance():
+    from certify.scores.covariance import class_spread
+
+    # class 0: two orthogonal unit vectors, centre (0.5, 0.5): trace = 2 * 0.25 = 0.5 (= 1 - |centre|^2);
+    # class 1: one direction at two scales (3x and 0.5x): normalised they coincide, trace 0
+    z = np.array([[1.0, 0.0], [0.0, 1.0], [3.0, 3.0], [0.5, 0.5]])
+    y = np.array([0, 0, 1, 1])
+    assert class_spread(z, y) == pytest.approx((0.5 + 0.0) / 2)
+    # against numpy's population covariance of the normalised rows, class by class
+    rng = np.random.default_rng(0)
+    z, y = rng.standard_normal((300, 16)) + 2.0, rng.integers(0, 4, 300)
+    u = z / np.linalg.norm(z, axis=1, keepdims=True)
+    expected = np.mean([np.trace(np.cov(u[y == k].T, bias=True)) for k in range(4)])
+    assert class_spread(z, y) == pytest.approx(expected, rel=1e-12)
+    assert class_spread(7.5 * z, y) == pytest.approx(expected, rel=1e-12)  # scale-free
+    # a zero row stays zero; a one-image class is left out
+    assert class_spread(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), np.array([0, 0, 1])) == pytest.approx(0.25)
+
+
+def test_covariance_section_ratio_and_null_reason():
+    from certify.scores.covariance import covariance_section
+
+    y = np.array([0, 0, 1, 1])
+    tight = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    loose = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    sec = covariance_section(tight, loose, y)
+    assert sec["score"] == pytest.approx(sec["protected"] / sec["clean"]) and sec["score"] > 1
+    assert sec["protected"] == pytest.approx(0.5) and sec["images"] == 4 and sec["score_null_reason"] is None
+    assert covariance_section(loose, loose, y)["score"] == 1.0  # the control against itself
+    collapsed = np.array([[1.0, 1.0]] * 4)
+    sec = covariance_section(collapsed, loose, y)
+    assert sec["score"] is None and "spread 0" in sec["score_null_reason"]
+
+
+# ----------------------------------------------------------------------------- rank correlation
+
+def test_spearman_matches_scipy_and_exact_permutation_p():
+    from scipy import stats
+
+    from certify.scores.ranking import exact_p, spearman
+
+    x, y = [0.1, 0.4, 0.2, 0.9, 0.5], [0.05, 0.3, 0.35, 0.6, 0.2]
+    c = spearman(x, y, names="abcde")
+    ref = stats.spearmanr(x, y)
+    assert c["rho"] == pytest.approx(ref.statistic) and c["p"] == pytest.approx(ref.pvalue)
+    perm = stats.permutation_test((x, y), lambda a, b: stats.spearmanr(a, b).statistic,
+                                  permutation_type="pairings", n_resamples=np.inf)
+    assert c["p_exact"] == pytest.approx(perm.pvalue) and c["n"] == 5 and c["poisons"] == list("abcde")
+    # three points in the same order: scipy's approximation says p = 0, the exact p is 2 / 3! = 1/3
+    assert spearman([1, 2, 3], [2, 5, 9])["p_exact"] == pytest.approx(1 / 3)
+    assert exact_p([1, 2, 2, 3], [4, 3, 3, 1]) == pytest.approx(
+        stats.permutation_test(([1, 2, 2, 3], [4, 3, 3, 1]), lambda a, b: stats.spearmanr(a, b).statistic,
+                               permutation_type="pairings", n_resamples=np.inf).pvalue)
+
+
+def test_spearman_needs_three_points_and_variation():
+    from certify.scores.ranking import EXACT_MAX, spearman
+
+    two = spearman([0.1, 0.2], [0.3, 0.4])
+    assert two["rho"] is None and two["p"] is None and two["reason"] == "needs 3 poisons"
+    flat = spearman([0.1, 0.1, 0.1], [0.3, 0.4, 0.5])
+    assert flat["rho"] is None and "constant" in flat["reason"]
+    many = spearman(np.arange(EXACT_MAX + 1), np.arange(EXACT_MAX + 1) ** 2)
+    assert many["rho"] == pytest.approx(1.0) and many["p_exact"] is None
+
