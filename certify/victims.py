@@ -15,53 +15,75 @@ def train_task(data: Dataset, released: dict, *, seed: int, training: TrainConfi
                model: ModelSpec, device: str) -> dict:
     """A model trained normally on a release: weights, history and (for SAL) per-epoch weights."""
     net = model.build(seed, task_device(device))
-    kept = []
-
-    def snapshot(epoch, m):
-        kept.append({k: v.detach().cpu().clone() for k, v in m.state_dict().items()})
-
+    kept: list[dict] = []
     hist = train(net, images(released["released"]), data.y_train, training, seed, x_test=data.x_test,
-                 y_test=data.y_test, epoch_callback=snapshot if checkpoints else None, desc=desc)
+                 y_test=data.y_test, epoch_callback=_snapshots(kept) if checkpoints else None, desc=desc)
     return {"state": {k: v.cpu() for k, v in net.state_dict().items()}, "history": hist, "checkpoints": kept}
 
 
-def add_victim(ctx: RunContext, release: str, name: str, seed_name: str = "victim", stage: str = "train") -> str:
-    """The model trained normally on `release`; it keeps per-epoch weights when SAL will score them.
+def _snapshots(kept: list):
+    """An epoch callback that appends a CPU copy of the weights after every epoch (what SAL scores)."""
+    def snapshot(epoch, m):
+        kept.append({k: v.detach().cpu().clone() for k, v in m.state_dict().items()})
 
-    Whether they are kept is not part of the key (the weights are the same): a stored model
+    return snapshot
+
+
+def _keeps_checkpoints(ctx: RunContext) -> dict:
+    """`cached` arguments for a model SAL may score: per-epoch weights are kept unless scores are
+    skipped. Whether they are kept is not part of the key (the weights are the same): a stored model
     without them is trained again when a later run needs them."""
     keep = "scores" not in ctx.cfg.skip
+    return {"accept": (lambda a: bool(a.get("checkpoints"))) if keep else None, "unkeyed": {"checkpoints": keep}}
+
+
+def add_victim(ctx: RunContext, release: str, name: str, seed_name: str = "victim", stage: str = "train") -> str:
+    """The model trained normally on `release`; it keeps per-epoch weights when SAL will score them."""
     spec = {"seed": derive(ctx.cfg.seed, seed_name), "training": ctx.cfg.train}
-    return ctx.cached("model", spec, train_task, (ctx.data_key, release), poison=name,
-                      accept=(lambda a: bool(a["checkpoints"])) if keep else None,
-                      unkeyed={"checkpoints": keep, "desc": f"train {name}"}, stage=stage)
+    kept = _keeps_checkpoints(ctx)
+    return ctx.cached("model", spec, train_task, (ctx.data_key, release), poison=name, accept=kept["accept"],
+                      unkeyed={**kept["unkeyed"], "desc": f"train {name}"}, stage=stage)
 
 
-def defended_task(data: Dataset, released: dict, *, defense: str, params, seed: int, prepare_seed: int,
-                  training: TrainConfig, model: ModelSpec, device: str) -> dict:
-    """Final and peak test accuracy of a victim trained on a release under `defense`."""
+def defended_data(data: Dataset, released: dict, defense: str, params, prepare_seed: int):
+    """(defense, x, y): the defense and the training data after its `prepare` step (if it has one)."""
     from defenses.base import DEFENSES
 
     d = DEFENSES.get(defense).factory(params)
     x, y = images(released["released"]), data.y_train
     if d.prepare is not None:
         x, y = d.prepare(x, y, prepare_seed)
+    return d, x, y
+
+
+def defended_task(data: Dataset, released: dict, *, defense: str, params, seed: int, prepare_seed: int,
+                  training: TrainConfig, checkpoints: bool, model: ModelSpec, device: str) -> dict:
+    """Final and peak test accuracy of a victim trained on a release under `defense` (+ per-epoch
+    weights for SAL)."""
+    d, x, y = defended_data(data, released, defense, params, prepare_seed)
     net = model.build(seed, task_device(device))
+    kept: list[dict] = []
     hist = train(net, x, y, training, seed, x_test=data.x_test, y_test=data.y_test,
-                 batch_transform=d.batch_transform, loss_fn=d.loss_fn, desc=f"train + {defense}")
+                 batch_transform=d.batch_transform, loss_fn=d.loss_fn,
+                 epoch_callback=_snapshots(kept) if checkpoints else None, desc=f"train + {defense}")
     return {"accuracy": hist["final_test_accuracy"], "peak_accuracy": hist["peak_test_accuracy"],
-            "history": hist["test_accuracy"]}
+            "history": hist["test_accuracy"], "checkpoints": kept}
 
 
-def add_defended(ctx: RunContext, release: str, name: str, defense: str) -> str:
+def defense_spec(ctx: RunContext, defense: str) -> dict:
+    """What decides a defense's training data: its name, parameters and the seed of its `prepare`."""
     from defenses.base import DEFENSES
 
     cfg = ctx.cfg
-    spec = {"defense": defense, "params": DEFENSES.params(defense, cfg.defense_params.get(defense, {}), dataset=cfg.dataset,
-                                                profile=cfg.profile),
-            "seed": derive(cfg.seed, "victim"), "prepare_seed": derive(cfg.seed, "defense", defense),
-            "training": cfg.train}
-    return ctx.cached("defended", spec, defended_task, (ctx.data_key, release), poison=name, defense=defense)
+    return {"defense": defense, "params": DEFENSES.params(defense, cfg.defense_params.get(defense, {}),
+                                                          dataset=cfg.dataset, profile=cfg.profile),
+            "prepare_seed": derive(cfg.seed, "defense", defense)}
+
+
+def add_defended(ctx: RunContext, release: str, name: str, defense: str) -> str:
+    spec = {**defense_spec(ctx, defense), "seed": derive(ctx.cfg.seed, "victim"), "training": ctx.cfg.train}
+    return ctx.cached("defended", spec, defended_task, (ctx.data_key, release), poison=name, defense=defense,
+                      **_keeps_checkpoints(ctx))
 
 
 def distance(model: ModelSpec, state_a: dict, state_b: dict) -> float:
@@ -77,5 +99,6 @@ def empirical_section(clean: dict, protected: dict, defended: dict[str, dict]) -
                "peak_protected_accuracy": ph["peak_test_accuracy"], "clean_history": ch["test_accuracy"],
                "protected_history": ph["test_accuracy"]}
     if defended:
-        section["defenses"] = {d: {k: v for k, v in art.items() if k != "history"} for d, art in defended.items()}
+        section["defenses"] = {d: {"accuracy": art["accuracy"], "peak_accuracy": art["peak_accuracy"]}
+                               for d, art in defended.items()}
     return section

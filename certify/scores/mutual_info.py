@@ -134,17 +134,23 @@ def features(model: nn.Module, x: torch.Tensor, batch: int = 500) -> torch.Tenso
     return torch.cat(out).flatten(1)
 
 
-def mi_section(clean_model: nn.Module, protected_model: nn.Module, x_test: torch.Tensor,
-               y_test: torch.Tensor, cfg: MIConfig, seed: int) -> dict:
-    """The report's `mutual_information` section for one poison (the `none` control: protected = clean).
+def paired_features(clean_model: nn.Module, protected_model: nn.Module, x_test: torch.Tensor,
+                    y_test: torch.Tensor, cfg: MIConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(clean model's features, protected model's features, labels) of the run's MI images.
 
-    `seed` is the run seed: the images (derive(seed, "mi-images")) and the projection directions
-    (derive(seed, "mi-projections")) are the same for every poison of the run.
+    `seed` is the run seed: the images (derive(seed, "mi-images")) are the same for every poison of the
+    run; the `none` control passes protected_model = clean_model and gets the clean features twice.
     """
     idx, _ = stratified_draw(y_test, cfg.images, derive(seed, "mi-images"), "mi.images")
     x = x_test[idx]
     fc = features(clean_model, x)
     fp = fc if protected_model is clean_model else features(protected_model, x)
+    return fc, fp, y_test[idx]
+
+
+def mi_from_features(fc: torch.Tensor, fp: torch.Tensor, cfg: MIConfig, seed: int) -> dict:
+    """The report's `mutual_information` section from paired features; the projection directions
+    (derive(seed, "mi-projections"), `seed` the run seed) are shared by every poison of the run."""
     pseed = derive(seed, "mi-projections")
     other = "histogram" if cfg.estimator == "ksg" else "ksg"
     est = {}
@@ -153,15 +159,23 @@ def mi_section(clean_model: nn.Module, protected_model: nn.Module, x_test: torch
         est[name] = (sliced_mi(fc, fc, **kw), sliced_mi(fc, fp, **kw))
     clean, protected = est[cfg.estimator]
     hc, hp = est["histogram"]
+    n = len(fc)
     return {
-        "estimator": cfg.estimator, "projections": cfg.projections, "images": int(len(idx)),
+        "estimator": cfg.estimator, "projections": cfg.projections, "images": int(n),
         "clean": clean, "protected": protected, "gap": clean - protected,
         "histogram_clean": hc, "histogram_protected": hp, "histogram_gap": hc - hp,
         "ksg_clean": est["ksg"][0], "ksg_protected": est["ksg"][1], "ksg_gap": est["ksg"][0] - est["ksg"][1],
         "k": cfg.k, "bins": cfg.bins, "bin_rule": "equal-width",
         "protocol": (f"sliced MI over {cfg.projections} shared random projection pairs between the clean "
                      f"model's and the protected model's L2-normalised penultimate features of the same "
-                     f"{len(idx)} seeded stratified clean test images; gap = SI(clean model with itself) - "
+                     f"{n} seeded stratified clean test images; gap = SI(clean model with itself) - "
                      f"SI(clean, protected)"),
         "note": "a faithful reconstruction; the paper's exact protocol is not public",
     }
+
+
+def mi_section(clean_model: nn.Module, protected_model: nn.Module, x_test: torch.Tensor,
+               y_test: torch.Tensor, cfg: MIConfig, seed: int) -> dict:
+    """The report's `mutual_information` section for one poison (the `none` control: protected = clean)."""
+    fc, fp, _ = paired_features(clean_model, protected_model, x_test, y_test, cfg, seed)
+    return mi_from_features(fc, fp, cfg, seed)
