@@ -26,7 +26,8 @@ from certify.graph import run_graph
 from certify.models import check_input_size, count_parameters
 from certify.progress import say
 from certify.recovery import add_recovery, section as recovery_section
-from certify.scores.stages import add_mi, add_sal, sections as score_sections
+from certify.scores.comparison import comparison
+from certify.scores.stages import add_defended_sal, add_mi, add_sal, sections as score_sections
 from certify.victims import add_defended, add_victim, distance, empirical_section
 
 SCHEMA = "ue-certify/report/v1"
@@ -161,6 +162,7 @@ def _plan(ctx: RunContext, clean_release: str, releases: list[tuple[str, str]]) 
              "defended": {d: add_defended(ctx, release, name, d) for d in cfg.defenses}}
         if scores:
             p["sal"] = add_sal(ctx, release, p["victim"], name)
+            p["defended_sal"] = {d: add_defended_sal(ctx, release, k, name, d) for d, k in p["defended"].items()}
             p["mi"] = add_mi(ctx, plan["clean"], p["victim"], name)
         if sigma is not None:
             p["certificate"] = certificate.plan(ctx, name, release, p["victim"], sigma, draws=cert)
@@ -203,7 +205,8 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[
         e = section["empirical"]
         line = f"{name}: protected accuracy {e['protected_accuracy']:.3f} (clean {e['clean_accuracy']:.3f})"
         if "sal" in p:
-            section.update(score_sections(ctx, v[plan["sal_clean"]], v[p["sal"]], v[p["mi"]]))
+            section.update(score_sections(ctx, v[plan["sal_clean"]], v[p["sal"]], v[p["mi"]],
+                                          {d: v[k] for d, k in p["defended_sal"].items()}))
             line += f"; UD {section['sal_ud']['ud']}; MI gap {section['mutual_information']['gap']:.3f}"
         if "recovery" in p:
             section["recovery"] = recovery_section(ctx, p["recovery"], v)
@@ -215,6 +218,8 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[
                      f"at eta/sigma={point['eta_over_sigma']}")
         say(line)
         report["poisons"][name] = section
+    if any(n != "none" for n in report["poisons"]):
+        report["comparison"] = comparison(report["poisons"])
     report["timings"] = _timings(outcome.records, time.time() - t0)
     report["execution"] = {"executor": cfg.executor, "cached": outcome.cached, "tasks": outcome.records}
     from certify.report import write_report  # figures and HTML are only needed at the end

@@ -330,3 +330,71 @@ def test_load_report_round_trip(written):
     doc = load_report(written / "report.json")
     assert set(doc["poisons"]) == {"none", "miue"}
     assert doc == json.loads((written / "report.json").read_text())
+
+
+# ----------------------------------------------------------------------------- the literature comparison
+
+def _with_comparison(poisons=("none", "miue", "em", "random")) -> dict:
+    from certify.scores.comparison import comparison
+
+    r = make_report(poisons=poisons)
+    for i, (name, sec) in enumerate(r["poisons"].items()):
+        if name != "none":
+            sec["empirical"]["protected_accuracy"] = 0.1 + 0.1 * i
+            sec["mutual_information"]["gap"] = 0.5 - 0.1 * i
+        sec["covariance"] = {"score": 1.0 if name == "none" else 1.5 - 0.1 * i, "score_null_reason": None,
+                             "clean": 0.4, "protected": 0.4, "images": 1000}
+        sec["sal_ud"]["defended"] = {"jpeg": {"ud": 0.5 + 0.1 * i, "ud_null_reason": None}}
+    r["comparison"] = comparison(r["poisons"])
+    return r
+
+
+def test_comparison_table_near_the_top_with_correlations():
+    r = _with_comparison()
+    validate_report(r)
+    doc = build_document(r)
+    titles = [b.title for b in doc.children if isinstance(b, Section)]
+    assert titles.index("Comparison with the literature") == titles.index("Summary") + 1
+    table, corr = _tables(_section(doc, "Comparison with the literature"))
+    assert table.header == ["poison", "protected acc", "acc drop", "certified @ η/σ=0.1", "gap to none", "UD",
+                            "MI gap", "covariance score", "jpeg acc", "grayscale acc", "UD jpeg"]
+    rows = {row[0]: row for row in table.rows}
+    assert list(rows) == ["none", "miue", "em", "random"]
+    at = {p["eta_over_sigma"]: p["learnability"] for p in r["poisons"]["em"]["certificate"]["curve"]}
+    ctl = {p["eta_over_sigma"]: p["learnability"] for p in r["poisons"]["none"]["certificate"]["curve"]}
+    assert rows["em"] == ["em", "0.300", "0.200", f"{at[0.1]:.3f}", f"{at[0.1] - ctl[0.1]:+.3f}", "0.420", "0.3",
+                          "1.300", "0.400", "0.350", "0.700"]
+    assert rows["none"][2] == "0.000" and rows["none"][4] == "—"
+    # MI gap and covariance score both fall as the drop falls: rho = +1 over the three poisons
+    assert corr.rows[0][:2] == ["MI gap vs accuracy drop", "+1.000"] and corr.rows[0][3:5] == ["0.333", "3"]
+    assert corr.rows[1][:2] == ["covariance score vs accuracy drop", "+1.000"]
+    assert _md_tables(build_markdown(r)) == _html_tables(build_html(r, {})) == [
+        [t.header] + t.rows for t in _tables(doc)]
+
+
+def test_comparison_of_one_poison_and_without_scores_or_defenses(tmp_path):
+    from certify.scores.comparison import comparison
+
+    r = make_report()
+    for sec in r["poisons"].values():
+        for key in ("sal_ud", "mutual_information", "certificate"):
+            del sec[key]
+        del sec["empirical"]["defenses"]
+    r["comparison"] = comparison(r["poisons"])
+    write_report(r, tmp_path)
+    doc = build_document(load_report(tmp_path / "report.json"))
+    table, corr = _tables(_section(doc, "Comparison with the literature"))
+    assert table.rows[1] == ["miue", "0.210", "0.325", "—", "—", "—", "—", "—", "—", "—"]
+    assert [row[-1] for row in corr.rows] == ["needs 3 poisons", "needs 3 poisons"]
+    assert "## Comparison with the literature" in (tmp_path / "report.md").read_text()
+
+
+def test_schema_checks_the_comparison():
+    r = _with_comparison()
+    r["comparison"]["rows"][1]["protected_accuracy"] = 1.5
+    with pytest.raises(UserError, match=r"comparison\.rows\[1\]\.protected_accuracy"):
+        validate_report(r)
+    r = _with_comparison()
+    r["comparison"]["correlations"]["mi_gap"].update(rho=None, reason=None)
+    with pytest.raises(UserError, match=r"comparison\.correlations\.mi_gap\.reason"):
+        validate_report(r)

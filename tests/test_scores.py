@@ -197,3 +197,49 @@ def test_spearman_needs_three_points_and_variation():
     many = spearman(np.arange(EXACT_MAX + 1), np.arange(EXACT_MAX + 1) ** 2)
     assert many["rho"] == pytest.approx(1.0) and many["p_exact"] is None
 
+
+# ----------------------------------------------------------------------------- the comparison
+
+def _section(clean, protected, *, certified=None, ud=None, mi=None, cov=None, defenses=None):
+    sec = {"empirical": {"clean_accuracy": clean, "protected_accuracy": protected,
+                         "defenses": {d: {"accuracy": a, "peak_accuracy": a} for d, (a, _) in (defenses or {}).items()}}}
+    if certified is not None:
+        sec["certificate"] = {"curve": [{"eta_over_sigma": 0.05, "learnability": 0.99},
+                                        {"eta_over_sigma": 0.1, "learnability": certified}]}
+    if ud is not None:
+        sec["sal_ud"] = {"ud": ud, "defended": {d: {"ud": u} for d, (_, u) in (defenses or {}).items()}}
+    if mi is not None:
+        sec["mutual_information"] = {"gap": mi}
+    if cov is not None:
+        sec["covariance"] = {"score": cov}
+    return sec
+
+
+def test_comparison_rows_gaps_and_correlations():
+    from scipy import stats
+
+    from certify.scores.comparison import comparison
+
+    d = {"jpeg": (0.5, 0.9)}
+    poisons = {"none": _section(0.8, 0.8, certified=0.7, ud=1.0, mi=0.0, cov=1.0, defenses={"jpeg": (0.6, 1.1)}),
+               "a": _section(0.8, 0.2, certified=0.3, ud=0.2, mi=0.30, cov=1.6, defenses=d),
+               "b": _section(0.8, 0.5, certified=0.5, ud=0.6, mi=0.10, cov=1.1, defenses=d),
+               "c": _section(0.8, 0.4, certified=0.4, ud=0.5, mi=0.20, cov=1.3, defenses=d),
+               "d": _section(0.8, 0.7, ud=0.9, mi=0.15, defenses=d)}  # no certificate, no covariance
+    comp = comparison(poisons)
+    rows = {r["poison"]: r for r in comp["rows"]}
+    assert list(rows) == ["none", "a", "b", "c", "d"] and rows["none"]["control"] and not rows["a"]["control"]
+    assert rows["a"]["accuracy_drop"] == pytest.approx(0.6) and rows["none"]["accuracy_drop"] == 0
+    assert rows["a"]["certified"] == 0.3 and rows["a"]["certified_gap"] == pytest.approx(-0.4)
+    assert rows["none"]["certified_gap"] is None and rows["d"]["certified_status"] == "absent"
+    assert rows["a"]["defenses"] == {"jpeg": {"accuracy": 0.5, "ud": 0.9}} and comp["defenses"] == ["jpeg"]
+    mi = comp["correlations"]["mi_gap"]  # four poisons, the control left out
+    drops = [0.6, 0.3, 0.4, 0.1]
+    assert mi["poisons"] == ["a", "b", "c", "d"]
+    assert mi["rho"] == pytest.approx(stats.spearmanr([0.30, 0.10, 0.20, 0.15], drops).statistic)
+    cov = comp["correlations"]["covariance"]  # d has no score: three points, ranked alike
+    assert cov["poisons"] == ["a", "b", "c"] and cov["rho"] == pytest.approx(1.0)
+    # two poisons: no correlation, with the reason; without a control no gap
+    small = comparison({k: poisons[k] for k in ("a", "b")})
+    assert small["correlations"]["mi_gap"]["reason"] == "needs 3 poisons" and small["control"] is None
+    assert all(r["certified_gap"] is None for r in small["rows"])

@@ -333,14 +333,21 @@ def _certificate(name: str, sec: dict, report: dict) -> Section:
                    + _guarantee(name, sec, report))
 
 
+def _ud_text(s: dict) -> str:
+    return f"{s['ud']:.4g}" if s["ud"] is not None else f"not available ({s.get('ud_null_reason') or 'no reason'})"
+
+
 def _sal_ud(s: dict) -> Section:
-    ud = f"{s['ud']:.4g}" if s["ud"] is not None else f"not available ({s.get('ud_null_reason') or 'no reason'})"
-    return Section("SAL / UD", [Bullets([
-        [Strong("UD"), f": {ud}"],
+    items = [
+        [Strong("UD"), f": {_ud_text(s)}"],
         [Strong("LP"), f": protected {num(s['lp_protected'])}, clean {num(s['lp_clean'])}"],
         [Strong("Settings"), f": β = {num(s['beta'])}, ρ = {num(s['rho'])}, {s['layers']} layers, "
                              f"profile {s['profile']}"],
-    ])])
+    ]
+    if s.get("defended"):
+        items.append([Strong("UD of the model trained under each defense"),
+                      " (same β and clean #LP): " + ", ".join(f"{d} {_ud_text(v)}" for d, v in s["defended"].items())])
+    return Section("SAL / UD", [Bullets(items)])
 
 
 def _mutual_information(m: dict) -> Section:
@@ -348,6 +355,15 @@ def _mutual_information(m: dict) -> Section:
         [Strong("Estimator"), f": {m['estimator']}, {m['projections']} projections, {m['images']} images"],
         [Strong("MI"), f": clean {num(m['clean'])}, protected {num(m['protected'])}, gap {num(m['gap'])}, "
                        f"histogram gap {num(m['histogram_gap'])}"],
+    ])])
+
+
+def _covariance(c: dict) -> Section:
+    score = num(c["score"]) if c["score"] is not None else f"not available ({c['score_null_reason']})"
+    return Section("Intra-class covariance", [Bullets([
+        [Strong("Covariance score"), f": {score} (protected {num(c['protected'])} / clean {num(c['clean'])}, "
+                                     f"{c['images']} clean test images)"],
+        [Strong("Definition"), f": {c.get('definition') or DASH}"],
     ])])
 
 
@@ -379,6 +395,8 @@ def _poison(name: str, sec: dict, report: dict, figs: list) -> Section:
         children.append(_sal_ud(sec["sal_ud"]))
     if sec.get("mutual_information"):
         children.append(_mutual_information(sec["mutual_information"]))
+    if sec.get("covariance"):
+        children.append(_covariance(sec["covariance"]))
     if sec.get("recovery"):
         children.append(_recovery(sec))
     # the poison's figures follow its last subsection
@@ -411,6 +429,11 @@ def build_document(report: dict) -> Section:
     if report.get("warnings"):
         children.append(Section("Warnings", [Bullets([[w] for w in report["warnings"]])]))
     children.append(_summary(report))
+    from certify.report.literature import comparison_section  # it builds on this module's helpers
+
+    literature = comparison_section(report)
+    if literature is not None:
+        children.append(literature)
     children += [Figure(spec.filename, spec.caption) for spec in plan if spec.poison is None and spec.kind != "timeline"]
     children += [_poison(name, sec, report, [spec for spec in plan if spec.poison == name])
                  for name, sec in report["poisons"].items()]

@@ -116,6 +116,35 @@ MUTUAL_INFORMATION = _obj({
     "histogram_gap": _NUM_OR_NULL,
 })
 
+# A null score must say why.
+COVARIANCE = _obj(
+    {"score": _NUM_OR_NULL, "score_null_reason": {"type": ["string", "null"]}, "clean": _NUM_OR_NULL,
+     "protected": _NUM_OR_NULL, "images": _COUNT},
+    allOf=[{"if": {"properties": {"score": {"type": "null"}}, "required": ["score"]},
+            "then": {"properties": {"score_null_reason": {"type": "string", "minLength": 1}}}}],
+)
+
+# the literature's measures side by side (certify.scores.comparison); a null correlation must say why
+CORRELATION = _obj(
+    {"rho": {"type": ["number", "null"], "minimum": -1, "maximum": 1}, "p": _FRACTION_OR_NULL,
+     "p_exact": _FRACTION_OR_NULL, "n": _COUNT, "reason": {"type": ["string", "null"]}},
+    allOf=[{"if": {"properties": {"rho": {"type": "null"}}, "required": ["rho"]},
+            "then": {"properties": {"reason": {"type": "string", "minLength": 1}}}}],
+)
+COMPARISON = _obj({
+    "eta_over_sigma": _NONNEG,
+    "control": {"type": ["string", "null"]},
+    "defenses": {"type": "array", "items": _STR},
+    "rows": {"type": "array", "items": _obj({
+        "poison": _STR, "control": {"type": "boolean"}, "protected_accuracy": _FRACTION,
+        "accuracy_drop": {"type": "number", "minimum": -1, "maximum": 1},
+        "certified": _FRACTION_OR_NULL, "certified_status": {"enum": ["certified", "abstains", "absent"]},
+        "certified_gap": _NUM_OR_NULL, "ud": _NUM_OR_NULL, "mi_gap": _NUM_OR_NULL, "covariance": _NUM_OR_NULL,
+        "defenses": {"type": "object", "additionalProperties": _obj({"accuracy": _FRACTION, "ud": _NUM_OR_NULL})},
+    })},
+    "correlations": _obj({"mi_gap": CORRELATION, "covariance": CORRELATION}),
+})
+
 RECOVERY_METHOD = _obj({
     "start": _STR,
     "bn": {"enum": ["frozen", "re-estimated"]},
@@ -130,6 +159,7 @@ POISON = _obj(
         "certificate": CERTIFICATE,
         "sal_ud": SAL_UD,
         "mutual_information": MUTUAL_INFORMATION,
+        "covariance": COVARIANCE,
         "recovery": {"type": "object", "additionalProperties": RECOVERY_METHOD},
     },
 )
@@ -163,6 +193,7 @@ REPORT_SCHEMA: dict = {
         },
         {"timings": {"type": "object", "additionalProperties": _NONNEG},
          "warnings": {"type": "array", "items": _STR},
+         "comparison": COMPARISON,
          "execution": _obj({"executor": {"enum": ["ray", "serial"]}, "cached": {"type": "integer", "minimum": 0},
                             "tasks": {"type": "array", "items": TASK_RECORD}})},
     ),

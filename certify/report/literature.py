@@ -1,0 +1,69 @@
+"""The report's comparison with the literature: report.json's `comparison` as a document section.
+
+One table with a row per poison of the run (the three papers' measures: accuracy, certified
+learnability, UD, MI gap, covariance score, accuracy and UD under the ISS defenses), one with the rank
+correlations across poisons, and the definitions. A run with a single poison gets its one-row table
+(and the control's row) and correlations that say they need 3 poisons; a report without
+`comparison` (older reports, a run of the clean control alone) gets no section.
+"""
+from __future__ import annotations
+
+from certify.report.content import DASH, acc, num, signed
+from certify.report.document import Bullets, Paragraph, Section, Strong, Table
+
+ISS = ("jpeg", "grayscale")  # always shown: the defenses the MI-UE paper says it is weakest against
+
+
+def _ratio(x) -> str:
+    return DASH if x is None else f"{x:.3f}"
+
+
+def _certified(row: dict) -> str:
+    return {"abstains": "abstains", "absent": DASH}.get(row["certified_status"]) or acc(row["certified"])
+
+
+def _correlations(comp: dict) -> Table:
+    rows = []
+    for label, key in (("MI gap", "mi_gap"), ("covariance score", "covariance")):
+        c = comp["correlations"][key]
+        rows.append([f"{label} vs accuracy drop", DASH if c["rho"] is None else signed(c["rho"]),
+                     num(c["p"], 3), num(c["p_exact"], 3), str(c["n"]), c["reason"] or ""])
+    return Table(["across poisons", "Spearman ρ", "p (scipy)", "exact p", "poisons", "note"], rows)
+
+
+def comparison_section(report: dict) -> Section | None:
+    comp = report.get("comparison")
+    if not comp:
+        return None
+    r = comp["eta_over_sigma"]
+    control = comp["control"]
+    defenses = list(ISS) + [d for d in comp["defenses"] if d not in ISS]
+    defended_ud = [d for d in comp["defenses"] if any((row["defenses"].get(d) or {}).get("ud") is not None
+                                                      for row in comp["rows"])]
+    header = ["poison", "protected acc", "acc drop", f"certified @ η/σ={r:g}",
+              f"gap to {control}" if control else "gap to control", "UD", "MI gap", "covariance score"]
+    header += [f"{d} acc" for d in defenses] + [f"UD {d}" for d in defended_ud]
+    rows = []
+    for row in comp["rows"]:
+        cells = [row["poison"], acc(row["protected_accuracy"]), f"{row['accuracy_drop']:.3f}", _certified(row),
+                 DASH if row["certified_gap"] is None else signed(row["certified_gap"]),
+                 _ratio(row["ud"]), num(row["mi_gap"], 3), _ratio(row["covariance"])]
+        cells += [acc((row["defenses"].get(d) or {}).get("accuracy")) or DASH for d in defenses]
+        cells += [_ratio((row["defenses"].get(d) or {}).get("ud")) for d in defended_ud]
+        rows.append(cells)
+    d = comp["definitions"]
+    notes = Bullets([
+        [Strong("acc drop"), f": {d['accuracy_drop']}."],
+        [Strong("certified"), f": the certified upper bound on learnability (see Summary); gap: {d['certified_gap']}."],
+        [Strong("UD"), ": #LP(model) / #LP(clean model) (“How far are we from true unlearnability?”); 1 = as "
+                       "learnable as clean data, toward 0 = unlearnable."],
+        [Strong("MI gap"), ": sliced MI of the clean model's features with itself minus with the protected "
+                           "model's (MI-UE; see each poison's Mutual information)."],
+        [Strong("covariance score"), f": {d['covariance']}; above 1: the protected model separates the classes "
+                                     "of clean images less tightly than the clean model."],
+        [Strong("UD under a defense"), f": {d['defended_ud']}."],
+        [Strong("correlations"), f": {d['correlations']}."],
+    ])
+    return Section("Comparison with the literature", [
+        Paragraph(["The three papers' measures for every poison of this run (dash: not measured in this run)."]),
+        Table(header, rows), _correlations(comp), notes])
