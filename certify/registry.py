@@ -56,9 +56,7 @@ class Registry:
     def register(self, name: str, summary: str, params: type | None = None, kind: str = "method",
                  min_side: int = 1):
         def deco(factory):
-            plugin = plugins.current()
-            if plugin is not None and self.package and getattr(factory, "__module__", "").startswith(self.package + "."):
-                plugin = None  # a built-in module first imported by a plugin's import is still built-in
+            plugin = self._plugin_of(factory)
             problem = self._refusal(name, params, plugin)
             if problem is None:
                 origin = plugin.distribution if plugin else plugins.BUILT_IN
@@ -73,14 +71,19 @@ class Registry:
 
         return deco
 
-    def _refusal(self, name: str, params: type | None, plugin) -> str | None:
+    def _plugin_of(self, factory) -> plugins.Plugin | None:
+        """The plugin registering `factory`: None for a built-in, even one a plugin's import loads first."""
+        own = self.package is not None and getattr(factory, "__module__", "").startswith(self.package + ".")
+        return None if own else plugins.current()
+
+    def _refusal(self, name: str, params: type | None, plugin: plugins.Plugin | None) -> str | None:
         """Why this registration breaks the contract, or None."""
         if plugin is not None:
             self._load()  # the built-ins first: a plugin never takes a built-in name
         if name in self._entries:
             return f"the name is taken ({self._entries[name].origin})"
         if params is not None and not (isinstance(params, type) and dataclasses.is_dataclass(params)):
-            return f"params must be a dataclass class, got {params!r}"
+            return f"params must be a dataclass type, got {params!r}"
         return self.check(params) if self.check is not None else None
 
     def _load(self) -> None:

@@ -195,6 +195,38 @@ def test_plugin_cannot_take_a_taken_name(plugin_site, capsys):
     assert "poisons (plugin another 1.0):" in out and "poisons (plugin collide-plugin 2.0):" not in out
 
 
+def test_origin_across_registries(plugin_site, capsys):
+    """A plugin's import may reach another registry before that one has loaded: a built-in module it
+    imports stays built-in, and its own registrations there meet that registry's built-ins first."""
+    for pkg, what, group in (("plug_xa", "gadget", "a"), ("plug_xb", "widget", "b")):
+        (plugin_site / pkg).mkdir()
+        (plugin_site / pkg / "__init__.py").write_text(
+            f"from certify.registry import Registry\nREG = Registry({what!r}, package={pkg!r}, group='test.{group}')\n")
+    for name in ("u", "w"):
+        (plugin_site / "plug_xb" / f"{name}.py").write_text(
+            f"from plug_xb import REG\nREG.register({name!r}, 'built-in')(lambda: {name!r})\n")
+    fake_dist(plugin_site, "cross", "1.0", {"test.a": {"g": "plug_xplugin"}}, {"plug_xplugin": """
+        import plug_xb.w  # a built-in module of the other registry, first imported here
+        from plug_xa import REG as A
+        from plug_xb import REG as B
+
+        A.register("g", "the plugin's gadget")(lambda: "g")
+        B.register("w", "the plugin's w")(lambda: "mine")
+        B.register("u", "the plugin's u")(lambda: "mine")
+        B.register("v", "the plugin's widget")(lambda: "v")
+    """})
+    import plug_xa
+
+    assert [(e.name, e.origin) for e in plug_xa.REG.entries()] == [("g", "cross 1.0")]
+    import plug_xb
+
+    assert [(e.name, e.origin, e.factory()) for e in plug_xb.REG.entries()] == [
+        ("u", "built-in", "u"), ("v", "cross 1.0", "v"), ("w", "built-in", "w")]
+    assert capsys.readouterr().err.splitlines() == [
+        f"certify: warning: plugin cross 1.0 (test.a: g = plug_xplugin): widget {n!r} not registered: "
+        "the name is taken (built-in)" for n in ("w", "u")]
+
+
 @pytest.mark.parametrize("group, source, message", [
     ("certify.poisons", """
         from dataclasses import dataclass
@@ -234,7 +266,7 @@ def test_plugin_cannot_take_a_taken_name(plugin_site, capsys):
             pass
 
         DEFENSES.register("m", "params not a dataclass", P)(lambda p: None)
-     """, "defense 'm' not registered: params must be a dataclass class"),
+     """, "defense 'm' not registered: params must be a dataclass type"),
 ], ids=["poison-params-not-PoisonParams", "poison-unknown-norm", "recovery-without-bn", "defense-params-not-dataclass"])
 def test_plugin_breaking_the_params_contract_is_refused(plugin_site, capsys, group, source, message):
     fake_dist(plugin_site, "contract", "0.1", {group: {"m": "plug_contract"}}, {"plug_contract": source})
