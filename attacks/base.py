@@ -18,8 +18,6 @@ from certify.registry import Registry
 from certify.training import TrainConfig
 from certify.validation import check_nonnegative
 
-POISONS = Registry("poison", package="attacks")
-
 STORAGE_LEVELS = 255  # 8-bit images
 
 
@@ -49,6 +47,21 @@ class PoisonParams:
     def epsilon_for(self, shape: tuple[int, ...]) -> float:
         """The budget applied to images of `shape` (poisons with size-scaled l2 budgets override it)."""
         return self.epsilon
+
+
+NORMS = ("linf", "l2", "l0", "none")
+
+
+def params_problem(params: type | None) -> str | None:
+    """The contract crafting and the report rely on: a PoisonParams subclass with a known norm."""
+    if not (isinstance(params, type) and issubclass(params, PoisonParams)):
+        return f"params must subclass attacks.base.PoisonParams, got {params!r}"
+    if params.norm not in NORMS:
+        return f"norm must be one of {', '.join(NORMS)}, got {params.norm!r}"
+    return None
+
+
+POISONS = Registry("poison", package="attacks", group="certify.poisons", check=params_problem)
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:

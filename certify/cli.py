@@ -205,6 +205,7 @@ def cmd_list(ns, argv) -> int:
     from attacks.recovery import RECOVERY
     from certify.data import DATASETS, SPEC_FORMS
     from certify.models import MODELS
+    from certify.plugins import BUILT_IN
     from defenses.base import DEFENSES
 
     def section(title, entries):
@@ -213,9 +214,14 @@ def cmd_list(ns, argv) -> int:
             tag = " (control)" if getattr(e, "kind", "") == "control" else ""
             print(f"  {e.name:<18} {e.summary}{tag}")
 
-    section("poisons:", POISONS.entries())
-    section("defenses:", DEFENSES.entries())
-    section("recovery attacks:", RECOVERY.entries())
+    def by_origin(title, entries):  # the pluggable kinds: built-ins, then each plugin distribution's
+        for origin in dict.fromkeys([BUILT_IN] + [e.origin for e in entries]):
+            section(f"{title} ({origin if origin == BUILT_IN else 'plugin ' + origin}):",
+                    [e for e in entries if e.origin == origin])
+
+    by_origin("poisons", POISONS.entries())
+    by_origin("defenses", DEFENSES.entries())
+    by_origin("recovery attacks", RECOVERY.entries())
     section("datasets:", DATASETS.entries())
     for form, text in SPEC_FORMS.items():
         print(f"  {form:<18} {text}")

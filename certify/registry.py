@@ -13,14 +13,22 @@ profiles (a profile: `certify run --profile`):
 
 `Registry.params` applies field defaults <- dataset overrides <- profile overrides <- the user's
 values (`poison_params` etc. in the run config), built and type-checked by `certify.params.from_dict`.
+
+A registry with an entry-point `group` also takes third-party methods (`certify/plugins.py`): after
+its built-in package it imports the group's plugins, and each entry records its `origin`. Every
+registration, built-in or not, meets the same contract: a free name, Params that are a dataclass
+(or None) and pass the registry's own `check`. A built-in that breaks it is a bug (RuntimeError); a
+plugin's registration is dropped with one warning.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from certify import plugins
 from certify.errors import UserError
 from certify.params import for_dataset, from_dict
 
@@ -33,33 +41,63 @@ class Entry:
     params: type | None = None  # a dataclass of the method's parameters with defaults
     kind: str = "method"  # e.g. "poison", "control"
     min_side: int = 1  # models: the smallest image height and width they train on
+    origin: str = plugins.BUILT_IN  # or the plugin's "distribution version"
 
 
 @dataclass
 class Registry:
     what: str  # "poison", "defense", ... used in error messages
     package: str | None = None  # modules under it are imported before the first lookup
+    group: str | None = None  # entry-point group of third-party plugins, imported after `package`
+    check: Callable[[type | None], str | None] | None = None  # what is wrong with a Params class, or None
     _entries: dict[str, Entry] = field(default_factory=dict)
     _loaded: bool = False
 
     def register(self, name: str, summary: str, params: type | None = None, kind: str = "method",
                  min_side: int = 1):
         def deco(factory):
-            if name in self._entries:
-                raise RuntimeError(f"{self.what} {name!r} registered twice")
-            self._entries[name] = Entry(name, factory, summary, params, kind, min_side)
+            plugin = self._plugin_of(factory)
+            problem = self._refusal(name, params, plugin)
+            if problem is None:
+                origin = plugin.distribution if plugin else plugins.BUILT_IN
+                self._entries[name] = Entry(name, factory, summary, params, kind, min_side, origin)
+                if plugin is not None:
+                    plugin.undo.append(lambda: self._entries.pop(name, None))
+            elif plugin is None:
+                raise RuntimeError(f"{self.what} {name!r}: {problem}")
+            else:
+                plugins.warn(plugin, f"{self.what} {name!r} not registered: {problem}")
             return factory
 
         return deco
 
+    def _plugin_of(self, factory) -> plugins.Plugin | None:
+        """The plugin registering `factory`: None for a built-in, even one a plugin's import loads first."""
+        own = self.package is not None and getattr(factory, "__module__", "").startswith(self.package + ".")
+        return None if own else plugins.current()
+
+    def _refusal(self, name: str, params: type | None, plugin: plugins.Plugin | None) -> str | None:
+        """Why this registration breaks the contract, or None."""
+        if plugin is not None:
+            self._load()  # the built-ins first: a plugin never takes a built-in name
+        if name in self._entries:
+            return f"the name is taken ({self._entries[name].origin})"
+        if params is not None and not (isinstance(params, type) and dataclasses.is_dataclass(params)):
+            return f"params must be a dataclass type, got {params!r}"
+        return self.check(params) if self.check is not None else None
+
     def _load(self) -> None:
-        if self._loaded or self.package is None:
+        if self._loaded:
             return
         self._loaded = True
-        pkg = importlib.import_module(self.package)
-        for mod in pkgutil.iter_modules(pkg.__path__):
-            if not mod.name.startswith("_"):
-                importlib.import_module(f"{self.package}.{mod.name}")
+        if self.package is not None:
+            with plugins.loading(None):
+                pkg = importlib.import_module(self.package)
+                for mod in pkgutil.iter_modules(pkg.__path__):
+                    if not mod.name.startswith("_"):
+                        importlib.import_module(f"{self.package}.{mod.name}")
+        if self.group is not None:
+            plugins.load(self.group)
 
     def names(self) -> list[str]:
         self._load()

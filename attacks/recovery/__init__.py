@@ -13,13 +13,23 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from attacks.recovery._common import BN_MODES, CONSTRAINTS
 from certify.certificate.config import MAX_ETA_SIGMA
 from certify.errors import UserError
 from certify.registry import Registry
 from certify.seeding import derive, stratified_draw
 from certify.validation import check_at_most, check_open_unit, check_positive
 
-RECOVERY = Registry("recovery attack", package="attacks.recovery")
+
+def params_problem(params: type | None) -> str | None:
+    """The report states each attack's BN mode and constraint: its Params must declare both."""
+    for attr, allowed in (("bn", BN_MODES), ("constraint", CONSTRAINTS)):
+        if getattr(params, attr, None) not in allowed:
+            return f"params must declare {attr} as one of {', '.join(allowed)} (a field or ClassVar)"
+    return None
+
+
+RECOVERY = Registry("recovery attack", package="attacks.recovery", group="certify.recovery", check=params_problem)
 
 
 @dataclass

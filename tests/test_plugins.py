@@ -1,0 +1,321 @@
+"""Third-party poisons, defenses and recovery attacks through entry points (certify/plugins.py).
+
+The example plugin (examples/certify-plugin-example) is installed by pip, offline, into a temporary
+folder that only these tests put on the path; installing it into the venv would put its poison in
+every other test's registry (`--poison all`, `certify list`, the gate's baselines). Broken,
+colliding, defense and recovery plugins are tiny fake distributions: a `*.dist-info` folder with
+METADATA and entry_points.txt beside a module is all importlib.metadata needs to see one.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from attacks.base import POISONS, CraftContext
+from attacks.recovery import RECOVERY, RecoveryInputs
+from certify.cli import main
+from certify.errors import UserError
+from certify.models import build_model
+from certify.training import TrainConfig, evaluate
+from defenses.base import DEFENSES
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "certify-plugin-example"
+ORIGIN = "certify-plugin-example 0.1.0"
+
+# a defense and a recovery attack from one distribution, through both groups
+TINY = {
+    "entry_points": {"certify.defenses": {"hflip": "plug_tiny_defense"},
+                     "certify.recovery": {"still": "plug_tiny_recovery"}},
+    "modules": {
+        "plug_tiny_defense": """
+            from defenses.base import DEFENSES, Defense
+
+            @DEFENSES.register("hflip", "every training image mirrored left-right")
+            def make(params):
+                return Defense("hflip", prepare=lambda x, y, seed: (x.flip(-1), y))
+        """,
+        "plug_tiny_recovery": """
+            from dataclasses import dataclass
+            from typing import ClassVar
+
+            from attacks.recovery import RECOVERY
+            from certify.training import evaluate
+
+            @dataclass
+            class StillParams:
+                bn: ClassVar[str] = "frozen"
+                constraint: ClassVar[str] = "ball"
+
+            @RECOVERY.register("still", "theta_ue itself at every eta (no attack)", StillParams)
+            def still(inputs, params):
+                acc = evaluate(inputs.model, inputs.x_test, inputs.y_test)
+                return [{"eta": eta, "accuracy": acc} for eta in inputs.etas]
+        """,
+    },
+}
+
+
+def fake_dist(site: Path, name: str, version: str, entry_points: dict, modules: dict) -> None:
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text("".join(
+        f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) for group, eps in entry_points.items()))
+    for module, source in modules.items():
+        (site / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+def subprocess_env(*paths: Path) -> dict:
+    """This interpreter's environment with `paths` and this checkout first on PYTHONPATH."""
+    old = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([*map(str, paths), str(ROOT)] + ([old] if old else []))}
+
+
+def warnings_in(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("certify: warning:")]
+
+
+@pytest.fixture(scope="session")
+def example_site(tmp_path_factory):
+    """The example installed by pip into its own folder, from a copy (a build writes build/ and
+    *.egg-info beside its source); offline: --no-index, and the venv's setuptools builds it."""
+    base = tmp_path_factory.mktemp("example")
+    src = shutil.copytree(EXAMPLE, base / "src")
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                          "--no-index", "--target", str(base / "site"), str(src)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return base / "site"
+
+
+@pytest.fixture
+def plugin_site(tmp_path, monkeypatch):
+    """A folder on sys.path for fake distributions; the registries keep their built-ins and load
+    plugins again on their next lookup; all restored afterwards."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    for registry in (POISONS, DEFENSES, RECOVERY):
+        registry.names()
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+        monkeypatch.setattr(registry, "_loaded", False)
+    before = set(sys.modules)
+    yield site
+    for name in set(sys.modules) - before:
+        if name.startswith("plug_") or name == "certify_checkerboard":
+            del sys.modules[name]
+
+
+def test_example_is_listed_with_its_origin(example_site, plugin_site, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(example_site))
+    assert main(["list"]) == 0
+    out, err = capsys.readouterr()
+    assert not err
+    lines = out.splitlines()
+    at = lines.index(f"poisons (plugin {ORIGIN}):")
+    assert lines[at + 1].split()[0] == "checkerboard"
+    builtins = lines[lines.index("poisons (built-in):") + 1:at]
+    assert "miue" in {line.split()[0] for line in builtins} and not any("checkerboard" in b for b in builtins)
+
+
+def test_example_poison_params_and_crafting(example_site, plugin_site, monkeypatch, digits, capsys, tmp_path):
+    monkeypatch.syspath_prepend(str(example_site))
+    entry = POISONS.get("checkerboard")
+    assert entry.origin == ORIGIN
+    # its Params go through the same checks as a built-in's, from the CLI too: one line, exit 2
+    with pytest.raises(UserError, match="cells"):
+        POISONS.params("checkerboard", {"cells": 2})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("poison_params:\n  checkerboard:\n    cell: 0\n")
+    code = main(["run", "--dataset", "digits", "--poison", "checkerboard", "--config", str(bad)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["certify: error: poison checkerboard: cell must be an integer >= 1 "
+                                 "(pixels on a 32-pixel side), got 0"]
+    # a class-wise pattern within its l-inf budget: +-epsilon wherever nothing was clipped, and at
+    # each pixel one sign per class
+    params = POISONS.params("checkerboard", {}, dataset="digits")
+    ctx = CraftContext(digits.x_train, digits.y_train, digits.num_classes, None, TrainConfig(), 7, torch.device("cpu"))
+    released = entry.factory(ctx, params)
+    delta = released - digits.x_train
+    inside = (released > 0) & (released < 1)
+    assert inside.float().mean() > 0.2
+    assert torch.allclose(delta[inside].abs(), torch.full_like(delta[inside], 8 / 255), atol=1e-6)
+    assert delta.abs().max() <= 8 / 255 + 1e-6
+    for k in range(digits.num_classes):
+        d = delta[digits.y_train == k]
+        assert not ((d > 1e-6).any(0) & (d < -1e-6).any(0)).any()
+
+
+def test_broken_plugin_is_one_warning_and_registers_nothing(plugin_site, capsys):
+    fake_dist(plugin_site, "broken-plugin", "1.0", {"certify.poisons": {"halfway": "plug_broken"}},
+              {"plug_broken": """
+                  from attacks.base import POISONS, PoisonParams
+
+                  @POISONS.register("halfway", "registered before the import fails", PoisonParams)
+                  def craft(ctx, p):
+                      return ctx.x
+
+                  raise RuntimeError("boom")
+              """})
+    assert main(["list"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == ["certify: warning: plugin broken-plugin 1.0 (certify.poisons: halfway = "
+                                "plug_broken): not loaded: RuntimeError: boom"]
+    assert "miue" in out and "halfway" not in out
+    # its name is unknown; the warning is not repeated in the same process
+    assert main(["run", "--dataset", "digits", "--poison", "halfway"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("certify: error: unknown poison 'halfway'; choose from: ")
+
+
+def test_plugin_cannot_take_a_taken_name(plugin_site, capsys):
+    def poisons(*names):
+        return "from attacks.base import POISONS, PoisonParams\n" + "".join(
+            f"POISONS.register({n!r}, 'a copy', PoisonParams)(lambda ctx, p: ctx.x)\n" for n in names)
+
+    fake_dist(plugin_site, "collide-plugin", "2.0", {"certify.poisons": {"mine": "plug_collide"}},
+              {"plug_collide": poisons("miue", "lite")})
+    fake_dist(plugin_site, "another", "1.0", {"certify.poisons": {"first": "plug_another"}},
+              {"plug_another": poisons("lite", "other")})
+    assert main(["list"]) == 0
+    out, err = capsys.readouterr()
+    assert warnings_in(err) == err.splitlines() == [
+        "certify: warning: plugin collide-plugin 2.0 (certify.poisons: mine = plug_collide): poison 'miue' not "
+        "registered: the name is taken (built-in)",
+        "certify: warning: plugin collide-plugin 2.0 (certify.poisons: mine = plug_collide): poison 'lite' not "
+        "registered: the name is taken (another 1.0)"]
+    assert POISONS.get("miue").origin == "built-in" and POISONS.get("miue").factory.__module__ == "attacks.miue"
+    assert {n: POISONS.get(n).origin for n in ("lite", "other")} == {"lite": "another 1.0", "other": "another 1.0"}
+    assert "poisons (plugin another 1.0):" in out and "poisons (plugin collide-plugin 2.0):" not in out
+
+
+def test_origin_across_registries(plugin_site, capsys):
+    """A plugin's import may reach another registry before that one has loaded: a built-in module it
+    imports stays built-in, and its own registrations there meet that registry's built-ins first."""
+    for pkg, what, group in (("plug_xa", "gadget", "a"), ("plug_xb", "widget", "b")):
+        (plugin_site / pkg).mkdir()
+        (plugin_site / pkg / "__init__.py").write_text(
+            f"from certify.registry import Registry\nREG = Registry({what!r}, package={pkg!r}, group='test.{group}')\n")
+    for name in ("u", "w"):
+        (plugin_site / "plug_xb" / f"{name}.py").write_text(
+            f"from plug_xb import REG\nREG.register({name!r}, 'built-in')(lambda: {name!r})\n")
+    fake_dist(plugin_site, "cross", "1.0", {"test.a": {"g": "plug_xplugin"}}, {"plug_xplugin": """
+        import plug_xb.w  # a built-in module of the other registry, first imported here
+        from plug_xa import REG as A
+        from plug_xb import REG as B
+
+        A.register("g", "the plugin's gadget")(lambda: "g")
+        B.register("w", "the plugin's w")(lambda: "mine")
+        B.register("u", "the plugin's u")(lambda: "mine")
+        B.register("v", "the plugin's widget")(lambda: "v")
+    """})
+    import plug_xa
+
+    assert [(e.name, e.origin) for e in plug_xa.REG.entries()] == [("g", "cross 1.0")]
+    import plug_xb
+
+    assert [(e.name, e.origin, e.factory()) for e in plug_xb.REG.entries()] == [
+        ("u", "built-in", "u"), ("v", "cross 1.0", "v"), ("w", "built-in", "w")]
+    assert capsys.readouterr().err.splitlines() == [
+        f"certify: warning: plugin cross 1.0 (test.a: g = plug_xplugin): widget {n!r} not registered: "
+        "the name is taken (built-in)" for n in ("w", "u")]
+
+
+@pytest.mark.parametrize("group, source, message", [
+    ("certify.poisons", """
+        from dataclasses import dataclass
+        from attacks.base import POISONS
+
+        @dataclass
+        class P:
+            epsilon: float = 0.1
+
+        POISONS.register("m", "params not a PoisonParams", P)(lambda ctx, p: ctx.x)
+     """, "poison 'm' not registered: params must subclass attacks.base.PoisonParams"),
+    ("certify.poisons", """
+        from dataclasses import dataclass
+        from typing import ClassVar
+        from attacks.base import POISONS, PoisonParams
+
+        @dataclass
+        class P(PoisonParams):
+            norm: ClassVar[str] = "l3"
+
+        POISONS.register("m", "an unknown norm", P)(lambda ctx, p: ctx.x)
+     """, "poison 'm' not registered: norm must be one of linf, l2, l0, none, got 'l3'"),
+    ("certify.recovery", """
+        from dataclasses import dataclass
+        from attacks.recovery import RECOVERY
+
+        @dataclass
+        class P:
+            steps: int = 1
+
+        RECOVERY.register("m", "no bn, no constraint", P)(lambda inputs, p: [])
+     """, "recovery attack 'm' not registered: params must declare bn as one of frozen, re-estimated"),
+    ("certify.defenses", """
+        from defenses.base import DEFENSES
+
+        class P:
+            pass
+
+        DEFENSES.register("m", "params not a dataclass", P)(lambda p: None)
+     """, "defense 'm' not registered: params must be a dataclass type"),
+], ids=["poison-params-not-PoisonParams", "poison-unknown-norm", "recovery-without-bn", "defense-params-not-dataclass"])
+def test_plugin_breaking_the_params_contract_is_refused(plugin_site, capsys, group, source, message):
+    fake_dist(plugin_site, "contract", "0.1", {group: {"m": "plug_contract"}}, {"plug_contract": source})
+    registry = {"certify.poisons": POISONS, "certify.defenses": DEFENSES, "certify.recovery": RECOVERY}[group]
+    assert "m" not in registry.names() and len(registry.names()) > 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("certify: warning: plugin contract 0.1 (") and message in line, line
+    with pytest.raises(UserError, match=f"unknown {registry.what} 'm'"):
+        registry.get("m")
+
+
+def test_defense_and_recovery_plugins(plugin_site, digits, capsys):
+    fake_dist(plugin_site, "tiny-methods", "0.3", **TINY)
+    assert DEFENSES.get("hflip").origin == RECOVERY.get("still").origin == "tiny-methods 0.3"
+    assert main(["list"]) == 0
+    out, err = capsys.readouterr()
+    assert not err and "defenses (plugin tiny-methods 0.3):\n  hflip" in out
+    assert "recovery attacks (plugin tiny-methods 0.3):\n  still" in out
+    x, y = digits.x_train[:5], digits.y_train[:5]
+    assert torch.equal(DEFENSES.get("hflip").factory(DEFENSES.params("hflip")).prepare(x, y, 0)[0], x.flip(-1))
+    model = build_model("cnn", digits.shape, digits.num_classes, seed=1)
+    inputs = RecoveryInputs(model, x, y, digits.x_test, digits.y_test, (0.0, 2.0), seed=0)
+    acc = evaluate(model, digits.x_test, digits.y_test)
+    assert RECOVERY.get("still").factory(inputs, RECOVERY.params("still")) == [
+        {"eta": 0.0, "accuracy": acc}, {"eta": 2.0, "accuracy": acc}]
+
+
+@pytest.mark.slow
+def test_run_with_plugins_on_ray(example_site, tmp_path):
+    """The default executor: Ray workers look the names up and load the plugins themselves."""
+    site = tmp_path / "site"
+    fake_dist(site, "tiny-methods", "0.3", **TINY)
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text("train:\n  epochs: 3\nsurrogate:\n  epochs: 2\nsmoothing:\n  chunk: 25\n  sigma_draws: 10\n"
+                   "recovery:\n  methods: [still]\n  eta_sigma: [0.5, 2.0]\n")
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "certify.cli", "--quiet", "run", "--dataset", "digits",
+                          "--poison", "checkerboard", "--defense", "hflip", "--samples", "50", "--skip", "scores",
+                          "--threads", "1", "--workers", "2", "--config", str(cfg), "--out", str(out),
+                          "--cache-dir", str(tmp_path / "cache")],
+                         capture_output=True, text=True, env=subprocess_env(example_site, site), timeout=600)
+    assert res.returncode == 0 and not warnings_in(res.stderr), res.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["environment"]["executor"] == "ray"
+    sec = report["poisons"]["checkerboard"]
+    assert sec["parameters"] == {"epsilon": 8 / 255, "cell": 4}
+    assert sec["budget"]["norm"] == "linf" and 0 < sec["budget"]["measured"] <= 8 / 255 + 1e-6
+    assert 0 <= sec["empirical"]["defenses"]["hflip"]["accuracy"] <= 1
+    curve = sec["recovery"]["still"]["curve"]
+    assert [p["eta_over_sigma"] for p in curve] == [0.5, 2.0] and curve[0]["accuracy"] == curve[1]["accuracy"]
+    crafted = [t for t in report["execution"]["tasks"] if t["stage"] == "craft" and t["poison"] == "checkerboard"]
+    assert len(crafted) == 1 and crafted[0]["node"]
