@@ -53,7 +53,7 @@ def test_registry_lists_every_named_source_with_a_summary():
         assert n in names
     for e in DATASETS.entries():
         assert e.summary and "\n" not in e.summary
-    assert set(SPEC_FORMS) == {"folder:PATH", "npz:PATH", "idx:DIR"}
+    assert set(SPEC_FORMS) == {"folder:PATH", "npz:PATH", "idx:DIR", "pt:PATH", "delta:PATH"}
     assert all(v and "\n" not in v for v in SPEC_FORMS.values())
 
 
@@ -591,7 +591,7 @@ def npz_with_member(path: Path, header_shape: tuple, payload: bytes) -> str:
 
 def test_npz_member_header_must_match_its_size(tmp_path):
     spec = npz_with_member(tmp_path / "long.npz", (4, 3, 3), bytes(36 + 100))  # 100 bytes more than declared
-    one_line_error(lambda: load_split(spec), "header says (4, 3, 3)", "the member holds 136")
+    one_line_error(lambda: load_split(spec), "header says (4, 3, 3)", "holds 136")
     spec = npz_with_member(tmp_path / "short.npz", (10**6, 10**6), bytes(64))  # 1 TB declared
     one_line_error(lambda: load_split(spec), "1,000,000,000,000 bytes")
 
