@@ -12,6 +12,7 @@ tensor's shape can describe far more than its file holds), sides at most `MAX_SI
 from __future__ import annotations
 
 import pickle
+import re
 import struct
 import zipfile
 from pathlib import Path
@@ -31,8 +32,12 @@ _LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSEr
 
 
 def _first_line(e: Exception) -> str:
-    lines = str(e).strip().splitlines()
-    return (lines[0][:200] if lines else "") or type(e).__name__
+    """A message's first line, cut short and printable (a hostile file chooses names it contains)."""
+    text = str(e)
+    refused = re.search(r"WeightsUnpickler error: (.*)", text)  # torch's own advice is to load it unsafely
+    lines = (refused.group(1).split(" Please use")[0] if refused else text).strip().splitlines()
+    line = re.sub(r"\x1b\[[0-9;]*m", "", lines[0] if lines else "")[:200]
+    return "".join(c if c.isprintable() else "?" for c in line) or type(e).__name__
 
 
 def existing_file(path: str, where: str, suffixes: tuple[str, ...]) -> Path:
