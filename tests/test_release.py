@@ -86,6 +86,7 @@ def test_delta_below_half_a_level_rounds_away(tmp_path, clean):
 
 @pytest.mark.parametrize("values, dtype, match", [
     (12.0, torch.float32, "divide it by 255"),  # a perturbation in pixel units, saved as float
+    (1.0, torch.float32, "divide it by 255"),  # whole numbers: one level in pixel units
     (-255.0, torch.float64, "divide it by 255"),
     (300.0, torch.float32, "must lie in [-1, 1]"),
     (float("nan"), torch.float32, "NaN"),

@@ -26,9 +26,10 @@ def read_perturbation(path: str, like: tuple[int, int, int, int], where: str) ->
     if not bool(torch.isfinite(delta).all()):
         raise UserError(f"{p}: the perturbation contains NaN or Inf")
     top = float(delta.abs().max())
-    if 1.0 < top <= 255.0:
-        raise UserError(f"{p}: the perturbation reaches {top:g}, so it looks like 0..255 pixel units; divide it by "
-                        f"255 (a perturbation is given on the [0, 1] image scale, in [-1, 1])")
+    # whole numbers reaching 1 (a change of one level, in pixel units) are no [0, 1]-scale perturbation either
+    if 1.0 < top <= 255.0 or (top == 1.0 and torch.equal(delta, delta.round())):
+        raise UserError(f"{p}: the perturbation reaches {top:.4g}, so it looks like 0..255 pixel units; divide it "
+                        f"by 255 (a perturbation is given on the [0, 1] image scale, in [-1, 1])")
     if top > 1.0:
         raise UserError(f"{p}: perturbation values must lie in [-1, 1] (found up to {top:g} in size)")
     return delta.contiguous()
