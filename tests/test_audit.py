@@ -93,3 +93,13 @@ def test_audit_of_a_perturbation_file_from_the_cli(tmp_path, capsys, digits):
     assert cert["samples"] == 50 and len(cert["draws"]) == 50
     assert "sal_ud" not in report["poisons"]["release"] and "recovery" not in report["poisons"]["release"]
     assert report["dataset"]["n_train"] == len(x) and "resized_to" not in report["dataset"]
+
+
+def test_a_perturbation_in_pixel_units_is_one_line_and_writes_nothing(tmp_path, capsys, files):
+    np.save(tmp_path / "delta.npy", np.full((200, 8, 8), 3.0, np.float32))  # ±3 levels saved without / 255
+    out = tmp_path / "out"
+    code = main(["audit", "--release", f"delta:{tmp_path / 'delta.npy'}", "--clean", files["clean"], "--test",
+                 files["test"], "--executor", "serial", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("certify: error: ")
+    assert "divide it by 255" in err and not out.exists()
