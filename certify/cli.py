@@ -45,6 +45,12 @@ def _sigma(value: str):
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
 
 
+def _image_size_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-size", dest="image_size", type=int, metavar="S",
+                   help="resize every image to SxS (shorter side to S, centre crop, antialiased); "
+                   "needed for image folders of mixed sizes")
+
+
 def _evaluation_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `audit` (they run the same stages)."""
     p.add_argument("--config", help="YAML file of settings (flags override it)")
@@ -65,6 +71,7 @@ def _evaluation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connect-timeout", dest="connect_timeout", type=float,
                    help="seconds to wait for the cluster at --address (default 60)")
     p.add_argument("--skip", type=_list, help="stages to skip: certify,scores,recovery")
+    _image_size_option(p)
     p.add_argument("--profile", choices=["quick", "reference"], help="solver settings (default quick)")
     p.add_argument("--no-baseline", dest="baseline", action="store_const", const=False,
                    help="drop the clean control's own row")
@@ -83,7 +90,7 @@ def build_parser() -> Parser:
 
     r = sub.add_parser("run", help="craft poisons, train, certify, score and report (the main job)")
     r.add_argument("--poison", dest="poisons", type=_list, help="poison name(s), comma-separated, or all")
-    r.add_argument("--dataset", help="cifar10-mini (default), digits, mnist, ..., folder:PATH, npz:PATH, idx:DIR")
+    r.add_argument("--dataset", help="cifar10-mini (default), digits, mnist, ..., folder:PATH, npz:PATH, idx:DIR, pt:PATH")
     r.add_argument("--test", help="a separate test source (default: the dataset's own test split)")
     _evaluation_options(r)
 
@@ -98,9 +105,11 @@ def build_parser() -> Parser:
     p.add_argument("--cache-dir", dest="cache_dir")
     p.add_argument("--data-root", dest="data_root")
     p.add_argument("--download", action="store_const", const=True)
+    _image_size_option(p)
 
     a = sub.add_parser("audit", help="evaluate a dataset someone already protected (no crafting)")
-    a.add_argument("--release", required=True, help="the protected set: folder:PATH, npz:PATH or NAME:train")
+    a.add_argument("--release", required=True, help="the protected set: folder:PATH, npz:PATH, pt:PATH or "
+                   "NAME:train, or delta:PATH (a perturbation of --clean in .pt, .npy or .npz)")
     a.add_argument("--clean", dest="dataset", required=True, help="the clean set it pairs with, image for image")
     a.add_argument("--test", required=True, help="a clean test source")
     a.add_argument("--budget", help="the budget the release was made with, e.g. linf:8/255 or l2:0.5 "
@@ -126,7 +135,7 @@ def _flags(ns: argparse.Namespace, names: list[str]) -> dict:
 
 RUN_FLAGS = ["poisons", "dataset", "test", "model", "defenses", "samples", "out", "seed", "sigma", "q", "alpha",
              "eta_sigma", "coverage", "executor", "workers", "threads", "address", "connect_timeout", "skip", "profile", "baseline", "cache_dir",
-             "resume", "data_root", "download"]
+             "resume", "data_root", "download", "image_size"]
 
 
 def cmd_run(ns, argv) -> int:
@@ -177,7 +186,7 @@ def cmd_poison(ns, argv) -> int:
     from certify.config import load_config
     from certify.pipeline import export_poison
 
-    flags = _flags(ns, ["dataset", "seed", "model", "cache_dir", "data_root", "download"])
+    flags = _flags(ns, ["dataset", "seed", "model", "cache_dir", "data_root", "download", "image_size"])
     cfg = load_config(ns.config, {**flags, "poisons": [ns.poison]})
     manifest = export_poison(cfg, ns.out, ns.format)
     budget = manifest["budget"]

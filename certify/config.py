@@ -31,6 +31,7 @@ class RunConfig(CertificateConfig):
     poisons: list[str] = field(default_factory=lambda: ["miue"])
     dataset: str = "cifar10-mini"
     test: Union[str, None] = None
+    image_size: Union[int, None] = None  # --image-size S: every image resized to S×S (shorter side, centre crop)
     data_root: Union[str, None] = None
     download: bool = False
     model: Union[str, None] = None  # None: the dataset's default
@@ -71,6 +72,11 @@ class RunConfig(CertificateConfig):
                                 f"({self.smoothing.threads}) must not exceed workers ({self.workers}): "
                                 "a task asks for one CPU per thread")
         check_positive(where, connect_timeout=self.connect_timeout)
+        if self.image_size is not None:
+            from certify.data._common import MAX_SIDE
+
+            check_positive(where, image_size=self.image_size)
+            check_at_most(where, MAX_SIDE, image_size=self.image_size)
         if not 0 < self.gpu_fraction <= 1:
             raise UserError(f"{where}: gpu_fraction must be in (0, 1], got {self.gpu_fraction!r}")
         for s in self.skip:

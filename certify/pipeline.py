@@ -111,7 +111,7 @@ def environment(cfg: RunConfig, device: str) -> dict:
 
 def _context(cfg: RunConfig, data: Dataset | None = None) -> RunContext:
     cache = Cache(cfg.cache_dir)
-    data = data or load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.seed, cfg.test)
+    data = data or load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.seed, cfg.test, cfg.image_size)
     arch = cfg.model or "cnn"
     check_input_size(arch, data.shape)  # where dataset and model first meet, before any task
     gpus = torch.cuda.is_available()
@@ -142,7 +142,8 @@ def export_poison(cfg: RunConfig, out: str, fmt: str) -> dict:
     released = _run_graph(ctx, time.time()).values[release]["released"].to(torch.float32) / 255.0
     head = budget_head(ctx, name, released)
     manifest = {"poison": name, "parameters": head["parameters"], "budget": head["budget"], "seed": cfg.seed,
-                "dataset": ctx.data.name, "model": ctx.model.arch, "n": len(released), "classes": ctx.data.classes}
+                "dataset": ctx.data.name, "model": ctx.model.arch, "n": len(released), "classes": ctx.data.classes,
+                **({"resized_to": cfg.image_size} if cfg.image_size else {})}
     export_released(released, ctx.data.y_train, ctx.data.classes, out, fmt, manifest)
     return manifest
 

@@ -67,3 +67,39 @@ def test_bad_budget_is_one_line(spec):
     with pytest.raises(UserError, match="--budget"):
         parse_budget(spec)
     assert parse_budget("l2:0.5") == {"norm": "l2", "epsilon": 0.5}
+
+
+@pytest.mark.slow
+def test_audit_of_a_perturbation_file_from_the_cli(tmp_path, capsys, digits):
+    """A release made elsewhere, given as its perturbation (`delta:`), certified end to end on digits."""
+    from certify.data import load_split
+
+    x, _, _ = load_split("digits:train")
+    pattern = ((torch.arange(64).reshape(1, 1, 8, 8) % 2) * 2 - 1).float() * 3 / 255  # ±3/255
+    torch.save({"delta": pattern.expand_as(x).permute(0, 2, 3, 1).contiguous()}, tmp_path / "delta.pt")  # NHWC
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    out = tmp_path / "out"
+    code = main(["audit", "--release", f"delta:{tmp_path / 'delta.pt'}", "--clean", "digits:train", "--test",
+                 "digits:test", "--config", str(tmp_path / "tiny.yaml"), "--executor", "serial", "--samples", "50",
+                 "--skip", "scores,recovery", "--budget", "linf:4/255", "--out", str(out), "--cache-dir", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "warning" not in err
+    report = json.loads((out / "report.json").read_text())
+    budget = report["poisons"]["release"]["budget"]
+    assert budget["measured"] == pytest.approx(3 / 255, abs=1e-6) and budget["measured_on"] == "images as given"
+    assert budget["measured_linf_max"] == budget["measured"]
+    cert = report["poisons"]["release"]["certificate"]
+    assert cert["samples"] == 50 and len(cert["draws"]) == 50
+    assert "sal_ud" not in report["poisons"]["release"] and "recovery" not in report["poisons"]["release"]
+    assert report["dataset"]["n_train"] == len(x) and "resized_to" not in report["dataset"]
+
+
+def test_a_perturbation_in_pixel_units_is_one_line_and_writes_nothing(tmp_path, capsys, files):
+    np.save(tmp_path / "delta.npy", np.full((200, 8, 8), 3.0, np.float32))  # ±3 levels saved without / 255
+    out = tmp_path / "out"
+    code = main(["audit", "--release", f"delta:{tmp_path / 'delta.npy'}", "--clean", files["clean"], "--test",
+                 files["test"], "--executor", "serial", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("certify: error: ")
+    assert "divide it by 255" in err and not out.exists()

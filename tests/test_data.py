@@ -53,7 +53,7 @@ def test_registry_lists_every_named_source_with_a_summary():
         assert n in names
     for e in DATASETS.entries():
         assert e.summary and "\n" not in e.summary
-    assert set(SPEC_FORMS) == {"folder:PATH", "npz:PATH", "idx:DIR"}
+    assert set(SPEC_FORMS) == {"folder:PATH", "npz:PATH", "idx:DIR", "pt:PATH", "delta:PATH"}
     assert all(v and "\n" not in v for v in SPEC_FORMS.values())
 
 
@@ -311,6 +311,66 @@ def test_folder_nested_folder(tmp_path):
     _two_class_folder(tmp_path)
     (tmp_path / "a" / "sub").mkdir()
     one_line_error(lambda: load_split(f"folder:{tmp_path}"), str(tmp_path / "a" / "sub"))
+
+
+# ---------------------------------------------------------------- any image size: --image-size
+
+def mixed_format_folder(root: Path) -> dict[str, np.ndarray]:
+    """Two classes of images of six sizes in PNG, JPEG, WebP (lossless) and BMP; the PNG ones returned."""
+    rng = np.random.default_rng(16)
+    pngs = {}
+    for cls, sizes in (("a", [(12, 20), (9, 9), (30, 17)]), ("b", [(8, 8), (16, 40), (11, 13)])):
+        (root / cls).mkdir(parents=True)
+        for i, ((h, w), (fmt, ext)) in enumerate(zip(sizes, [("PNG", "png"), ("JPEG", "jpg"), ("WEBP", "webp"),
+                                                              ("BMP", "bmp")] * 2)):
+            a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            Image.fromarray(a).save(root / cls / f"{i}.{ext}", format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+            if fmt == "PNG":
+                pngs[f"{cls}/{i}"] = a
+    return pngs
+
+
+def test_folder_of_mixed_sizes_and_formats_needs_image_size(tmp_path):
+    pngs = mixed_format_folder(tmp_path)
+    msg = one_line_error(lambda: load_split(f"folder:{tmp_path}"), "differs from", "--image-size S")
+    assert msg.startswith(str(tmp_path / "a"))
+    x, y, classes = load_split(f"folder:{tmp_path}", image_size=8)
+    assert x.shape == (6, 3, 8, 8) and y.tolist() == [0, 0, 0, 1, 1, 1] and on_grid(x)
+    # a PNG image is exactly torchvision's antialiased resize of its pixels, then a centre crop
+    from torchvision.transforms.v2 import functional as F
+
+    ref = F.center_crop(F.resize(torch.from_numpy(pngs["a/0"]).permute(2, 0, 1), [8], antialias=True), [8, 8])
+    assert torch.equal(x[0], ref.float() / 255)
+    assert torch.equal(x[3], torch.from_numpy(pngs["b/0"]).permute(2, 0, 1).float() / 255)  # already 8x8: as it was
+    # as a dataset: the report records the size
+    d = load_dataset(f"folder:{tmp_path}", test=f"folder:{tmp_path}", image_size=8)
+    assert d.info()["resized_to"] == 8 and d.shape == (3, 8, 8)
+    assert "resized_to" not in load_dataset("digits").info()
+
+
+def test_folder_of_mixed_sizes_as_given_is_a_list(tmp_path):
+    mixed_format_folder(tmp_path)
+    x, _, _ = load_split(f"folder:{tmp_path}", mixed_ok=True)
+    assert isinstance(x, list) and [tuple(im.shape) for im in x][:2] == [(3, 12, 20), (3, 9, 9)]
+
+
+def test_resize_keeps_the_centre_of_the_shorter_side():
+    from certify.data.resize import fit, resize_images
+
+    img = torch.zeros(2, 1, 12, 36)
+    img[0, ..., 12:24] = 1.0  # a white middle third: what the centre crop of a 12x36 image keeps
+    img[1, ..., :12] = 1.0  # a white left third: cropped away
+    out = resize_images(img, 6)
+    assert out.shape == (2, 1, 6, 6) and on_grid(out)
+    assert float(out[0, ..., 1:5].min()) == 1.0 and float(out[0].min()) > 0.5  # antialiasing softens the edges only
+    assert float(out[1].max()) < 0.2
+    one_line_error(lambda: fit([torch.zeros(1, 4, 4), torch.zeros(1, 5, 4)], None, "w"), "several sizes", "--image-size")
+
+
+def test_folder_refuses_other_formats(tmp_path):
+    _two_class_folder(tmp_path)
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a" / "icon.ico", format="ICO")
+    one_line_error(lambda: load_split(f"folder:{tmp_path}"), str(tmp_path / "a" / "icon.ico"), "PNG, JPEG, WEBP, BMP")
 
 
 # ---------------------------------------------------------------- npz:PATH
@@ -591,7 +651,7 @@ def npz_with_member(path: Path, header_shape: tuple, payload: bytes) -> str:
 
 def test_npz_member_header_must_match_its_size(tmp_path):
     spec = npz_with_member(tmp_path / "long.npz", (4, 3, 3), bytes(36 + 100))  # 100 bytes more than declared
-    one_line_error(lambda: load_split(spec), "header says (4, 3, 3)", "the member holds 136")
+    one_line_error(lambda: load_split(spec), "header says (4, 3, 3)", "holds 136")
     spec = npz_with_member(tmp_path / "short.npz", (10**6, 10**6), bytes(64))  # 1 TB declared
     one_line_error(lambda: load_split(spec), "1,000,000,000,000 bytes")
 

@@ -1,10 +1,14 @@
 """`folder:PATH`: one subfolder of images per class (sorted folder names give the label order).
 
-Every image is read with Pillow and must have the same size. Grayscale images (modes 1, L, LA)
-stay one channel when every image is grayscale; otherwise every image is converted to RGB (alpha
-dropped). Hidden files (names starting with '.') are skipped; anything else must be an image.
-Limits (`_common`): images at most `MAX_SIDE` pixels per side (checked from each header before it
-is decoded) and the decoded set, counted as RGB, at most `MAX_BYTES`.
+Images are PNG, JPEG, WebP, BMP, GIF or TIFF (`FORMATS`; first frame), read with Pillow; other
+formats are never handed to Pillow's other plugins. Grayscale images (modes 1, L, LA) stay one
+channel when every image is grayscale; otherwise every image becomes RGB (alpha dropped). Hidden
+files (names starting with '.') are skipped; anything else must be an image.
+
+Sizes: with `image_size` S each image is resized to S×S as it is read (`resize`); without it the
+images must share one size, except where `mixed_ok` (an audit reading images as given) asks for a
+list of images of any sizes. Limits (`_common`): images at most `MAX_SIDE` pixels per side (checked
+from each header before it is decoded) and the decoded set, counted as RGB, at most `MAX_BYTES`.
 """
 from __future__ import annotations
 
@@ -15,8 +19,10 @@ import numpy as np
 import torch
 
 from certify.data._common import Source, check_bytes, check_side, uint8_to_tensor
+from certify.data.resize import resize_uint8
 from certify.errors import UserError
 
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")  # Pillow's names
 GRAY_MODES = {"1", "L", "LA"}
 COLOR_MODES = {"RGB", "RGBA", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}
 
@@ -26,34 +32,33 @@ def _one_line(e: Exception) -> str:
     return text[0] if text else type(e).__name__
 
 
-def _read(path: Path):
+def _read(path: Path) -> np.ndarray:
+    """uint8 H×W×1 (grayscale) or H×W×3."""
     from PIL import Image
 
     try:
         with warnings.catch_warnings():
             # Pillow only warns (on stderr) between its limit and twice it: refuse those too
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = Image.open(path, formats=FORMATS)
         with im:
             check_side(im.height, im.width, str(path))  # from the header, before decoding
             im.load()  # decode now: a truncated file fails here
             mode = im.mode
             if mode not in GRAY_MODES and mode not in COLOR_MODES:
                 raise UserError(f"{path}: unsupported image mode {mode} (use 8-bit grayscale or RGB)")
-            gray = mode in GRAY_MODES
-            img = im.convert("L" if gray else "RGB")
-            return img, gray
+            a = np.array(im.convert("L" if mode in GRAY_MODES else "RGB"), dtype=np.uint8)
+            return a[..., None] if a.ndim == 2 else a
     except UserError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise UserError(f"{path}: image too large to decode ({_one_line(e)})") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"{path}: unreadable or truncated image ({_one_line(e)})") from None
+        raise UserError(f"{path}: unreadable or truncated image, or not one of {', '.join(FORMATS)} "
+                        f"({_one_line(e)})") from None
 
 
-def read_folder(root: str | Path, where: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """uint8 N×H×W×C images, int64 labels and class names of an image folder."""
-    root = Path(root).expanduser()
+def _files(root: Path, where: str) -> tuple[list[tuple[Path, int]], list[str]]:
     if not root.exists():
         raise UserError(f"{where}: {root} does not exist")
     if not root.is_dir():
@@ -72,27 +77,39 @@ def read_folder(root: str | Path, where: str) -> tuple[np.ndarray, np.ndarray, l
         files += [(p, label) for p in entries]
     if len(classes) < 2:
         raise UserError(f"{where}: {root} has only one class folder ({classes[0]!r}); at least 2 classes are needed")
+    return files, classes
 
-    images, grays, size = [], [], None
+
+def read_folder(root: str | Path, where: str, image_size: int | None = None, mixed_ok: bool = False):
+    """Images, int64 labels and class names of an image folder. The images are float32 N×C×H×W on the
+    1/255 grid, or (only where `mixed_ok` and their sizes differ) a list of C×H×W."""
+    files, classes = _files(Path(root).expanduser(), where)
+    n = len(files)
+    images, first, total = [], None, 0
     for p, _ in files:
-        img, gray = _read(p)
-        if size is None:
-            size, first = img.size, p
-            # every image must have this size: the decoded set is known before the rest is decoded
-            check_bytes(len(files) * size[0] * size[1] * 3, f"{where}: {len(files)} images of {size[0]}x{size[1]}")
-        elif img.size != size:
-            raise UserError(f"{p}: image size {img.size[0]}x{img.size[1]} differs from "
-                            f"{size[0]}x{size[1]} of {first} (all images must have the same size)")
-        images.append(img)
-        grays.append(gray)
-    if all(grays):
-        x = np.stack([np.asarray(im, dtype=np.uint8) for im in images])[..., None]
-    else:
-        x = np.stack([np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8) for im in images])
-    y = np.asarray([label for _, label in files], dtype=np.int64)
-    return x, y, classes
+        a = _read(p)
+        if image_size is not None:
+            a = resize_uint8(torch.from_numpy(a).permute(2, 0, 1)[None], image_size)[0].permute(1, 2, 0).numpy()
+        h, w = a.shape[:2]
+        if first is None:
+            first = (p, w, h)
+            if not mixed_ok:  # every image must have this size: the set's size is known before the rest is decoded
+                check_bytes(n * w * h * 3, f"{where}: {n} images of {w}x{h}")
+        elif (w, h) != first[1:]:
+            if not mixed_ok:
+                raise UserError(f"{p}: image size {w}x{h} differs from {first[1]}x{first[2]} of {first[0]} (all "
+                                f"images must have the same size; give --image-size S to resize every image to S×S)")
+        total += w * h * 3
+        check_bytes(total, f"{where}: the images up to {p}")
+        images.append(a)
+    if any(a.shape[-1] == 3 for a in images):  # one colour image makes the set RGB (as Pillow's L -> RGB)
+        images = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for a in images]
+    y = torch.as_tensor([label for _, label in files], dtype=torch.int64)
+    if len({a.shape for a in images}) == 1:
+        return uint8_to_tensor(np.stack(images)), y, classes
+    return [uint8_to_tensor(a[None])[0] for a in images], y, classes
 
 
-def load_folder(path: str, where: str) -> Source:
-    x, y, classes = read_folder(path, where)
-    return Source(classes, uint8_to_tensor(x), torch.from_numpy(y))
+def load_folder(path: str, where: str, image_size: int | None = None, mixed_ok: bool = False) -> Source:
+    x, y, classes = read_folder(path, where, image_size, mixed_ok)
+    return Source(classes, x, y)

@@ -15,11 +15,12 @@ import math
 import zipfile
 import zlib
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 import torch
 
-from certify.data._common import Source, check_bytes, check_class_count, check_side, to_grid, uint8_to_tensor
+from certify.data._common import Source, check_bytes, check_side, labels_and_classes, pixels_to_grid
 from certify.errors import UserError
 
 # the .npy header readers numpy documents, by format version
@@ -29,37 +30,46 @@ _ZIP_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, lz
                NotImplementedError, RuntimeError)
 
 
-def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, p: Path) -> np.ndarray:
-    """One .npy member; its declared sizes are checked before anything is allocated or decompressed."""
-    where = f"{p}: {info.filename}"
-    check_bytes(info.file_size, where)
-    with z.open(info) as f:
-        header = _HEADERS.get(np.lib.format.read_magic(f))
-        if header is None:
-            raise ValueError(f"{info.filename}: unsupported .npy format version")
-        shape, fortran, dtype = header(f)
-        if dtype.hasobject:
-            raise ValueError(f"{info.filename} holds pickled Python objects")
-        nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
-        if nbytes != info.file_size - f.tell():
-            raise ValueError(f"{info.filename}: header says {shape} of {dtype} ({nbytes:,} bytes), "
-                             f"the member holds {info.file_size - f.tell():,}")
-        buf = bytearray(nbytes)
-        if f.readinto(buf) != nbytes or f.read(1):  # reading to the end also checks the CRC
-            raise ValueError(f"{info.filename}: truncated or padded")
+def read_npy(f: BinaryIO, size: int, name: str) -> np.ndarray:
+    """The .npy array in the `size` bytes of stream f; its header is checked against `size` before
+    anything is allocated, and a stream that holds more or less is refused (ValueError)."""
+    header = _HEADERS.get(np.lib.format.read_magic(f))
+    if header is None:
+        raise ValueError(f"{name}: unsupported .npy format version")
+    shape, fortran, dtype = header(f)
+    if dtype.hasobject:
+        raise ValueError(f"{name} holds pickled Python objects")
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    if nbytes != size - f.tell():
+        raise ValueError(f"{name}: header says {shape} of {dtype} ({nbytes:,} bytes), "
+                         f"the file holds {size - f.tell():,}")
+    buf = bytearray(nbytes)
+    if f.readinto(buf) != nbytes or f.read(1):  # reading to the end also checks a zip member's CRC
+        raise ValueError(f"{name}: truncated or padded")
     return np.frombuffer(buf, dtype).reshape(shape, order="F" if fortran else "C")
 
 
-def _read_arrays(p: Path) -> dict[str, np.ndarray]:
-    """x, y and (if present) classes of the .npz at p; any other member is never read."""
+def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, p: Path) -> np.ndarray:
+    """One .npy member; its declared sizes are checked before anything is allocated or decompressed."""
+    check_bytes(info.file_size, f"{p}: {info.filename}")
+    with z.open(info) as f:
+        return read_npy(f, info.file_size, info.filename)
+
+
+def _x_and_y(p: Path, names: list[str]) -> list[str]:
+    for k in ("x", "y"):
+        if k not in names:
+            raise UserError(f"{p}: missing array {k!r} (found: {', '.join(sorted(names)) or 'none'}; expected x and y)")
+    return [k for k in ("x", "y", "classes") if k in names]
+
+
+def read_arrays(p: Path, choose: Callable[[Path, list[str]], list[str]] = _x_and_y) -> dict[str, np.ndarray]:
+    """The arrays `choose(p, names of every array)` picks from the .npz at p (by default x, y and, if
+    present, classes); any other member is never read. A damaged file is one line."""
     try:
         with zipfile.ZipFile(p) as z:
             members = {i.filename[:-4]: i for i in z.infolist() if i.filename.endswith(".npy")}
-            for k in ("x", "y"):
-                if k not in members:
-                    raise UserError(f"{p}: missing array {k!r} (found: {', '.join(sorted(members)) or 'none'}; "
-                                    f"expected x and y)")
-            return {k: _read_member(z, members[k], p) for k in ("x", "y", "classes") if k in members}
+            return {k: _read_member(z, members[k], p) for k in choose(p, list(members))}
     except UserError:
         raise
     except _ZIP_ERRORS as e:
@@ -73,7 +83,7 @@ def read_npz(path: str | Path, where: str) -> tuple[torch.Tensor, np.ndarray, li
         raise UserError(f"{where}: {p} does not exist")
     if not p.is_file():
         raise UserError(f"{where}: {p} is not a file")
-    arrays = _read_arrays(p)
+    arrays = read_arrays(p)
     x, y, names = arrays["x"], arrays["y"], arrays.get("classes")
 
     # images
@@ -85,44 +95,13 @@ def read_npz(path: str | Path, where: str) -> tuple[torch.Tensor, np.ndarray, li
         raise UserError(f"{p}: x has shape {tuple(x.shape)}; expected N×H×W×C (C 1 or 3, channels last) "
                         f"or N×H×W with N, H, W ≥ 1")
     check_side(x.shape[1], x.shape[2], str(p))
-    if x.dtype == np.float32:
-        if not np.isfinite(x).all():
-            raise UserError(f"{p}: x contains NaN or Inf")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0.0 or hi > 1.0:
-            raise UserError(f"{p}: x values must lie in [0, 1] for float32 (found {lo:g} .. {hi:g})")
-        xt = to_grid(torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous())
-    else:
-        xt = uint8_to_tensor(x)
+    xt = pixels_to_grid(torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2), f"{p}: x")
 
-    # labels
-    if y.dtype.kind not in "iu":
-        raise UserError(f"{p}: y has dtype {y.dtype}; labels must be integers")
-    if y.ndim != 1:
-        raise UserError(f"{p}: y has shape {tuple(y.shape)}; expected one label per image (N,)")
-    if len(y) != len(x):
-        raise UserError(f"{p}: x holds {len(x)} images but y holds {len(y)} labels")
-    y = y.astype(np.int64)
-    if int(y.min()) < 0:
-        raise UserError(f"{p}: negative label {int(y.min())} (labels must be 0..K-1)")
-
-    # classes: K (from `classes` or the largest label) is checked against the images before it sizes anything
     if names is not None:
         if names.ndim != 1 or names.dtype.kind not in "US":
             raise UserError(f"{p}: classes must be a 1-D array of strings")
-        if int(y.max()) >= len(names):
-            raise UserError(f"{p}: label {int(y.max())} out of range for {len(names)} classes")
-        check_class_count(len(names), len(y), str(p))
-        classes = [str(n.decode() if isinstance(n, bytes) else n) for n in names.tolist()]
-    else:
-        check_class_count(int(y.max()) + 1, len(y), str(p))
-        classes = [str(i) for i in range(int(y.max()) + 1)]
-    if len(classes) < 2:
-        raise UserError(f"{p}: at least 2 classes are needed (found {len(classes)})")
-    counts = np.bincount(y, minlength=len(classes))
-    if (counts == 0).any():
-        c = int(np.flatnonzero(counts == 0)[0])
-        raise UserError(f"{p}: class {c} has no images (labels must cover 0..{len(classes) - 1})")
+        names = [str(n.decode() if isinstance(n, bytes) else n) for n in names.tolist()]
+    y, classes = labels_and_classes(y, len(xt), names, str(p))
     return xt, y, classes
 
 

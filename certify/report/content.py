@@ -162,7 +162,9 @@ def _header(report: dict) -> list:
         [Strong("Environment"), f": {env_text}"],
         [Strong("Dataset"), ": ", Code(str(ds["name"])),
          f" — {ds['n_train']} training and {ds['n_test']} test images, shape "
-         f"{'×'.join(str(s) for s in ds['shape'])}, {ds['classes']} classes"],
+         f"{'×'.join(str(s) for s in ds['shape'])}, {ds['classes']} classes"
+         + (f"; every image resized to {ds['resized_to']}×{ds['resized_to']} (shorter side, then a centre crop)"
+            if ds.get("resized_to") else "")],
         [Strong("Model"), ": ", Code(str(model["arch"])), f" — {model['parameters']:,} parameters"],
     ])]
 
@@ -303,7 +305,8 @@ def _budget(b: dict) -> str:
         text = f"{b['norm']}, ε = {b['epsilon']:.4g}"
         if b["norm"] == "linf":
             text += f" (= {b['epsilon'] * 255:.3g}/255)"
-    return text + f"; measured largest per-image norm of released − clean: {b['measured']:.4g}"
+    return text + (f"; measured largest per-image norm of released − clean: {b['measured']:.4g}"
+                   + (f" (on the {b['measured_on']})" if b.get("measured_on") else ""))
 
 
 def _overview(sec: dict) -> Bullets:

@@ -187,7 +187,8 @@ REPORT_SCHEMA: dict = {
                 "name": _STR, "n_train": _COUNT, "n_test": _COUNT,
                 "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
                 "classes": _COUNT,
-            }, {"test_digest": {"type": "string", "minLength": 1}}),  # of the test images and labels; newer reports
+            }, {"test_digest": {"type": "string", "minLength": 1},  # of the test images and labels; newer reports
+                "resized_to": {"type": "integer", "minimum": 1}}),  # --image-size
             "model": _obj({"arch": _STR, "parameters": _COUNT}),
             "poisons": {"type": "object", "additionalProperties": POISON},
         },
