@@ -46,6 +46,9 @@ EMPIRICAL = _obj(
         "defenses": {"type": "object", "additionalProperties": DEFENSE},
         "clean_history": _ACC_LIST,
         "protected_history": _ACC_LIST,
+        # test accuracy per class (label order) of the clean and the protected model; null: no test images
+        "per_class": _obj({"clean": {"type": "array", "items": _FRACTION_OR_NULL},
+                           "protected": {"type": "array", "items": _FRACTION_OR_NULL}}),
     },
 )
 
@@ -124,6 +127,11 @@ RECOVERY_METHOD = _obj({
               "items": _obj({"eta": _NONNEG, "eta_over_sigma": _NONNEG, "accuracy": _FRACTION})},
 })
 
+VERDICT = _obj({"level": {"enum": ["strong", "partial", "weak", "none"]}, "reasons": {"type": "array", "items": _STR}})
+
+# the training images shown in figures/samples-<poison>.png (drawn at run time: the JSON holds no pixels)
+SAMPLES = _obj({"indices": {"type": "array", "items": _COUNT}})
+
 POISON = _obj(
     {"budget": BUDGET, "empirical": EMPIRICAL},
     {
@@ -131,6 +139,8 @@ POISON = _obj(
         "sal_ud": SAL_UD,
         "mutual_information": MUTUAL_INFORMATION,
         "recovery": {"type": "object", "additionalProperties": RECOVERY_METHOD},
+        "verdict": VERDICT,
+        "samples": SAMPLES,
     },
 )
 
@@ -157,7 +167,8 @@ REPORT_SCHEMA: dict = {
                 "name": _STR, "n_train": _COUNT, "n_test": _COUNT,
                 "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
                 "classes": _COUNT,
-            }, {"test_digest": {"type": "string", "minLength": 1}}),  # of the test images and labels; newer reports
+            }, {"test_digest": {"type": "string", "minLength": 1},  # of the test images and labels; newer reports
+                "class_names": {"type": "array", "items": _STR}}),  # in label order; newer reports
             "model": _obj({"arch": _STR, "parameters": _COUNT}),
             "poisons": {"type": "object", "additionalProperties": POISON},
         },
