@@ -8,12 +8,13 @@ from certify.context import ModelSpec, RunContext, images, task_device
 from certify.data import Dataset
 from certify.models import trainable
 from certify.seeding import derive
-from certify.training import TrainConfig, train
+from certify.training import TrainConfig, per_class_accuracy, train
 
 
 def train_task(data: Dataset, released: dict, *, seed: int, training: TrainConfig, checkpoints: bool, desc: str,
                model: ModelSpec, device: str) -> dict:
-    """A model trained normally on a release: weights, history and (for SAL) per-epoch weights."""
+    """A model trained normally on a release: weights, history, test accuracy per class and (for
+    SAL) per-epoch weights."""
     net = model.build(seed, task_device(device))
     kept = []
 
@@ -22,18 +23,20 @@ def train_task(data: Dataset, released: dict, *, seed: int, training: TrainConfi
 
     hist = train(net, images(released["released"]), data.y_train, training, seed, x_test=data.x_test,
                  y_test=data.y_test, epoch_callback=snapshot if checkpoints else None, desc=desc)
-    return {"state": {k: v.cpu() for k, v in net.state_dict().items()}, "history": hist, "checkpoints": kept}
+    return {"state": {k: v.cpu() for k, v in net.state_dict().items()}, "history": hist, "checkpoints": kept,
+            "per_class": per_class_accuracy(net, data.x_test, data.y_test, model.classes, training.eval_batch)}
 
 
 def add_victim(ctx: RunContext, release: str, name: str, seed_name: str = "victim", stage: str = "train") -> str:
     """The model trained normally on `release`; it keeps per-epoch weights when SAL will score them.
 
     Whether they are kept is not part of the key (the weights are the same): a stored model
-    without them is trained again when a later run needs them."""
+    without them is trained again when a later run needs them (and so is one stored before models
+    carried their per-class accuracies)."""
     keep = "scores" not in ctx.cfg.skip
     spec = {"seed": derive(ctx.cfg.seed, seed_name), "training": ctx.cfg.train}
     return ctx.cached("model", spec, train_task, (ctx.data_key, release), poison=name,
-                      accept=(lambda a: bool(a["checkpoints"])) if keep else None,
+                      accept=lambda a: "per_class" in a and (bool(a["checkpoints"]) or not keep),
                       unkeyed={"checkpoints": keep, "desc": f"train {name}"}, stage=stage)
 
 
@@ -75,7 +78,8 @@ def empirical_section(clean: dict, protected: dict, defended: dict[str, dict]) -
     ch, ph = clean["history"], protected["history"]
     section = {"clean_accuracy": ch["final_test_accuracy"], "protected_accuracy": ph["final_test_accuracy"],
                "peak_protected_accuracy": ph["peak_test_accuracy"], "clean_history": ch["test_accuracy"],
-               "protected_history": ph["test_accuracy"]}
+               "protected_history": ph["test_accuracy"],
+               "per_class": {"clean": clean["per_class"], "protected": protected["per_class"]}}
     if defended:
         section["defenses"] = {d: {k: v for k, v in art.items() if k != "history"} for d, art in defended.items()}
     return section
