@@ -99,6 +99,7 @@ def test_run_time_figures_are_written_kept_and_embedded(tmp_path):
     names = {s.filename: s.kind for s in plan(r)}
     assert names["samples-miue.png"] == "samples" and names["per-class-miue.png"] == "per_class"
     assert "samples-none.png" not in names and "per-class-none.png" not in names  # the control: no perturbation
+    assert [s.kind for s in plan(r) if s.poison == "miue"][0] == "samples"  # the poison's pictures open with it
     grid = sample_grid(np.zeros((1, 1, 4, 4)), np.full((1, 1, 4, 4), 0.1), np.array([0]), ["a"], "t")
     write_report(r, tmp_path, {"samples-miue.png": grid})
     assert (tmp_path / "figures" / "samples-miue.png").read_bytes() == grid

@@ -78,6 +78,11 @@ def plan(report: dict) -> list[FigureSpec]:
         specs.append(FigureSpec("ud.png", "UD per poison", None, "ud"))
     for name, sec in poisons.items():
         s = slug[name]
+        if sec.get("samples"):
+            specs.append(FigureSpec(f"samples-{s}.png", f"{name}: training images (a fixed seeded choice per "
+                                    "class): clean, released, and the perturbation released − clean amplified per "
+                                    "image to the full range (grey = 0; under it, its largest |δ| in 1/255)",
+                                    name, "samples"))
         if sec.get("certificate"):
             twin = " and the clean control" if (name != CONTROL and (poisons.get(CONTROL) or {}).get("certificate")) \
                 else ""
@@ -85,11 +90,6 @@ def plan(report: dict) -> list[FigureSpec]:
                                     "(left; × marks an abstaining η) and the accuracies of the smoothing draws "
                                     "(right)", name, "certificate"))
         emp = sec["empirical"]
-        if sec.get("samples"):
-            specs.append(FigureSpec(f"samples-{s}.png", f"{name}: training images (a fixed seeded choice per "
-                                    "class): clean, released, and the perturbation released − clean amplified per "
-                                    "image to the full range (grey = 0; under it, its largest |δ| in 1/255)",
-                                    name, "samples"))
         if emp.get("clean_history") or emp.get("protected_history"):
             specs.append(FigureSpec(f"history-{s}.png", f"{name}: test accuracy per epoch", name, "history"))
         if emp.get("per_class") and name != CONTROL:
