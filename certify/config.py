@@ -20,6 +20,7 @@ from certify.scores.mutual_info import MIConfig
 from certify.scores.sal_ud import SalConfig
 from certify.training import TrainConfig
 from certify.validation import MAX_THREADS, check_at_most, check_choice, check_positive
+from certify.verdict import VerdictConfig
 
 STAGES = ("certify", "scores", "recovery")
 
@@ -53,6 +54,7 @@ class RunConfig(CertificateConfig):
     sal: SalConfig = field(default_factory=SalConfig)
     mi: MIConfig = field(default_factory=MIConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    verdict: VerdictConfig = field(default_factory=VerdictConfig)  # the thresholds of each poison's verdict
     poison_params: dict[str, dict] = field(default_factory=dict)  # per-poison parameter overrides
     defense_params: dict[str, dict] = field(default_factory=dict)  # per-defense parameter overrides
     recovery_params: dict[str, dict] = field(default_factory=dict)  # per-recovery-attack overrides
@@ -94,6 +96,7 @@ class RunConfig(CertificateConfig):
         self.sal.validate(where)
         self.mi.validate(where)
         self.recovery.validate(where)
+        self.verdict.validate(where)
         from attacks.base import POISONS
 
         for registry, overrides in ((POISONS, self.poison_params), (DEFENSES, self.defense_params),

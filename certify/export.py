@@ -10,7 +10,8 @@ Two formats, both read back bit for bit by `certify.data.load_split`:
 - `npz`: `OUT/data.npz` with `x` uint8 N×H×W×C (N×H×W for one channel), `y` int64 and `classes`
   (the class names); read back with `npz:OUT/data.npz` in the original order.
 Either way `OUT/manifest.json` holds the manifest given (poison, parameters, budget, seed, dataset,
-counts, ...) plus the format. Everything is written into a staging folder next to OUT first and moved
+counts, ...) plus the format, and any extra files given (`certify poison`: the sample grid
+`samples-<poison>.png`) lie beside it; `folder:OUT` reads only the class folders. Everything is written into a staging folder next to OUT first and moved
 into place at the end, so a failure leaves OUT as it was (never a half-written export or manifest).
 OUT must be absent, empty, or a previous export (it has a manifest.json), which is replaced whole.
 """
@@ -113,10 +114,11 @@ def _write_npz(stage: Path, x: np.ndarray, y: np.ndarray, classes: list[str]) ->
         np.savez_compressed(f, x=arr, y=y.astype(np.int64), classes=names)
 
 
-def export_released(released: torch.Tensor, y, classes, out_dir, fmt: str, manifest: dict) -> Path:
+def export_released(released: torch.Tensor, y, classes, out_dir, fmt: str, manifest: dict,
+                    extra_files: dict[str, bytes] | None = None) -> Path:
     """Write the released images (float N×C×H×W in [0, 1]) with labels `y` as `fmt` (png | npz) into
-    `out_dir`, plus `manifest.json`. Returns the folder. Raises UserError for bad input or a folder
-    that is neither absent, empty nor a previous export."""
+    `out_dir`, plus `manifest.json` and `extra_files` (plain file name -> bytes). Returns the folder.
+    Raises UserError for bad input or a folder that is neither absent, empty nor a previous export."""
     if fmt not in FORMATS:
         raise UserError(f"export: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     classes = [str(c) for c in classes]
@@ -124,6 +126,11 @@ def export_released(released: torch.Tensor, y, classes, out_dir, fmt: str, manif
         raise UserError(f"export: at least 2 classes are needed (got {len(classes)})")
     if not isinstance(manifest, dict):
         raise UserError(f"export: manifest must be a dict (got {type(manifest).__name__})")
+    extra_files = dict(extra_files or {})
+    for name in extra_files:
+        if not re.fullmatch(r"[\w.\-]+", name) or name.startswith(".") or name in (MANIFEST, NPZ_NAME):
+            raise UserError(f"export: {name!r} cannot be an extra file's name (a plain file name other than "
+                            f"{MANIFEST} and {NPZ_NAME})")
     x = _to_uint8(released)
     labels = _labels(y, len(x), len(classes))
     out = Path(out_dir).expanduser().resolve()
@@ -145,6 +152,8 @@ def export_released(released: torch.Tensor, y, classes, out_dir, fmt: str, manif
     old = None
     try:
         (_write_png if fmt == "png" else _write_npz)(stage, x, labels, classes)
+        for name, data in extra_files.items():
+            (stage / name).write_bytes(data)
         tmp = stage / (MANIFEST + ".tmp")
         tmp.write_text(text + "\n", encoding="utf-8")
         os.replace(tmp, stage / MANIFEST)  # the manifest is the last file of a complete export

@@ -18,7 +18,7 @@ from attacks.base import POISONS
 from certify import certificate, cluster, device as devices
 from certify.cache import Cache, atomic_write, tensor_digest
 from certify.config import RunConfig, to_dict
-from certify.context import ModelSpec, RunContext
+from certify.context import ModelSpec, RunContext, images
 from certify.crafting import add_release, budget_head
 from certify.data import Dataset, load_dataset
 from certify.errors import UserError
@@ -28,6 +28,8 @@ from certify.progress import say
 from certify.recovery import add_recovery, section as recovery_section
 from certify.scores.comparison import comparison
 from certify.scores.stages import add_defended_sal, add_mi, add_sal, sections as score_sections
+from certify.seeding import derive
+from certify.verdict import CONTROL, verdicts
 from certify.victims import add_defended, add_victim, distance, empirical_section
 
 SCHEMA = "ue-certify/report/v1"
@@ -81,8 +83,9 @@ def mark_started(out: Path, cfg: RunConfig, command: str) -> None:
 def _comparable(cfg: RunConfig) -> dict:
     """The configuration that determines the results (not where they go or how they are resumed)."""
     d = to_dict(cfg)
-    for k in ("out", "resume", "cache_dir", "executor", "workers", "address", "gpu_fraction", "connect_timeout"):
-        d.pop(k)  # where results go and how tasks are spread do not change them
+    for k in ("out", "resume", "cache_dir", "executor", "workers", "address", "gpu_fraction", "connect_timeout",
+              "verdict"):
+        d.pop(k)  # where results go, how tasks are spread and how the report judges them do not change them
     return json.loads(json.dumps(d))
 
 
@@ -130,6 +133,18 @@ def _run_graph(ctx: RunContext, t0: float):
                      cluster=lambda: cluster.connect(cfg.address, cfg.workers, cfg.connect_timeout))
 
 
+def samples_figure(ctx: RunContext, name: str, released: torch.Tensor) -> tuple[str, list[int], bytes]:
+    """(file name, training indices shown, PNG) of poison `name`'s sample grid: the same seeded
+    choice of images for every poison of a run."""
+    from certify.report.figures import sample_grid, sample_indices, slugs
+
+    data = ctx.data
+    idx = sample_indices(data.y_train, data.num_classes, derive(ctx.cfg.seed, "samples"))
+    png = sample_grid(data.x_train[idx].numpy(), images(released[idx]).numpy(), data.y_train[idx].numpy(),
+                      list(data.classes), f"{name} on {data.name}: clean, released, perturbation")
+    return f"samples-{slugs([name])[name]}.png", idx, png
+
+
 def export_poison(cfg: RunConfig, out: str, fmt: str) -> dict:
     """`certify poison`: craft one poison (cached) and write the released dataset with a manifest."""
     from certify.export import check_target, export_released
@@ -141,10 +156,11 @@ def export_poison(cfg: RunConfig, out: str, fmt: str) -> dict:
     release = add_release(ctx, name)
     released = _run_graph(ctx, time.time()).values[release]["released"].to(torch.float32) / 255.0
     head = budget_head(ctx, name, released)
+    figure, idx, png = samples_figure(ctx, name, released)
     manifest = {"poison": name, "parameters": head["parameters"], "budget": head["budget"], "seed": cfg.seed,
                 "dataset": ctx.data.name, "model": ctx.model.arch, "n": len(released), "classes": ctx.data.classes,
-                **({"resized_to": cfg.image_size} if cfg.image_size else {})}
-    export_released(released, ctx.data.y_train, ctx.data.classes, out, fmt, manifest)
+                "samples": {"figure": figure, "indices": idx}, **({"resized_to": cfg.image_size} if cfg.image_size else {})}
+    export_released(released, ctx.data.y_train, ctx.data.classes, out, fmt, manifest, extra_files={figure: png})
     return manifest
 
 
@@ -195,13 +211,18 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[
              if "independent" in plan else None)
     report = {"schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": command, "seed": cfg.seed, "config": to_dict(cfg),
-              "environment": environment(cfg, ctx.device), "dataset": {**data.info(), "test_digest": ctx.test_digest},
+              "environment": environment(cfg, ctx.device),
+              "dataset": {**data.info(), "test_digest": ctx.test_digest, "class_names": list(map(str, data.classes))},
               "model": {"arch": ctx.model.arch, "parameters": count_parameters(ctx.model.build(0))}, "poisons": {}}
     if warnings:
         report["warnings"] = list(warnings)
+    pictures = {}
     for name, p in plan["poisons"].items():
         head = heads[name]
         section = dict(head(v[p["release"]]["released"]) if callable(head) else head)
+        if name != CONTROL:  # the control's released images are the clean ones
+            figure, idx, pictures[figure] = samples_figure(ctx, name, v[p["release"]]["released"])
+            section["samples"] = {"indices": idx}
         section["empirical"] = empirical_section(clean, v[p["victim"]], {d: v[k] for d, k in p["defended"].items()})
         e = section["empirical"]
         line = f"{name}: protected accuracy {e['protected_accuracy']:.3f} (clean {e['clean_accuracy']:.3f})"
@@ -221,11 +242,14 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[
         report["poisons"][name] = section
     if any(n != "none" for n in report["poisons"]):
         report["comparison"] = comparison(report["poisons"])
+    for name, verdict in verdicts(report["poisons"], cfg.verdict).items():
+        report["poisons"][name]["verdict"] = verdict
+        say(f"verdict {name}: {verdict['level']}")
     report["timings"] = _timings(outcome.records, time.time() - t0)
     report["execution"] = {"executor": cfg.executor, "cached": outcome.cached, "tasks": outcome.records}
     from certify.report import write_report  # figures and HTML are only needed at the end
 
-    write_report(report, out)
+    write_report(report, out, pictures)
     return report
 
 

@@ -61,17 +61,28 @@ def flip_crop(x: torch.Tensor, gen: torch.Generator, flip: bool, crop: int) -> t
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy on all of (x, y), eval mode, no dropped last batch."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Top-1 labels of all of x (on the CPU), eval mode, no dropped last batch."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        out = model(x[i:i + batch_size].to(device))
-        correct += (out.argmax(1).cpu() == y[i:i + batch_size]).sum().item()
+    out = torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
     model.train(was_training)
-    return correct / len(x)
+    return out
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy on all of (x, y)."""
+    return (predict(model, x, batch_size) == y).sum().item() / len(x)
+
+
+def per_class_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int,
+                       batch_size: int = 500) -> list[float | None]:
+    """Top-1 accuracy on the images of each class 0..classes-1 (None for a class without images)."""
+    hit = (predict(model, x, batch_size) == y).to(torch.float64)
+    counts = torch.bincount(y, minlength=classes)
+    correct = torch.bincount(y, weights=hit, minlength=classes)
+    return [None if int(n) == 0 else float(c) / int(n) for c, n in zip(correct, counts)]
 
 
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

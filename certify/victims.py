@@ -8,17 +8,19 @@ from certify.context import ModelSpec, RunContext, images, task_device
 from certify.data import Dataset
 from certify.models import trainable
 from certify.seeding import derive
-from certify.training import TrainConfig, train
+from certify.training import TrainConfig, per_class_accuracy, train
 
 
 def train_task(data: Dataset, released: dict, *, seed: int, training: TrainConfig, checkpoints: bool, desc: str,
                model: ModelSpec, device: str) -> dict:
-    """A model trained normally on a release: weights, history and (for SAL) per-epoch weights."""
+    """A model trained normally on a release: weights, history, test accuracy per class and (for
+    SAL) per-epoch weights."""
     net = model.build(seed, task_device(device))
     kept: list[dict] = []
     hist = train(net, images(released["released"]), data.y_train, training, seed, x_test=data.x_test,
                  y_test=data.y_test, epoch_callback=_snapshots(kept) if checkpoints else None, desc=desc)
-    return {"state": {k: v.cpu() for k, v in net.state_dict().items()}, "history": hist, "checkpoints": kept}
+    return {"state": {k: v.cpu() for k, v in net.state_dict().items()}, "history": hist, "checkpoints": kept,
+            "per_class": per_class_accuracy(net, data.x_test, data.y_test, model.classes, training.eval_batch)}
 
 
 def _snapshots(kept: list):
@@ -41,7 +43,10 @@ def add_victim(ctx: RunContext, release: str, name: str, seed_name: str = "victi
     """The model trained normally on `release`; it keeps per-epoch weights when SAL will score them."""
     spec = {"seed": derive(ctx.cfg.seed, seed_name), "training": ctx.cfg.train}
     kept = _keeps_checkpoints(ctx)
-    return ctx.cached("model", spec, train_task, (ctx.data_key, release), poison=name, accept=kept["accept"],
+    accept = kept["accept"] or (lambda a: True)
+    # models stored before they carried per-class accuracies are trained again
+    return ctx.cached("model", spec, train_task, (ctx.data_key, release), poison=name,
+                      accept=lambda a: "per_class" in a and accept(a),
                       unkeyed={**kept["unkeyed"], "desc": f"train {name}"}, stage=stage)
 
 
@@ -97,7 +102,8 @@ def empirical_section(clean: dict, protected: dict, defended: dict[str, dict]) -
     ch, ph = clean["history"], protected["history"]
     section = {"clean_accuracy": ch["final_test_accuracy"], "protected_accuracy": ph["final_test_accuracy"],
                "peak_protected_accuracy": ph["peak_test_accuracy"], "clean_history": ch["test_accuracy"],
-               "protected_history": ph["test_accuracy"]}
+               "protected_history": ph["test_accuracy"],
+               "per_class": {"clean": clean["per_class"], "protected": protected["per_class"]}}
     if defended:
         section["defenses"] = {d: {"accuracy": art["accuracy"], "peak_accuracy": art["peak_accuracy"]}
                                for d, art in defended.items()}

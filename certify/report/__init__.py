@@ -5,7 +5,9 @@
     load_report(path)               read and validate a report.json (UserError, one line, otherwise)
 
 Markdown, HTML and figures are built from the JSON document alone (write_report renders from the
-JSON round trip of the dict it was given), so `render` reproduces them exactly.
+JSON round trip of the dict it was given), so `render` reproduces them exactly. The one exception
+is each poison's sample grid (figures/samples-<poison>.png), drawn from pixels at run time and
+given to write_report as `pictures`: `render` keeps and embeds the file it finds there.
 """
 from __future__ import annotations
 
@@ -65,14 +67,19 @@ def _render_into(doc: dict, out: Path) -> None:
     try:
         for name, data in figs.items():
             _write_bytes(out / "figures" / name, data)
+        for spec in figures.plan(doc):  # the run-time figures already there, for the self-contained HTML
+            path = out / "figures" / spec.filename
+            if spec.kind in figures.RUN_TIME and path.is_file():
+                figs[spec.filename] = path.read_bytes()
         _write_text(out / "report.md", markdown.build_markdown(doc))
         _write_text(out / "report.html", html.build_html(doc, figs))
     except OSError as e:
         raise UserError(f"report directory {out}: cannot write: {e.strerror or e}") from None
 
 
-def write_report(report: dict, out_dir) -> None:
-    """Validate `report`, write out_dir/report.json atomically, then figures/*.png, report.md, report.html."""
+def write_report(report: dict, out_dir, pictures: dict[str, bytes] | None = None) -> None:
+    """Validate `report`, write out_dir/report.json atomically, then figures/*.png, report.md, report.html.
+    `pictures` (file name -> PNG bytes) are the run-time figures, written into figures/ as they are."""
     doc = _plain(report, [])
     text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     doc = json.loads(text)  # render from exactly what the JSON holds, as `certify report` will
@@ -81,6 +88,8 @@ def write_report(report: dict, out_dir) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         _write_text(out / "report.json", text)
+        for name, data in (pictures or {}).items():
+            _write_bytes(out / "figures" / name, data)
     except OSError as e:
         raise UserError(f"report directory {out}: cannot write: {e.strerror or e}") from None
     _render_into(doc, out)

@@ -152,6 +152,26 @@ def _summary(report: dict) -> Section:
     return Section("Summary", [Table(headers, rows), Paragraph(["".join(notes)])])
 
 
+def _verdict(report: dict) -> Section | None:
+    """One line per poison: its level and the measured reasons (reports before verdicts have none)."""
+    lines = [[Strong(f"{poison_title(name)}: {sec['verdict']['level']}"), " — " + "; ".join(sec["verdict"]["reasons"])]
+             for name, sec in report["poisons"].items() if sec.get("verdict")]
+    if not lines:
+        return None
+    children: list = [Bullets(lines)]
+    t = (report.get("config") or {}).get("verdict")
+    if isinstance(t, dict) and all(isinstance(t.get(k), (int, float)) for k in
+                                   ("strong", "partial", "weak", "eta_over_sigma", "certified_gap")):
+        children.append(Paragraph([
+            "The level comes from the highest test accuracy an attacker reached (undefended, under each defense, "
+            f"or by a recovery attack) as a fraction of the clean model's: strong at most {t['strong']:g}, partial "
+            f"at most {t['partial']:g}, weak at most {t['weak']:g}, none above. Strong also needs the certified "
+            f"learnability at η/σ = {t['eta_over_sigma']:g} to lie at least {t['certified_gap']:g} below the clean "
+            "control's, where both were certified (otherwise partial). Thresholds: ", Code("verdict.*"),
+            " in the configuration."]))
+    return Section("Verdict", children)
+
+
 def _header(report: dict) -> list:
     env, ds, model = report["environment"], report["dataset"], report["model"]
     env_text = ", ".join(f"{k} {v}" for k, v in env.items() if not isinstance(v, (dict, list)))
@@ -428,7 +448,8 @@ def build_document(report: dict) -> Section:
     """The whole report as a format-free document (its title is the top section's)."""
     names = list(report["poisons"])
     plan = figures.plan(report)
-    children = _header(report)
+    verdict = _verdict(report)
+    children = ([verdict] if verdict else []) + _header(report)
     if report.get("warnings"):
         children.append(Section("Warnings", [Bullets([[w] for w in report["warnings"]])]))
     children.append(_summary(report))

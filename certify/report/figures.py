@@ -1,7 +1,11 @@
-"""Report figures (matplotlib, Agg), built from the report dict alone.
+"""Report figures (matplotlib, Agg), built from the report dict alone, except the sample grids.
 
 `plan(report)` says which figures exist (a figure whose data is absent is skipped) without importing
 matplotlib; `render(report, spec)` draws one as PNG bytes; `render_all(report)` draws them all.
+The sample grid of a poison (`samples-<poison>.png`: training images clean, released and their
+perturbation) needs pixels, which report.json does not hold: `sample_grid` draws it at run time
+from the images `sample_indices` chooses, the report records those indices, and re-rendering keeps
+the file (`RUN_TIME` kinds are planned and referenced, never redrawn).
 Output is deterministic: fixed size and DPI, fixed rc settings, no Software/date metadata. Figures are
 drawn on `matplotlib.figure.Figure` objects directly, so pyplot's global state and backend are untouched.
 """
@@ -23,6 +27,9 @@ _RC = {
 POISON_COLOR = "#c0392b"
 CONTROL_COLOR = "#7f8c8d"
 METHOD_COLORS = ["#2980b9", "#27ae60", "#8e44ad", "#d35400", "#16a085", "#2c3e50"]
+RUN_TIME = ("samples",)  # drawn from pixels while the run has them; kept by re-rendering
+SAMPLES_PER_CLASS = 3
+SAMPLE_CLASSES = 10  # a grid shows at most the first 10 classes
 
 
 @dataclass(frozen=True)
@@ -30,7 +37,7 @@ class FigureSpec:
     filename: str
     caption: str
     poison: str | None  # None: one figure across poisons
-    kind: str           # certificate | history | sal | recovery | defenses | ud
+    kind: str           # certificate | samples | history | per_class | sal | recovery | defenses | ud | timeline
 
 
 def slugs(names) -> dict[str, str]:
@@ -71,6 +78,11 @@ def plan(report: dict) -> list[FigureSpec]:
         specs.append(FigureSpec("ud.png", "UD per poison", None, "ud"))
     for name, sec in poisons.items():
         s = slug[name]
+        if sec.get("samples"):
+            specs.append(FigureSpec(f"samples-{s}.png", f"{name}: training images (a fixed seeded choice per "
+                                    "class): clean, released, and the perturbation released − clean amplified per "
+                                    "image to the full range (grey = 0; under it, its largest |δ| in 1/255)",
+                                    name, "samples"))
         if sec.get("certificate"):
             twin = " and the clean control" if (name != CONTROL and (poisons.get(CONTROL) or {}).get("certificate")) \
                 else ""
@@ -80,6 +92,9 @@ def plan(report: dict) -> list[FigureSpec]:
         emp = sec["empirical"]
         if emp.get("clean_history") or emp.get("protected_history"):
             specs.append(FigureSpec(f"history-{s}.png", f"{name}: test accuracy per epoch", name, "history"))
+        if emp.get("per_class") and name != CONTROL:
+            specs.append(FigureSpec(f"per-class-{s}.png", f"{name}: test accuracy per class of the clean and the "
+                                    "protected model", name, "per_class"))
         sal = sec.get("sal_ud") or {}
         if _has_matrix(sal.get("sal_protected")) or _has_matrix(sal.get("sal_clean")):
             specs.append(FigureSpec(f"sal-{s}.png", f"{name}: SAL per layer and epoch, protected and clean",
@@ -186,6 +201,98 @@ def _history(report, name, fig):
     ax.set_ylim(0, 1.02)
     ax.legend()
     ax.set_title(_t(f"{name}: training history"))
+
+
+def _per_class(report, name, fig):
+    import numpy as np
+
+    pc = report["poisons"][name]["empirical"]["per_class"]
+    k = max(len(pc["clean"]), len(pc["protected"]))
+    names = report["dataset"].get("class_names") or []
+    names = names if len(names) == k else [str(i) for i in range(k)]
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_axisbelow(True)
+    x = np.arange(k)
+    for j, (key, color, label) in enumerate((("clean", CONTROL_COLOR, "clean model"),
+                                             ("protected", POISON_COLOR, "protected model"))):
+        vals = [_nan(v) for v in pc[key]] + [math.nan] * (k - len(pc[key]))
+        ax.bar(x - 0.2 + 0.4 * j, vals, 0.4, color=color, label=label)
+    tilt = k * max(len(n) for n in names) > 40  # long names side by side would overlap
+    ax.set_xticks(x)
+    ax.set_xticklabels([_t(n) for n in names], rotation=30 if tilt else 0, ha="right" if tilt else "center")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.18)  # the legend sits above the bars
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.legend(loc="upper center", ncol=2)
+    ax.set_title(_t(f"{name}: test accuracy per class"))
+
+
+def sample_indices(y, classes: int, seed: int, per_class: int = SAMPLES_PER_CLASS) -> list[int]:
+    """Training images for the sample grid: `per_class` of each of the first `SAMPLE_CLASSES`
+    classes (all of a class that has fewer), a seeded choice, grouped by class in label order."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    out: list[int] = []
+    for c in range(min(classes, SAMPLE_CLASSES)):
+        pool = np.flatnonzero(y == c)
+        out += sorted(int(i) for i in rng.choice(pool, size=min(per_class, len(pool)), replace=False))
+    return out
+
+
+def _tile(a):
+    """C×H×W in [0, 1] -> H×W×3 (a grayscale image repeated in each channel)."""
+    import numpy as np
+
+    a = np.clip(a, 0, 1).transpose(1, 2, 0)
+    return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a
+
+
+def sample_grid(clean, released, labels, classes: list[str], title: str) -> bytes:
+    """PNG of the sample grid: one row per class, for each of its images the clean one, the released
+    one and the perturbation released − clean scaled so that its largest |δ| spans the full range
+    (grey = 0). `clean` and `released` are float N×C×H×W arrays in [0, 1] (the chosen images),
+    `labels` theirs. One mosaic in one axes: a grid of 90 axes took seconds to lay out."""
+    import matplotlib
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    clean, released, labels = np.asarray(clean, np.float64), np.asarray(released, np.float64), np.asarray(labels)
+    delta = released - clean
+    peak = np.abs(delta).reshape(len(delta), -1).max(axis=1) if len(delta) else np.zeros(0)
+    shown = 0.5 + delta / (2 * np.where(peak > 0, peak, 1.0))[:, None, None, None]
+    rows = list(dict.fromkeys(int(c) for c in labels))
+    per_row = max([int((labels == c).sum()) for c in rows] or [1])
+    h, w = clean.shape[2:] if clean.ndim == 4 else (1, 1)
+    gap, band = max(1, round(0.12 * w)), max(2, round(0.4 * h))  # between tiles; under each row, for labels
+    step = 3 * (w + gap) + 2 * gap  # one image's three tiles and the space after them
+    width, height = per_row * step - gap, len(rows) * (h + band) + gap
+    mosaic = np.ones((max(height, 1), max(width, 1), 3))
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(0.95 * 3 * per_row + 1.2, 0.95 * 3 * per_row * height / max(width, 1) + 0.9),
+                     dpi=DPI, layout="constrained")
+        ax = fig.add_subplot(1, 1, 1)
+        for r, c in enumerate(rows):
+            top = gap + r * (h + band)
+            for j, i in enumerate(np.flatnonzero(labels == c)):
+                for k, img in enumerate((clean[i], released[i], shown[i])):
+                    left = j * step + k * (w + gap)
+                    mosaic[top:top + h, left:left + w] = _tile(img)
+                ax.text(j * step + 2 * (w + gap) + w / 2 - 0.5, top + h + band / 2 - 0.5,
+                        f"±{peak[i] * 255:.3g}/255", ha="center", va="center", fontsize=7)
+        ax.imshow(mosaic, interpolation="nearest")
+        ax.set_yticks([gap + r * (h + band) + h / 2 - 0.5 for r in range(len(rows))])
+        ax.set_yticklabels([_t(classes[c] if c < len(classes) else c) for c in rows])
+        ax.set_xticks([j * step + k * (w + gap) + w / 2 - 0.5 for j in range(per_row) for k in range(3)])
+        ax.set_xticklabels(["clean", "released", "perturbation"] * per_row, fontsize=7)
+        ax.xaxis.tick_top()
+        ax.tick_params(length=0)
+        ax.grid(False)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_title(_t(title))
+        return _finish_png(fig)
 
 
 def _matrix(m):
@@ -335,8 +442,8 @@ def _timeline(report, fig):
     ax.set_title(f"{len(tasks)} tasks on {len({n for n, _ in rows})} node(s)")
 
 
-_SIZES = {"certificate": (11, 4.4), "history": (6, 3.6), "sal": (11, 4), "recovery": (7.5, 4.6),
-          "defenses": (8, 4), "ud": (6, 3.6), "timeline": (10, 4.2)}
+_SIZES = {"certificate": (11, 4.4), "history": (6, 3.6), "per_class": (7, 3.8), "sal": (11, 4),
+          "recovery": (7.5, 4.6), "defenses": (8, 4), "ud": (6, 3.6), "timeline": (10, 4.2)}
 
 
 def render(report: dict, spec: FigureSpec) -> bytes:
@@ -353,11 +460,12 @@ def render(report: dict, spec: FigureSpec) -> bytes:
         elif spec.kind == "timeline":
             _timeline(report, fig)
         else:
-            {"certificate": _certificate, "history": _history, "sal": _sal,
+            {"certificate": _certificate, "history": _history, "per_class": _per_class, "sal": _sal,
              "recovery": _recovery}[spec.kind](report, spec.poison, fig)
         return _finish_png(fig)
 
 
 def render_all(report: dict) -> dict[str, bytes]:
-    """filename -> PNG bytes for every figure whose data is present, in plan order."""
-    return {spec.filename: render(report, spec) for spec in plan(report)}
+    """filename -> PNG bytes for every figure whose data is present, in plan order (the run-time
+    sample grids excepted: they are not drawn from the report)."""
+    return {spec.filename: render(report, spec) for spec in plan(report) if spec.kind not in RUN_TIME}

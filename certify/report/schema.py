@@ -46,6 +46,9 @@ EMPIRICAL = _obj(
         "defenses": {"type": "object", "additionalProperties": DEFENSE},
         "clean_history": _ACC_LIST,
         "protected_history": _ACC_LIST,
+        # test accuracy per class (label order) of the clean and the protected model; null: no test images
+        "per_class": _obj({"clean": {"type": "array", "items": _FRACTION_OR_NULL},
+                           "protected": {"type": "array", "items": _FRACTION_OR_NULL}}),
     },
 )
 
@@ -153,6 +156,11 @@ RECOVERY_METHOD = _obj({
               "items": _obj({"eta": _NONNEG, "eta_over_sigma": _NONNEG, "accuracy": _FRACTION})},
 })
 
+VERDICT = _obj({"level": {"enum": ["strong", "partial", "weak", "none"]}, "reasons": {"type": "array", "items": _STR}})
+
+# the training images shown in figures/samples-<poison>.png (drawn at run time: the JSON holds no pixels)
+SAMPLES = _obj({"indices": {"type": "array", "items": _COUNT}})
+
 POISON = _obj(
     {"budget": BUDGET, "empirical": EMPIRICAL},
     {
@@ -161,6 +169,8 @@ POISON = _obj(
         "mutual_information": MUTUAL_INFORMATION,
         "covariance": COVARIANCE,
         "recovery": {"type": "object", "additionalProperties": RECOVERY_METHOD},
+        "verdict": VERDICT,
+        "samples": SAMPLES,
     },
 )
 
@@ -188,7 +198,8 @@ REPORT_SCHEMA: dict = {
                 "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
                 "classes": _COUNT,
             }, {"test_digest": {"type": "string", "minLength": 1},  # of the test images and labels; newer reports
-                "resized_to": {"type": "integer", "minimum": 1}}),  # --image-size
+                "resized_to": {"type": "integer", "minimum": 1},  # --image-size
+                "class_names": {"type": "array", "items": _STR}}),  # in label order; newer reports
             "model": _obj({"arch": _STR, "parameters": _COUNT}),
             "poisons": {"type": "object", "additionalProperties": POISON},
         },

@@ -1,0 +1,121 @@
+"""The verdict that opens every report: one level per poison (strong / partial / weak / none) and
+the measured reasons, a pure function of the poison's report section, the clean control's and the
+thresholds of `VerdictConfig` (the README says which measured tables each default comes from).
+
+The rule:
+- the protection is judged by the highest test accuracy an attacker reaches: the model trained
+  normally on the release, under each defense of the run, and each recovery attack at any η (final
+  accuracies: a peak is chosen on the test set, which an attacker does not have);
+- that accuracy as a fraction of the clean model's gives the level: at most `strong` × clean is
+  strong, at most `partial` × partial, at most `weak` × weak, above it none;
+- strong also needs the certificate to agree: the poison's certified learnability at
+  η/σ = `eta_over_sigma` at least `certified_gap` below the clean control's; when it is not, the
+  verdict is partial. Where no certificate can be compared (skipped, no clean control, the point
+  absent or abstaining), the verdict rests on the measured accuracies alone and the reasons say so.
+The clean control `none` gets none.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from certify.errors import UserError
+from certify.report.content import point_at
+from certify.validation import check_nonnegative, check_positive
+
+LEVELS = ("strong", "partial", "weak", "none")
+CONTROL = "none"
+SLACK = 1e-9  # float slack: a ratio of exactly a threshold meets it
+
+
+@dataclass
+class VerdictConfig:
+    """Thresholds of the verdict (ratios are the attacker's best accuracy / the clean model's)."""
+    strong: float = 0.5  # at most half of clean: the project's target (reports/POISONS.md)
+    partial: float = 0.8  # defenses that restore only part of the accuracy (grayscale, AT) stay below
+    weak: float = 0.95  # above it the accuracy is within the spread of no protection (random noise)
+    eta_over_sigma: float = 0.1  # the certificate's point compared with the clean control
+    certified_gap: float = 0.05  # how far below the control's it must certify (random: within 0.007)
+
+    def validate(self, where: str = "config") -> None:
+        check_positive(where, **{"verdict.strong": self.strong, "verdict.eta_over_sigma": self.eta_over_sigma})
+        check_nonnegative(where, **{"verdict.certified_gap": self.certified_gap})
+        if not self.strong <= self.partial <= self.weak <= 1:
+            raise UserError(f"{where}: verdict thresholds must satisfy 0 < strong <= partial <= weak <= 1, got "
+                            f"strong {self.strong!r}, partial {self.partial!r}, weak {self.weak!r}")
+        if self.certified_gap > 1:
+            raise UserError(f"{where}: verdict.certified_gap must be at most 1 (an accuracy), "
+                            f"got {self.certified_gap!r}")
+
+
+def attacks(section: dict) -> list[tuple[str, float]]:
+    """(what the attacker did, test accuracy reached): undefended, each defense, each recovery's best."""
+    emp = section["empirical"]
+    out = [("undefended", emp["protected_accuracy"])]
+    out += [(d, v["accuracy"]) for d, v in (emp.get("defenses") or {}).items()]
+    for method, rec in (section.get("recovery") or {}).items():
+        if rec["curve"]:
+            pt = max(rec["curve"], key=lambda p: p["accuracy"])
+            out.append((f"recovery {method} at η/σ = {pt['eta_over_sigma']:g}", pt["accuracy"]))
+    return out
+
+
+def _level(ratio: float, cfg: VerdictConfig) -> str:
+    for level, limit in (("strong", cfg.strong), ("partial", cfg.partial), ("weak", cfg.weak)):
+        if ratio <= limit + SLACK:
+            return level
+    return "none"
+
+
+def _certificate(section: dict, control: dict | None, cfg: VerdictConfig) -> tuple[bool | None, str]:
+    """(does the certificate confirm the protection, or None where it cannot be compared; the reason)."""
+    r = cfg.eta_over_sigma
+    alone = "judged on the measured accuracies alone"
+    cert = section.get("certificate")
+    twin = (control or {}).get("certificate")
+    if cert is None:
+        return None, f"certificate not computed: {alone}"
+    if twin is None:
+        return None, f"no clean-control certificate to compare with: {alone}"
+    pt, cp = point_at(cert["curve"], r), point_at(twin["curve"], r)
+    if pt is None or cp is None:
+        return None, f"the certificate has no point at η/σ = {r:g}: {alone}"
+    if pt["learnability"] is None or cp["learnability"] is None:
+        return None, f"the certificate abstains at η/σ = {r:g} (N = {cert['samples']}): {alone}"
+    mine, theirs = pt["learnability"], cp["learnability"]
+    gap = theirs - mine
+    if gap >= cfg.certified_gap - SLACK:
+        return True, (f"certified learnability {mine:.3f}, {gap:.3f} below the clean control's {theirs:.3f} "
+                      f"at η/σ = {r:g}")
+    return False, (f"certified learnability {mine:.3f} is not {cfg.certified_gap:g} below the clean control's "
+                   f"{theirs:.3f} at η/σ = {r:g} (gap {gap:+.3f})")
+
+
+def judge(section: dict, control: dict | None, cfg: VerdictConfig) -> dict:
+    """{"level", "reasons"} of one poison's report section; `control` is the clean control's section
+    (None where the run has none)."""
+    emp = section["empirical"]
+    clean = emp["clean_accuracy"]
+    if clean <= 0:
+        return {"level": "none", "reasons": ["the clean model's test accuracy is 0: there is nothing to protect"]}
+    tried = attacks(section)
+    reasons = [f"protected accuracy {tried[0][1]:.3f} = {tried[0][1] / clean:.2f} × clean ({clean:.3f})"]
+    reasons += [f"{what} reaches {a:.3f}" for what, a in tried[1:]]
+    what, best = max(tried, key=lambda t: t[1])  # the first of equals: undefended before any defense
+    level = _level(best / clean, cfg)
+    limit = {"strong": cfg.strong, "partial": cfg.partial, "weak": cfg.weak}.get(level)
+    bound = f"at most {limit:g}" if limit is not None else f"above {cfg.weak:g}"
+    reasons.append(f"attacker's best: {best:.3f} ({what}) = {best / clean:.2f} × clean ({bound} × clean: {level})")
+    confirmed, why = _certificate(section, control, cfg)
+    reasons.append(why)
+    if level == "strong" and confirmed is False:
+        level = "partial"
+        reasons.append("strong needs the certificate to confirm the protection: partial")
+    return {"level": level, "reasons": reasons}
+
+
+def verdicts(poisons: dict[str, dict], cfg: VerdictConfig) -> dict[str, dict]:
+    """The verdict of every section of a report's `poisons` (the clean control gets none)."""
+    control = poisons.get(CONTROL)
+    return {name: ({"level": "none", "reasons": ["the clean control: no perturbation"]} if name == CONTROL
+                   else judge(sec, control, cfg))
+            for name, sec in poisons.items()}

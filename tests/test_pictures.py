@@ -1,0 +1,164 @@
+"""The report's pictures and verdict lines: per-class accuracies, the run-time sample grids (written
+by `certify run` and `certify poison`, kept by re-rendering), and the verdict opening the report."""
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from certify.cli import main
+from certify.errors import UserError
+from certify.export import export_released
+from certify.report import render, write_report
+from certify.report.content import build_document
+from certify.report.document import Bullets, Paragraph, Section
+from certify.report.figures import SAMPLE_CLASSES, plan, sample_grid, sample_indices
+from certify.training import evaluate, per_class_accuracy
+from test_report import make_report
+
+
+class Lookup(nn.Module):
+    """Predicts the class written in an image's first pixel."""
+
+    def __init__(self, k):
+        super().__init__()
+        self.k, self.unused = k, nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return nn.functional.one_hot(x[:, 0].long(), self.k).float()
+
+
+def test_per_class_accuracy_counts_each_class_of_the_test_set():
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 3])
+    pred = torch.tensor([0, 0, 1, 3, 1, 1, 0])  # class 0: 2 of 4, class 1: 2 of 2, class 2: none, class 3: 0 of 1
+    x = pred.view(-1, 1).float()
+    assert per_class_accuracy(Lookup(4), x, y, 4, batch_size=3) == [0.5, 1.0, None, 0.0]
+    assert evaluate(Lookup(4), x, y, batch_size=3) == pytest.approx(4 / 7)
+
+
+def test_sample_indices_are_a_seeded_choice_per_class():
+    y = np.repeat(np.arange(12), 5)
+    y[y == 2] = 1  # class 2 has no images, class 1 has ten
+    idx = sample_indices(y, 12, seed=3)
+    labels = [int(y[i]) for i in idx]
+    assert labels == sorted(labels) and set(labels) == set(range(SAMPLE_CLASSES)) - {2}  # the first 10 classes
+    assert all(labels.count(c) == 3 for c in set(labels))
+    assert len(set(idx)) == len(idx)
+    assert sample_indices(y, 12, seed=3) == idx and sample_indices(y, 12, seed=4) != idx
+    assert sample_indices(np.array([0, 0, 1]), 2, seed=0) == [0, 1, 2]  # fewer than asked: all of them
+
+
+def test_sample_grid_is_a_deterministic_png_that_shows_the_perturbation():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    clean = rng.random((4, 3, 6, 6))
+    released = np.clip(clean + rng.choice([-2 / 255, 2 / 255], clean.shape), 0, 1)
+    labels = np.array([0, 0, 1, 1])
+    png = sample_grid(clean, released, labels, ["cat", "dog"], "t")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == sample_grid(clean, released, labels, ["cat", "dog"], "t")
+    assert png != sample_grid(clean, clean, labels, ["cat", "dog"], "t")
+    w, h = Image.open(io.BytesIO(png)).size
+    assert w > h  # two rows of two (clean, released, perturbation) triples
+
+
+# ----------------------------------------------------------------------------- the report
+
+def _with_pictures(r):
+    r["dataset"]["class_names"] = [f"class {i}" for i in range(10)]
+    for name, sec in r["poisons"].items():
+        sec["empirical"]["per_class"] = {"clean": [0.5] * 10, "protected": [0.2] * 9 + [None]}
+        sec["verdict"] = {"level": "none" if name == "none" else "strong", "reasons": [f"why {name}"]}
+    r["poisons"]["miue"]["samples"] = {"indices": [0, 1, 2]}
+    r["config"]["verdict"] = {"strong": 0.5, "partial": 0.8, "weak": 0.95, "eta_over_sigma": 0.1,
+                              "certified_gap": 0.05}
+    return r
+
+
+def test_the_report_opens_with_one_verdict_line_per_poison():
+    doc = build_document(_with_pictures(make_report()))
+    first = doc.children[0]
+    assert isinstance(first, Section) and first.title == "Verdict"
+    lines, note = first.children
+    assert isinstance(lines, Bullets) and isinstance(note, Paragraph)
+    assert [item[0].text for item in lines.items] == ["none (clean control): none", "miue: strong"]
+    assert lines.items[1][1] == " — why miue"
+    assert "strong at most 0.5, partial at most 0.8, weak at most 0.95" in note.parts[0]
+    # a report from before verdicts has no such section
+    assert not any(isinstance(b, Section) and b.title == "Verdict" for b in build_document(make_report()).children)
+
+
+def test_run_time_figures_are_written_kept_and_embedded(tmp_path):
+    r = _with_pictures(make_report())
+    for sec in r["poisons"].values():  # fewer figures to draw
+        for key in ("certificate", "sal_ud", "mutual_information", "recovery"):
+            del sec[key]
+        del sec["empirical"]["defenses"]
+    names = {s.filename: s.kind for s in plan(r)}
+    assert names["samples-miue.png"] == "samples" and names["per-class-miue.png"] == "per_class"
+    assert "samples-none.png" not in names and "per-class-none.png" not in names  # the control: no perturbation
+    assert [s.kind for s in plan(r) if s.poison == "miue"][0] == "samples"  # the poison's pictures open with it
+    grid = sample_grid(np.zeros((1, 1, 4, 4)), np.full((1, 1, 4, 4), 0.1), np.array([0]), ["a"], "t")
+    write_report(r, tmp_path, {"samples-miue.png": grid})
+    assert (tmp_path / "figures" / "samples-miue.png").read_bytes() == grid
+    assert (tmp_path / "figures" / "per-class-miue.png").read_bytes()[:4] == b"\x89PNG"
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(names)
+    assert "(figures/samples-miue.png)" in (tmp_path / "report.md").read_text()
+    # `certify report` re-renders from the JSON and keeps (and embeds) the grid it cannot redraw
+    (tmp_path / "report.html").unlink()
+    render(tmp_path / "report.json")
+    assert (tmp_path / "report.html").read_text() == html
+    assert (tmp_path / "figures" / "samples-miue.png").read_bytes() == grid
+    # without the file the page says so instead of failing
+    (tmp_path / "figures" / "samples-miue.png").unlink()
+    render(tmp_path / "report.json")
+    assert "Figure samples-miue.png is not available" in (tmp_path / "report.html").read_text()
+
+
+def test_export_writes_extra_files_beside_the_images(tmp_path, digits):
+    x, y = digits.x_train[:40], digits.y_train[:40]
+    out = export_released(x, y, digits.classes, tmp_path / "out", "png", {"poison": "x"},
+                          extra_files={"samples-x.png": b"\x89PNG"})
+    assert (out / "samples-x.png").read_bytes() == b"\x89PNG"
+    from certify.data import load_split
+
+    back, labels, _ = load_split(f"folder:{out}")  # the class folders only
+    assert len(back) == 40
+    for bad in ("../x.png", ".hidden", "manifest.json"):
+        with pytest.raises(UserError, match="extra file"):
+            export_released(x, y, digits.classes, tmp_path / "o2", "png", {}, extra_files={bad: b""})
+
+
+def test_run_and_poison_end_to_end_on_digits(tmp_path, capsys, digits):
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text("train:\n  epochs: 2\n")
+    out, cache = tmp_path / "run", str(tmp_path / "cache")
+    assert main(["run", "--dataset", "digits", "--poison", "random", "--executor", "serial", "--skip",
+                 "certify,scores,recovery", "--config", str(cfg), "--cache-dir", cache, "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["dataset"]["class_names"] == [str(i) for i in range(10)]
+    none, rnd = report["poisons"]["none"], report["poisons"]["random"]
+    assert none["verdict"]["level"] == "none"
+    assert rnd["verdict"]["level"] in ("strong", "partial", "weak", "none")
+    assert rnd["verdict"]["reasons"][-1] == "certificate not computed: judged on the measured accuracies alone"
+    # per-class accuracies are of the test set: weighted by its class counts they give the accuracy
+    counts = np.bincount(digits.y_test.numpy(), minlength=10)
+    for key, total in (("clean", rnd["empirical"]["clean_accuracy"]),
+                       ("protected", rnd["empirical"]["protected_accuracy"])):
+        assert np.dot(rnd["empirical"]["per_class"][key], counts) / counts.sum() == pytest.approx(total)
+    assert none["empirical"]["per_class"]["protected"] == rnd["empirical"]["per_class"]["clean"]
+    assert len(rnd["samples"]["indices"]) == 30 and "samples" not in none
+    figs = {p.name for p in (out / "figures").iterdir()}
+    assert {"samples-random.png", "per-class-random.png"} <= figs and "samples-none.png" not in figs
+    assert "## Verdict" in (out / "report.md").read_text()
+
+    export = tmp_path / "export"
+    assert main(["poison", "--dataset", "digits", "--poison", "random", "--cache-dir", cache,
+                 "--out", str(export)]) == 0
+    manifest = json.loads((export / "manifest.json").read_text())
+    assert manifest["samples"] == {"figure": "samples-random.png", "indices": rnd["samples"]["indices"]}
+    # the same grid as the run's: the same release, the same seeded choice
+    assert (export / "samples-random.png").read_bytes() == (out / "figures" / "samples-random.png").read_bytes()
