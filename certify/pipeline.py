@@ -25,6 +25,7 @@ from certify.errors import UserError
 from certify.graph import run_graph
 from certify.models import check_input_size, count_parameters
 from certify.progress import say
+from certify.report.content import num
 from certify.recovery import add_recovery, section as recovery_section
 from certify.scores.comparison import comparison
 from certify.scores.stages import add_defended_sal, add_mi, add_sal, sections as score_sections
@@ -229,7 +230,7 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[
         if "sal" in p:
             section.update(score_sections(ctx, v[plan["sal_clean"]], v[p["sal"]], v[p["mi"]],
                                           {d: v[k] for d, k in p["defended_sal"].items()}))
-            line += f"; UD {section['sal_ud']['ud']}; MI gap {section['mutual_information']['gap']:.3f}"
+            line += f"; UD {num(section['sal_ud']['ud'])}; MI gap {section['mutual_information']['gap']:.3f}"
         if "recovery" in p:
             section["recovery"] = recovery_section(ctx, p["recovery"], v)
         if "certificate" in p and p["certificate"].chunks:
