@@ -18,7 +18,7 @@ from attacks.base import POISONS
 from certify import certificate, cluster, device as devices
 from certify.cache import Cache, atomic_write, tensor_digest
 from certify.config import RunConfig, to_dict
-from certify.context import ModelSpec, RunContext
+from certify.context import ModelSpec, RunContext, images
 from certify.crafting import add_release, budget_head
 from certify.data import Dataset, load_dataset
 from certify.errors import UserError
@@ -137,9 +137,9 @@ def export_poison(cfg: RunConfig, out: str, fmt: str) -> dict:
     check_target(Path(out).expanduser().resolve())  # before minutes of crafting
     cfg = dataclasses.replace(cfg, executor="serial")  # one task: Ray would only add its start-up
     ctx = _context(cfg)
-    release = add_release(ctx, name)
-    released = _run_graph(ctx, time.time()).values[release]["released"].to(torch.float32) / 255.0
-    head = budget_head(ctx, name, released)
+    crafted = _run_graph(ctx, time.time()).values[add_release(ctx, name)]
+    released = images(crafted["released"])
+    head = budget_head(ctx, name, crafted)
     manifest = {"poison": name, "parameters": head["parameters"], "budget": head["budget"], "seed": cfg.seed,
                 "dataset": ctx.data.name, "model": ctx.model.arch, "n": len(released), "classes": ctx.data.classes}
     export_released(released, ctx.data.y_train, ctx.data.classes, out, fmt, manifest)
@@ -180,7 +180,7 @@ def _timings(records: list[dict], wall: float) -> dict:
 def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[str, str]], heads: dict,
                  clean_release: str, t0: float, warnings: list[str] | None = None) -> dict:
     """The shared back half of `run` and `audit`: `releases` are (name, key of its released set);
-    `heads` gives each name's budget section, or a function of its released images; `warnings`
+    `heads` gives each name's budget section, or a function of its crafting artifact; `warnings`
     (about the inputs) open the report."""
     cfg, data = ctx.cfg, ctx.data
     plan = _plan(ctx, clean_release, releases)
@@ -198,7 +198,7 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[
         report["warnings"] = list(warnings)
     for name, p in plan["poisons"].items():
         head = heads[name]
-        section = dict(head(v[p["release"]]["released"]) if callable(head) else head)
+        section = dict(head(v[p["release"]]) if callable(head) else head)
         section["empirical"] = empirical_section(clean, v[p["victim"]], {d: v[k] for d, k in p["defended"].items()})
         e = section["empirical"]
         line = f"{name}: protected accuracy {e['protected_accuracy']:.3f} (clean {e['clean_accuracy']:.3f})"
