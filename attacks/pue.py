@@ -63,7 +63,7 @@ class PUEParams(PoisonParams):
     draws_model: int = 1  # weight draws per level per model step (published 100)
     rwp_switch: float = 0.5  # RWP switches on once crafting accuracy on x + δ exceeds this
     subset: float = 0.2  # stratified fraction of the training set the noise is crafted on
-    max_rounds: int = 15  # the reference has no cap (cifar10-mini at σ 0.02: stopped after 12, 420 s)
+    max_rounds: int = 15  # the reference has no cap (cifar10-mini, seed 0, σ 0.02: stopped after 12 rounds)
     model_steps: int = 20  # crafting-model batches per round (ctx.train batch size and lr)
     pgd_steps: int = 1  # signed steps on δ per batch per round (one per level each)
     step_size: float = 0.8 / 255
