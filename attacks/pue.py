@@ -2,16 +2,23 @@
 
 Min-min like EM, but once the crafting model's accuracy on x + δ exceeds `rwp_switch` both steps see
 randomly perturbed weights θ + σ·ε (ε ~ N(0, I) on every trainable parameter, as the certificate's
-draws are; see certify.smoothing), at the levels σ ∈ linspace(0, sigma_max, levels):
-- model step: per level, the loss averaged over `draws_model` weight draws, one optimizer step per level;
+draws are; see certify.certificate.draws), at the levels σ ∈ linspace(0, sigma_max, levels):
+- model step: the reference's RWP update (certify.certificate.surrogate.rwp_update): one optimizer
+  step per level on the loss averaged over `draws_model` weight draws (divided by the number of
+  levels), its gradient clipped to `grad_clip`;
 - δ step: per level, input gradients summed over `draws_delta` draws, one signed step per level.
 Class-wise (one δ per class) and crafted on a stratified subset, as in the reference; stop once the
-crafting model's error on the subset is below `stop_error` (or after `max_rounds`).
+crafting model's error on the subset is below `stop_error` with RWP on (or after `max_rounds`).
+
+σ_max is the run's σ: the crafting task fills `sigma_max` in (certify/crafting.py) from the run's
+σ artifact (`--sigma F`, or what `--sigma auto` picks from the clean model), so PUE is crafted for
+the certificate it is judged by. An explicit `poison_params.pue.sigma_max` wins over the run's σ.
+The report's parameters of PUE record the σ it was crafted at.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import numpy as np
 import torch
@@ -19,36 +26,48 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from attacks.base import POISONS, CraftContext, PoisonParams, release
-from attacks.em import (BatchStream, batches, check_int_positive, crafting_model, perturbed_images, sgd,
-                        uniform_init)
+from attacks.em import BatchStream, batches, check_int_positive, crafting_model, perturbed_images, sgd, uniform_init
+from certify.certificate.surrogate import perturbed, rwp_update
 from certify.errors import UserError
 from certify.progress import progress
 from certify.seeding import derive, stratified_draw
 from certify.training import evaluate, flip_crop
 from certify.validation import check_nonnegative, check_positive
 
+PUBLISHED_SIGMA = 0.25  # the reference's crafting noise; used only when PUE is crafted outside a run
+
 
 @dataclass
 class PUEParams(PoisonParams):
     """PUE (class-wise), l-inf.
 
-    Published: eps 8/255, σ levels {0, 0.05, ..., 0.25} (6), δ steps of 0.8/255 summing 10 weight draws
-    per level, model steps averaging 100 draws per level, RWP on above 50 % crafting accuracy,
-    stratified 20 % subset, stop at error < 0.1, 20 PGD steps and 10 model batches per round.
-    CPU defaults (cifar10-mini, cnn): 1 draw per level in both steps, 5 PGD steps, at most 6 rounds.
+    Published (the reference's make_pue.sh and make_pue.py, CIFAR-10, ResNet-18): eps 8/255; RWP
+    levels {0, 0.05, ..., 0.25} (6); each round 20 model batches, then 1 PGD step on every batch of the
+    subset; δ steps of 0.8/255, one per level, on input gradients summed over 10 weight draws; model
+    steps one per level on the loss averaged over 100 weight draws, gradients clipped at 5.0; RWP on
+    once crafting accuracy on x + δ exceeds 50 %; stratified 20 % subset; stop at error < 0.1.
+    Here: σ_max is the run's σ (see the module docstring); 100 model draws under `--profile
+    reference`, 1 in the CPU-sized default; at most `max_rounds` rounds (the reference has no cap);
+    the crafting model's training settings are the run's (`train`), not the reference's ResNet-18 ones.
+    The reference moves each class's δ by the mean of its images' signed steps; here by the sign of
+    their summed gradient, as class-wise EM does.
     """
+    # digits: RWP from the first round (its crafting accuracy stays near chance for rounds)
     dataset_defaults: ClassVar[dict[str, dict]] = {
-        "digits": {"max_rounds": 2, "model_steps": 3, "pgd_steps": 2, "levels": 3, "subset": 0.5}}
-    sigma_max: float = 0.25
+        "digits": {"max_rounds": 2, "model_steps": 3, "levels": 3, "subset": 0.5, "draws_delta": 2, "rwp_switch": 0.0}}
+    profile_defaults: ClassVar[dict[str, dict]] = {"reference": {"draws_model": 100}}
+    run_sigma: ClassVar[str] = "sigma_max"  # the field the crafting task sets to the run's σ when it is None
+    sigma_max: Optional[float] = None  # None: the run's σ; a number: this σ, whatever the run's
     levels: int = 6  # σ ∈ linspace(0, sigma_max, levels)
-    draws_delta: int = 1  # weight draws per level per δ step (published 10)
+    draws_delta: int = 10  # weight draws per level per δ step
     draws_model: int = 1  # weight draws per level per model step (published 100)
     rwp_switch: float = 0.5  # RWP switches on once crafting accuracy on x + δ exceeds this
     subset: float = 0.2  # stratified fraction of the training set the noise is crafted on
-    max_rounds: int = 6
-    model_steps: int = 10
-    pgd_steps: int = 5  # published 20
+    max_rounds: int = 15  # the reference has no cap (cifar10-mini, seed 0, σ 0.02: stopped after 12 rounds)
+    model_steps: int = 20  # crafting-model batches per round (ctx.train batch size and lr)
+    pgd_steps: int = 1  # signed steps on δ per batch per round (one per level each)
     step_size: float = 0.8 / 255
+    grad_clip: float = 5.0  # l2 norm the crafting model's gradients are clipped to (0: not)
     stop_error: float = 0.1
     craft_batch: int = 512
 
@@ -58,17 +77,15 @@ class PUEParams(PoisonParams):
                            draws_model=self.draws_model, max_rounds=self.max_rounds,
                            model_steps=self.model_steps, pgd_steps=self.pgd_steps, craft_batch=self.craft_batch)
         check_positive(where, epsilon=self.epsilon, step_size=self.step_size)
-        check_nonnegative(where, sigma_max=self.sigma_max)
+        check_nonnegative(where, grad_clip=self.grad_clip)
+        if self.sigma_max is not None:
+            check_nonnegative(where, sigma_max=self.sigma_max)
         for name in ("rwp_switch", "stop_error"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 raise UserError(f"{where}: {name} must be in [0, 1], got {v!r}")
         if isinstance(self.subset, bool) or not isinstance(self.subset, (int, float)) or not 0 < self.subset <= 1:
             raise UserError(f"{where}: subset must be in (0, 1], got {self.subset!r}")
-
-
-def _noisy(params: dict, sigma: float, gen: torch.Generator) -> dict:
-    return {n: p + sigma * torch.randn(p.shape, generator=gen).to(p.device) for n, p in params.items()}
 
 
 def _draws(level: float, n: int) -> int:
@@ -84,7 +101,8 @@ def craft_pue(ctx: CraftContext, p: PUEParams) -> torch.Tensor:
     x, y = ctx.x[sub], ctx.y[sub]
     model = crafting_model(ctx, "pue")
     opt = sgd(model, ctx)
-    levels = [float(v) for v in np.linspace(0.0, p.sigma_max, p.levels)]
+    sigma_max = PUBLISHED_SIGMA if p.sigma_max is None else p.sigma_max
+    levels = [float(v) for v in np.linspace(0.0, sigma_max, p.levels)]
     stream = BatchStream(len(x), ctx.train.batch_size, gen)
     delta = uniform_init((ctx.num_classes,) + tuple(x.shape[1:]), p.epsilon, gen).to(dev)
     rwp = p.rwp_switch <= 0
@@ -96,14 +114,7 @@ def craft_pue(ctx: CraftContext, p: PUEParams) -> torch.Tensor:
             idx = next(stream)
             xb = flip_crop(perturbed_images(x[idx], delta[y[idx].to(dev)].cpu()), gen, ctx.train.flip, 0).to(dev)
             yb = y[idx].to(dev)
-            for level in active:  # one optimizer step per level
-                params = dict(model.named_parameters())
-                n = _draws(level, p.draws_model)
-                loss = sum(F.cross_entropy(functional_call(model, _noisy(params, level, gen) if level else params,
-                                                           (xb,)), yb) for _ in range(n)) / n
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+            rwp_update(model, opt, xb, yb, gen, active, p.draws_model, "per-level", p.grad_clip)
         model.eval()
         for idx in batches(len(x), p.craft_batch, gen):
             xb, yb = x[idx].to(dev), y[idx].to(dev)
@@ -112,7 +123,7 @@ def craft_pue(ctx: CraftContext, p: PUEParams) -> torch.Tensor:
                     params = {k: v.detach() for k, v in model.named_parameters()}
                     d = delta.detach().requires_grad_(True)
                     xin = perturbed_images(xb, d[yb])
-                    loss = sum(F.cross_entropy(functional_call(model, _noisy(params, level, gen), (xin,)), yb)
+                    loss = sum(F.cross_entropy(functional_call(model, perturbed(params, level, gen), (xin,)), yb)
                                for _ in range(_draws(level, p.draws_delta)))
                     g = torch.autograd.grad(loss, d)[0]
                     delta = (delta - p.step_size * g.sign()).clamp(-p.epsilon, p.epsilon)

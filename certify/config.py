@@ -130,8 +130,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     # SAL on a 500-image stratified subset, 3 projected-gradient steps per side, every 5th epoch
     "quick": {"sal": {"subset": 500, "steps": 3, "every": 5}},
     "reference": {
-        # the reference trains its surrogate from scratch; 15 epochs is the CPU datasets' training
-        "surrogate": {"levels": 6, "init": "scratch", "epochs": 15},
+        # the reference's surrogate training (what still differs: certify/certificate/surrogate.py)
+        "surrogate": {"levels": 6, "init": "scratch", "epochs": 60, "step": "per-level", "draws_per_level": 10,
+                      "grad_clip": 5.0},
         "sal": {"method": "reference", "subset": 0},
         "recovery": {"methods": ["pgd", "greedy"]},  # each with its own `profile_defaults`
     },

@@ -3,6 +3,11 @@
 The released set is stored as 8-bit images, as a data owner would publish it. The clean control
 `none` releases the clean images, so the clean model is the model trained on `none`'s release and
 the two are one task.
+
+A poison crafted for a certificate (PUE) names, as `run_sigma` on its parameter class, the field
+that takes the run's σ when the user leaves it unset: its crafting task then takes the run's σ
+artifact as an input (the constant of `--sigma F`, or the auto rule's task on the clean model), so
+it runs after σ is known and its key follows σ's. A value the user sets wins.
 """
 from __future__ import annotations
 
@@ -11,19 +16,33 @@ import dataclasses
 import torch
 
 from attacks.base import POISONS, CraftContext, check_budget
+from certify import certificate
+from certify.certificate.config import SmoothingConfig
 from certify.context import ModelSpec, RunContext, images, task_device
 from certify.data import Dataset
 from certify.seeding import derive
 from certify.training import TrainConfig
+from certify.victims import add_victim
 
 
-def craft_task(data: Dataset, *, poison: str, params, seed: int, training: TrainConfig, model: ModelSpec,
-               device: str) -> dict:
+def sigma_field(params) -> str | None:
+    """The field of `params` to fill with the run's σ: declared by the poison and left unset."""
+    name = getattr(type(params), "run_sigma", None)
+    return name if name and getattr(params, name) is None else None
+
+
+def craft_task(data: Dataset, *sigma: dict, poison: str, params, seed: int, training: TrainConfig, model: ModelSpec,
+               device: str, smoothing: SmoothingConfig | None = None) -> dict:
+    """The released set of `poison`; with the run's σ artifact as input, crafted at that σ (recorded)."""
     dev = task_device(device)
+    extra = {}
+    if sigma:
+        extra["sigma"], _ = certificate.sigma_of(sigma[0], smoothing)
+        params = dataclasses.replace(params, **{sigma_field(params): extra["sigma"]})
     ctx = CraftContext(data.x_train, data.y_train, data.num_classes, lambda s: model.build(s, dev), training, seed, dev)
     released = POISONS.get(poison).factory(ctx, params)
     check_budget(poison, data.x_train, released, type(params).norm, float(params.epsilon_for(data.shape)))
-    return {"released": torch.round(released * 255).to(torch.uint8)}
+    return {"released": torch.round(released * 255).to(torch.uint8), **extra}
 
 
 def poison_params(ctx: RunContext, name: str):
@@ -31,18 +50,30 @@ def poison_params(ctx: RunContext, name: str):
     return POISONS.params(name, cfg.poison_params.get(name, {}), dataset=cfg.dataset, profile=cfg.profile)
 
 
+def run_sigma(ctx: RunContext) -> str:
+    """The run's σ: a graph constant, or the auto rule's task on the clean model (added with it)."""
+    clean = add_victim(ctx, add_release(ctx, "none"), "none") if ctx.cfg.sigma == "auto" else None
+    return certificate.add_sigma(ctx, clean)
+
+
 def add_release(ctx: RunContext, name: str) -> str:
     """The task crafting poison `name` from the run's clean training split."""
-    spec = {"poison": name, "params": poison_params(ctx, name), "seed": derive(ctx.cfg.seed, "poison", name),
-            "training": ctx.cfg.train}
-    return ctx.cached("craft", spec, craft_task, (ctx.data_key,), poison=name)
-
-
-def budget_head(ctx: RunContext, name: str, released: torch.Tensor) -> dict:
-    """The report's budget and parameters of a crafted release (checked against the poison's budget)."""
     params = poison_params(ctx, name)
+    spec = {"poison": name, "params": params, "seed": derive(ctx.cfg.seed, "poison", name), "training": ctx.cfg.train}
+    if sigma_field(params) is None:
+        return ctx.cached("craft", spec, craft_task, (ctx.data_key,), poison=name)
+    return ctx.cached("craft", spec, craft_task, (ctx.data_key, run_sigma(ctx)), poison=name,
+                      unkeyed={"smoothing": ctx.cfg.smoothing})
+
+
+def budget_head(ctx: RunContext, name: str, crafted: dict) -> dict:
+    """The report's budget and parameters of a crafted release (checked against the poison's budget);
+    the parameters carry the σ it was crafted at, where it took the run's."""
+    params = poison_params(ctx, name)
+    if "sigma" in crafted:
+        params = dataclasses.replace(params, **{sigma_field(params): crafted["sigma"]})
     norm = type(params).norm
     epsilon = float(params.epsilon_for(ctx.data.shape))
-    measured = check_budget(name, ctx.data.x_train, images(released), norm, epsilon)
+    measured = check_budget(name, ctx.data.x_train, images(crafted["released"]), norm, epsilon)
     return {"budget": {"norm": norm, "epsilon": epsilon, "measured": measured},
             "parameters": dataclasses.asdict(params) if params else {}}

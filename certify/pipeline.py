@@ -154,9 +154,9 @@ def export_poison(cfg: RunConfig, out: str, fmt: str) -> dict:
     check_target(Path(out).expanduser().resolve())  # before minutes of crafting
     cfg = dataclasses.replace(cfg, executor="serial")  # one task: Ray would only add its start-up
     ctx = _context(cfg)
-    release = add_release(ctx, name)
-    released = _run_graph(ctx, time.time()).values[release]["released"].to(torch.float32) / 255.0
-    head = budget_head(ctx, name, released)
+    crafted = _run_graph(ctx, time.time()).values[add_release(ctx, name)]
+    released = images(crafted["released"])
+    head = budget_head(ctx, name, crafted)
     figure, idx, png = samples_figure(ctx, name, released)
     manifest = {"poison": name, "parameters": head["parameters"], "budget": head["budget"], "seed": cfg.seed,
                 "dataset": ctx.data.name, "model": ctx.model.arch, "n": len(released), "classes": ctx.data.classes,
@@ -200,7 +200,7 @@ def _timings(records: list[dict], wall: float) -> dict:
 def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[str, str]], heads: dict,
                  clean_release: str, t0: float, warnings: list[str] | None = None) -> dict:
     """The shared back half of `run` and `audit`: `releases` are (name, key of its released set);
-    `heads` gives each name's budget section, or a function of its released images; `warnings`
+    `heads` gives each name's budget section, or a function of its crafting artifact; `warnings`
     (about the inputs) open the report."""
     cfg, data = ctx.cfg, ctx.data
     plan = _plan(ctx, clean_release, releases)
@@ -220,7 +220,7 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[
     pictures = {}
     for name, p in plan["poisons"].items():
         head = heads[name]
-        section = dict(head(v[p["release"]]["released"]) if callable(head) else head)
+        section = dict(head(v[p["release"]]) if callable(head) else head)
         if name != CONTROL:  # the control's released images are the clean ones
             figure, idx, pictures[figure] = samples_figure(ctx, name, v[p["release"]]["released"])
             section["samples"] = {"indices": idx}

@@ -1,7 +1,8 @@
 """The one training loop: seeded SGD with momentum, weight decay and a cosine schedule.
 
 Hooks used by later stages: `batch_transform` (augmentations and input defenses), `loss_fn`
-(adversarial training, RWP, MixUp-style soft targets) and `epoch_callback` (SAL scoring).
+(adversarial training, MixUp-style soft targets), `step_fn` (a whole update of one batch: RWP's
+steps per noise level, gradient clipping) and `epoch_callback` (SAL scoring).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ TRAIN_MONITOR = 1000  # images of the training set whose accuracy is recorded ea
 
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+# (model, optimizer, x, y, gen) -> the batch's loss, after the optimizer step(s) it took
+StepFn = Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 EpochCallback = Callable[[int, nn.Module], None]
 
 
@@ -92,7 +95,8 @@ def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, seed: int, *,
           x_test: torch.Tensor | None = None, y_test: torch.Tensor | None = None,
           batch_transform: BatchTransform | None = None, loss_fn: LossFn | None = None,
-          epoch_callback: EpochCallback | None = None, desc: str = "train") -> dict:
+          step_fn: StepFn | None = None, epoch_callback: EpochCallback | None = None,
+          desc: str = "train") -> dict:
     """Train `model` in place; return the per-epoch history (loss, train/test accuracy, peak)."""
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
@@ -116,10 +120,13 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
             if batch_transform is not None:
                 xb, yb = batch_transform(xb, yb, gen)
             xb, yb = xb.to(device), yb.to(device)
-            loss = loss_fn(model, xb, yb, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if step_fn is not None:
+                loss = step_fn(model, opt, xb, yb, gen)
+            else:
+                loss = loss_fn(model, xb, yb, gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
             sched.step()
             total_loss += loss.item() * len(idx)
         history["train_loss"].append(total_loss / len(x))

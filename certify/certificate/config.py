@@ -37,10 +37,16 @@ class SurrogateConfig:
     epochs: int = 3  # fine-tuning epochs from the victim, or the whole training from scratch
     switch_fraction: float = 0.2  # scratch only
     draws_per_level: int = 1
+    # mean: one optimizer step on the loss averaged over all levels; per-level: one step per level
+    # (each on its draws' mean loss / levels), as the reference does
+    step: str = "mean"
+    grad_clip: float = 0.0  # clip every step's gradient to this l2 norm (0: off; the reference 5.0)
 
     def validate(self, where: str) -> None:
         check_choice(where, "surrogate.kind", self.kind, ("rwp", "standard"))
         check_choice(where, "surrogate.init", self.init, ("victim", "scratch"))
+        check_choice(where, "surrogate.step", self.step, ("mean", "per-level"))
+        check_nonnegative(where, **{"surrogate.grad_clip": self.grad_clip})
         check_positive(where, **{"surrogate.levels": self.levels, "surrogate.epochs": self.epochs,
                                  "surrogate.draws_per_level": self.draws_per_level})
         check_at_most(where, MAX_LEVELS, **{"surrogate.levels": self.levels,
