@@ -154,7 +154,8 @@ def export_poison(cfg: RunConfig, out: str, fmt: str) -> dict:
     check_target(Path(out).expanduser().resolve())  # before minutes of crafting
     cfg = dataclasses.replace(cfg, executor="serial")  # one task: Ray would only add its start-up
     ctx = _context(cfg)
-    crafted = _run_graph(ctx, time.time()).values[add_release(ctx, name)]
+    release = add_release(ctx, name)  # before the graph runs: the subscript is evaluated after the call
+    crafted = _run_graph(ctx, time.time()).values[release]
     released = images(crafted["released"])
     head = budget_head(ctx, name, crafted)
     figure, idx, png = samples_figure(ctx, name, released)
