@@ -123,7 +123,9 @@ class EMClasswiseParams(EMParams):
     """Class-wise EM: one δ per class, each batch's per-sample PGD results averaged per class.
     Published (the reference's CIFAR-10 class-wise script): 1 PGD step of 0.8/255 per batch, ε 8/255,
     10 model batches per round, stop when crafting accuracy on x + δ > 99 %. CPU defaults 3 rounds of
-    5 PGD steps per batch (every batch moves the shared class δ)."""
+    5 PGD steps per batch: measured on cifar10-mini (cnn victim, 15 epochs, clean 0.491), 5 steps
+    leave the victim at 0.135 and the published 1 step at 0.420 (the reference has no round limit:
+    it runs until the 99 % rule holds)."""
     max_rounds: int = 3
 
 
