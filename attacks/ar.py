@@ -52,11 +52,12 @@ OFFSETS = [(dr, dc) for dr in range(1 - WINDOW, 1) for dc in range(1 - WINDOW, 1
 @dataclass
 class ARParams(PoisonParams):
     """Published (Sandoval-Segura et al., NeurIPS 2022, CIFAR-10): one 3x3 AR filter per class and
-    channel, searched with max_norm 50 and min_response 10 (their CIFAR-100 set used min_response 3),
-    crop 4, l2 = 1.0; acc ~ 12 % (ResNet-18). `epsilon`, `max_norm` and `min_response` are given at
+    channel, searched with max_norm 50 and min_response 10 (their CIFAR-100 set used min_response 3,
+    the default on cifar100), crop 4, l2 = 1.0; acc ~ 12 % (ResNet-18). `epsilon`, `max_norm` and `min_response` are given at
     3x32x32 and scale with the image size (`scale_to_size`, see the module doc). `crop`: start-up rows
     and columns generated and then dropped."""
     norm: ClassVar[str] = "l2"
+    dataset_defaults: ClassVar[dict[str, dict]] = {"cifar100": {"min_response": 3.0}}
     epsilon: float = 1.0
     crop: int = 4
     scale_to_size: bool = True

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import attacks.ar
 from attacks.ar import ar_generate, ar_samples, find_processes, matched_filters
 from attacks.base import POISONS, CraftContext, per_image_norm
 from certify.errors import UserError
@@ -137,6 +138,21 @@ def test_ar_each_image_is_a_sample_of_its_classs_process():
     assert torch.equal(response.argmin(1), y)
     own = response.gather(1, y.view(-1, 1)).flatten()
     assert float(own.max()) < 0.2 * float(response.max(1).values.min())
+
+
+def test_ar_search_thresholds_are_the_published_ones_scaled_with_the_image():
+    p = POISONS.params("ar")
+    assert p.thresholds_for((3, 32, 32)) == pytest.approx((50.0, 10.0))
+    assert p.thresholds_for((1, 8, 8)) == pytest.approx((50.0 * (64 / 3072) ** 0.5, 10.0 * (64 / 3072) ** 0.5))
+    assert POISONS.params("ar", dataset="cifar100").min_response == 3.0  # the authors' CIFAR-100 search
+
+
+def test_ar_search_that_cannot_finish_is_a_user_error(monkeypatch):
+    monkeypatch.setattr(attacks.ar, "MAX_CANDIDATES", attacks.ar.BATCH)
+    x, y = images(8, (1, 8, 8), 4)
+    with pytest.raises(UserError, match="lower min_response") as info:
+        craft("ar", make_ctx(x, y, 4), min_response=1e6)
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("shape", [(3, 16, 16), (1, 8, 8)])
