@@ -5,6 +5,12 @@ mode, takes signed PGD steps on δ that *minimize* the cross-entropy over every 
 once the crafting model's accuracy on x + δ reaches the target (or after `max_rounds`). The
 reference pipeline's quirk of zeroing the negative half of δ when saving is not copied.
 
+Class-wise, as the reference (`universal_perturbation` in the authors' perturbation.py): on each
+batch every sample starts from its class's δ and takes its own signed steps (kept in the ε-box, not
+clipped to valid images, so saturated pixels do not bias the mean), then each class's δ becomes the
+mean of its samples' results (a mean of points in the ε-box stays in it). Sample-wise steps are
+projected to valid images as well.
+
 The helpers below (`BatchStream`, `model_step`, `batches`, ...) are shared by `pue` and `rem`.
 """
 from __future__ import annotations
@@ -114,8 +120,12 @@ class EMParams(PoisonParams):
 
 @dataclass
 class EMClasswiseParams(EMParams):
-    """Class-wise EM: one δ per class. Published as EMParams; CPU defaults 3 rounds of 5 PGD steps
-    (every batch moves the shared class δ, so it saturates within a round)."""
+    """Class-wise EM: one δ per class, each batch's per-sample PGD results averaged per class.
+    Published (the reference's CIFAR-10 class-wise script): 1 PGD step of 0.8/255 per batch, ε 8/255,
+    10 model batches per round, stop when crafting accuracy on x + δ > 99 %. CPU defaults 3 rounds of
+    5 PGD steps per batch: measured on cifar10-mini (cnn victim, 15 epochs, clean 0.491), 5 steps
+    leave the victim at 0.135 and the published 1 step at 0.420 (the reference has no round limit:
+    it runs until the 99 % rule holds)."""
     max_rounds: int = 3
 
 
@@ -123,6 +133,20 @@ def _ce_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, delta: torch.Te
     delta = delta.detach().requires_grad_(True)
     loss = F.cross_entropy(model(perturbed_images(x, delta)), y)
     return torch.autograd.grad(loss, delta)[0]
+
+
+def classwise_step(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, delta: torch.Tensor,
+                   p: EMParams) -> torch.Tensor:
+    """The class δ (K x ...) after one batch: per-sample PGD from the class δ, then the class mean."""
+    db = delta[yb]
+    for _ in range(p.pgd_steps):
+        db = (db - p.step_size * _ce_grad(model, xb, yb, db).sign()).clamp(-p.epsilon, p.epsilon)
+    counts = torch.bincount(yb, minlength=len(delta))
+    present = counts > 0
+    sums = torch.zeros_like(delta).index_add_(0, yb, db)
+    delta = delta.clone()
+    delta[present] = sums[present] / counts[present].to(delta.dtype).view(-1, *[1] * (delta.dim() - 1))
+    return delta
 
 
 def craft_em_delta(ctx: CraftContext, p: EMParams, classwise: bool, name: str,
@@ -149,9 +173,7 @@ def craft_em_delta(ctx: CraftContext, p: EMParams, classwise: bool, name: str,
         for idx in batches(len(x), p.craft_batch, gen):
             xb, yb = x[idx].to(dev), y[idx].to(dev)
             if classwise:
-                for _ in range(p.pgd_steps):
-                    g = torch.zeros_like(delta).index_add_(0, yb, _ce_grad(model, xb, yb, delta[yb]))
-                    delta = (delta - p.step_size * g.sign()).clamp(-p.epsilon, p.epsilon)
+                delta = classwise_step(model, xb, yb, delta, p)
             else:
                 db = delta[idx].to(dev)
                 for _ in range(p.pgd_steps):

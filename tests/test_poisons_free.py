@@ -1,9 +1,13 @@
-"""The model-free poisons (LSP, OPS, AR): budgets, determinism, one pixel for OPS, class-wise deltas."""
+"""The model-free poisons (LSP, OPS, AR): budgets, determinism, one pixel for OPS, per-image LSP and AR
+perturbations with class structure."""
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+import attacks.ar
+from attacks.ar import ar_generate, ar_samples, find_processes, matched_filters
 from attacks.base import POISONS, CraftContext, per_image_norm
 from certify.errors import UserError
 from certify.training import TrainConfig
@@ -74,20 +78,81 @@ def test_l2_budget_scales_with_image_size(name):
     assert float(n.max()) <= p.epsilon + 1e-6 and float(n.min()) > 0.95 * p.epsilon
 
 
+def gray_release(name: str, n: int, shape, k: int, seed: int = 7, **overrides):
+    """Mid-gray images (nothing clipped): the release minus the image is exactly the rounded delta."""
+    x = torch.full((n,) + tuple(shape), 128 / 255)
+    y = torch.arange(n) % k
+    r, p = craft(name, make_ctx(x, y, k, seed), **overrides)
+    return r - x, y, p
+
+
 @pytest.mark.parametrize("name", ["lsp", "ar"])
-def test_classwise_delta(name):
-    x, y = images(60, (3, 16, 16), 3)
-    r, _ = craft(name, make_ctx(x, y, 3))
-    d = r - x
-    inside = (r > 0) & (r < 1)  # not clipped
-    first = [int((y == k).nonzero()[0, 0]) for k in range(3)]
-    for i in range(len(x)):
-        ref = first[int(y[i])]
-        both = inside[i] & inside[ref]
-        assert torch.allclose(d[i][both], d[ref][both], atol=1e-6), f"image {i}: delta differs from its class's"
-    # different classes get different patterns
-    both = inside[first[0]] & inside[first[1]]
-    assert not torch.allclose(d[first[0]][both], d[first[1]][both])
+def test_every_image_gets_its_own_perturbation(name):
+    d, y, _ = gray_release(name, 30, (3, 16, 16), 3)
+    flat = d.reshape(len(d), -1)
+    for k in range(3):
+        mine = flat[y == k]
+        # no two images of a class share a perturbation
+        assert bool((torch.cdist(mine, mine) + torch.eye(len(mine)) > 1e-3).all())
+
+
+def test_lsp_perturbations_are_linearly_separable_by_class():
+    from sklearn.linear_model import LogisticRegression
+
+    d, y, _ = gray_release("lsp", 120, (3, 16, 16), 4)
+    flat = d.reshape(len(d), -1).numpy()
+    fit = LogisticRegression(max_iter=2000).fit(flat[:80], y[:80].numpy())
+    assert fit.score(flat[80:], y[80:].numpy()) == 1.0  # held-out images, a linear classifier
+
+
+def test_lsp_too_many_classes_for_the_patch_grid_is_a_user_error():
+    x, y = images(8, (1, 8, 8), 4)
+    with pytest.raises(UserError, match="lower patch"):
+        craft("lsp", make_ctx(x, y, 4), patch=32)  # one patch of one channel: 2 classes at most
+
+
+def test_ar_generate_follows_the_recursion():
+    g = torch.Generator().manual_seed(0)
+    coef = torch.randn(5, 8, generator=g)
+    coef = coef / coef.sum(1, keepdim=True)
+    start = torch.randn(5, 7, 9, generator=g)
+    out = ar_generate(coef, start)
+    ref = start.clone()  # raster order, one pixel at a time
+    for i in range(2, 7):
+        for j in range(2, 9):
+            ref[:, i, j] = (ref[:, i - 2:i + 1, j - 2:j + 1].reshape(5, 9)[:, :8] * coef).sum(1)
+    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-6)
+    assert torch.equal(out[:, :2], start[:, :2]) and torch.equal(out[:, :, :2], start[:, :, :2])
+
+
+def test_ar_each_image_is_a_sample_of_its_classs_process():
+    shape, k = (3, 16, 16), 3
+    d, y, p = gray_release("ar", 45, shape, k)
+    coef = find_processes(k, shape, p, torch.Generator().manual_seed(7))  # the craft's search (seed 7)
+    max_norm, _ = p.thresholds_for(shape)
+    fresh = ar_samples(coef, shape, p.crop, torch.Generator().manual_seed(1))
+    assert bool((fresh.flatten(1).norm(dim=1) <= max_norm).all())
+    # a process's matched filter is ~0 on its own samples (8-bit rounding aside) and responds to the
+    # others': the filters classify every released perturbation by its class
+    response = F.relu(F.conv2d(d, matched_filters(coef))).sum((2, 3))
+    assert torch.equal(response.argmin(1), y)
+    own = response.gather(1, y.view(-1, 1)).flatten()
+    assert float(own.max()) < 0.2 * float(response.max(1).values.min())
+
+
+def test_ar_search_thresholds_are_the_published_ones_scaled_with_the_image():
+    p = POISONS.params("ar")
+    assert p.thresholds_for((3, 32, 32)) == pytest.approx((50.0, 10.0))
+    assert p.thresholds_for((1, 8, 8)) == pytest.approx((50.0 * (64 / 3072) ** 0.5, 10.0 * (64 / 3072) ** 0.5))
+    assert POISONS.params("ar", dataset="cifar100").min_response == 3.0  # the authors' CIFAR-100 search
+
+
+def test_ar_search_that_cannot_finish_is_a_user_error(monkeypatch):
+    monkeypatch.setattr(attacks.ar, "MAX_CANDIDATES", attacks.ar.BATCH)
+    x, y = images(8, (1, 8, 8), 4)
+    with pytest.raises(UserError, match="lower min_response") as info:
+        craft("ar", make_ctx(x, y, 4), min_response=1e6)
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("shape", [(3, 16, 16), (1, 8, 8)])
@@ -131,7 +196,9 @@ def test_ops_finds_the_consistent_pixel():
 
 @pytest.mark.parametrize("name,bad", [("lsp", {"epsilon": -1.0}), ("lsp", {"patch": 0}), ("ar", {"crop": -2}),
                                       ("ar", {"epsilon": float("nan")}), ("ops", {"epsilon": 2.0}),
-                                      ("lsp", {"scale_to_size": "yes"}), ("ops", {"pixels": 1})])
+                                      ("lsp", {"scale_to_size": "yes"}), ("ops", {"pixels": 1}),
+                                      ("lsp", {"class_sep": 0.0}), ("ar", {"max_norm": 0.0}),
+                                      ("ar", {"min_response": -1.0})])
 def test_bad_params_are_one_line_user_errors(name, bad):
     with pytest.raises(UserError) as info:
         POISONS.params(name, bad)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from attacks.base import POISONS, CraftContext, measure
-from attacks.em import craft_em_delta
+from attacks.em import classwise_step, craft_em_delta
 from attacks.miue import delta_steps, sim_loss, dist_loss
 from certify.data import load_dataset
 from certify.errors import UserError
@@ -141,3 +141,26 @@ def test_em_lowers_crafting_models_loss(digits, classwise):
         clean = float(F.cross_entropy(model(ctx.x), ctx.y))
         poisoned = float(F.cross_entropy(model((ctx.x + d).clamp(0, 1)), ctx.y))
     assert poisoned < clean, (clean, poisoned)
+
+
+def test_em_classwise_step_is_the_class_mean_of_per_sample_steps(digits):
+    x, y = digits
+    model = build_model("cnn", (1, 8, 8), 10, 3)
+    model.eval()
+    xb, yb = x[:60], y[:60]
+    p = POISONS.params("em-classwise", {"pgd_steps": 1})
+    delta = torch.zeros((10, 1, 8, 8))
+    new = classwise_step(model, xb, yb, delta, p)
+    # one step from δ = 0: each sample moves by -step * sign(its own gradient); the class δ is the mean
+    d = torch.zeros_like(xb, requires_grad=True)
+    F.cross_entropy(model((xb + d).clamp(0, 1)), yb).backward()
+    own = -p.step_size * d.grad.sign()
+    for k in range(10):
+        assert torch.allclose(new[k], own[yb == k].mean(0), atol=1e-7)
+    # a mean of signs, not the sign of a summed gradient: fractional steps occur
+    steps = (new / p.step_size).flatten()
+    assert bool(((steps.abs() > 0.01) & (steps.abs() < 0.99)).any())
+    assert float(new.abs().max()) <= p.epsilon + 1e-7
+    two_steps = POISONS.params("em-classwise", {"pgd_steps": 2})
+    only_two = classwise_step(model, xb[yb < 2], yb[yb < 2], delta + 1 / 255, two_steps)
+    assert torch.equal(only_two[2:], (delta + 1 / 255)[2:])  # classes not in the batch keep their δ
