@@ -61,9 +61,9 @@ def add_release(ctx: RunContext, name: str) -> str:
     params = poison_params(ctx, name)
     spec = {"poison": name, "params": params, "seed": derive(ctx.cfg.seed, "poison", name), "training": ctx.cfg.train}
     if sigma_field(params) is None:
-        return ctx.cached("craft", spec, craft_task, (ctx.data_key,), poison=name)
+        return ctx.cached("craft", spec, craft_task, (ctx.data_key,), poison=name, code=POISONS.code(name))
     return ctx.cached("craft", spec, craft_task, (ctx.data_key, run_sigma(ctx)), poison=name,
-                      unkeyed={"smoothing": ctx.cfg.smoothing})
+                      unkeyed={"smoothing": ctx.cfg.smoothing}, code=POISONS.code(name))
 
 
 def budget_head(ctx: RunContext, name: str, crafted: dict) -> dict:

@@ -36,7 +36,8 @@ def add_recovery(ctx: RunContext, surrogate: str, sigma: str, name: str) -> dict
                 "seed": derive(cfg.seed, "recovery", method), "eta_sigma": rc.eta_sigma,
                 "attacker_fraction": rc.attacker_fraction, "attacker_seed": derive(cfg.seed, "attacker-set"),
                 "smoothing": cfg.smoothing}
-        keys[method] = ctx.cached("recovery", spec, recovery_task, (ctx.data_key, surrogate, sigma), poison=name)
+        keys[method] = ctx.cached("recovery", spec, recovery_task, (ctx.data_key, surrogate, sigma), poison=name,
+                                  code=RECOVERY.code(method))
     return keys
 
 

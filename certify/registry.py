@@ -23,7 +23,10 @@ plugin's registration is dropped with one warning.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import importlib
+import inspect
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -113,6 +116,15 @@ class Registry:
             raise UserError(f"unknown {self.what} {name!r}; choose from: {', '.join(self.names())}")
         return self._entries[name]
 
+    def code(self, name: str) -> str:
+        """A digest of the source file that defines `name`, for cache keys: an artifact made by an
+        earlier version of the method's own file is made again (shared helpers are not hashed)."""
+        entry = self.get(name)
+        try:
+            return _file_digest(inspect.getsourcefile(entry.factory))
+        except (TypeError, OSError):  # no source file (a compiled plugin): its version stands in
+            return entry.origin
+
     def params(self, name: str, overrides: dict[str, Any] | None = None, *, dataset: str | None = None,
                profile: str | None = None):
         """The method's parameter dataclass: its defaults <- its overrides for `dataset` <- its
@@ -133,3 +145,9 @@ class Registry:
         if check is not None:
             check(where)
         return obj
+
+
+@functools.lru_cache(maxsize=None)
+def _file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]

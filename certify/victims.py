@@ -86,9 +86,11 @@ def defense_spec(ctx: RunContext, defense: str) -> dict:
 
 
 def add_defended(ctx: RunContext, release: str, name: str, defense: str) -> str:
+    from defenses.base import DEFENSES
+
     spec = {**defense_spec(ctx, defense), "seed": derive(ctx.cfg.seed, "victim"), "training": ctx.cfg.train}
     return ctx.cached("defended", spec, defended_task, (ctx.data_key, release), poison=name, defense=defense,
-                      **_keeps_checkpoints(ctx))
+                      code=DEFENSES.code(defense), **_keeps_checkpoints(ctx))
 
 
 def distance(model: ModelSpec, state_a: dict, state_b: dict) -> float:

@@ -110,3 +110,20 @@ def test_ray_equals_serial_and_a_dead_worker_is_retried(tmp_path, by_value):
     serial = run_graph(g, Cache(tmp_path / "serial"), executor="serial", t0=time.time())
     assert {k: int(v["v"]) for k, v in serial.values.items() if k != "one"} == \
            {k: int(v["v"]) for k, v in on_ray.values.items() if k != "one"}
+
+
+def test_a_changed_method_file_changes_its_cache_keys(tmp_path, monkeypatch):
+    """Artifacts of an earlier version of a method's code are not reused: the key hashes its file."""
+    import shutil
+    import attacks.random as module
+    from attacks.base import POISONS
+    from certify import registry
+
+    before = POISONS.code("random")
+    copy = tmp_path / "random.py"
+    shutil.copy(module.__file__, copy)
+    copy.write_text(copy.read_text() + "\n# changed\n")
+    monkeypatch.setattr(registry.inspect, "getsourcefile", lambda f: str(copy))
+    assert POISONS.code("random") != before
+    monkeypatch.undo()
+    assert POISONS.code("random") == before
