@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from attacks.base import POISONS, CraftContext, PoisonParams, release, sign_step
-from attacks.em import BatchStream, batches, check_int_positive, crafting_model, model_step, sgd
+from attacks.em import BatchStream, batches, check_int_positive, crafting_model, model_step
 from certify.progress import progress
 from certify.seeding import derive
 from certify.training import flip_crop
@@ -45,14 +45,16 @@ class MIUEParams(PoisonParams):
     step_end: float = 1.2 / 255  # α in the last round
     craft_batch: int = 512
     train_epochs_per_round: int = 1
+    lr: float = 0.1  # the crafting model's SGD (published); momentum and batch size are the run's
+    weight_decay: float = 1e-4
 
     def validate(self, where: str) -> None:
         super().validate(where)
         check_int_positive(where, rounds=self.rounds, steps=self.steps, craft_batch=self.craft_batch,
                            train_epochs_per_round=self.train_epochs_per_round)
         check_positive(where, epsilon=self.epsilon, tau=self.tau, step_start=self.step_start,
-                       step_end=self.step_end)
-        check_nonnegative(where, zeta=self.zeta)
+                       step_end=self.step_end, lr=self.lr)
+        check_nonnegative(where, zeta=self.zeta, weight_decay=self.weight_decay)
 
 
 def sim_loss(z: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
@@ -107,10 +109,16 @@ def delta_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, delta: torch
 @POISONS.register("miue", "MI-UE (Zhu et al. 2026): pull same-class features together (supervised-contrastive "
                   "loss on penultimate features), bi-level, l-inf 8/255", MIUEParams)
 def craft_miue(ctx: CraftContext, p: MIUEParams) -> torch.Tensor:
+    delta, _ = craft_miue_delta(ctx, p)
+    return release(ctx.x, delta, p.norm, p.epsilon)
+
+
+def craft_miue_delta(ctx: CraftContext, p: MIUEParams) -> tuple[torch.Tensor, nn.Module]:
+    """δ of MI-UE and the crafting model at the end of the last round."""
     gen = torch.Generator().manual_seed(derive(ctx.seed, "miue", "noise"))
     x, y, flip = ctx.x, ctx.y, ctx.train.flip
     model = crafting_model(ctx, "miue")
-    opt = sgd(model, ctx)
+    opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=ctx.train.momentum, weight_decay=p.weight_decay)
     steps_per_epoch = -(-len(x) // ctx.train.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, T_max=p.rounds * p.train_epochs_per_round * steps_per_epoch)
@@ -123,4 +131,5 @@ def craft_miue(ctx: CraftContext, p: MIUEParams) -> torch.Tensor:
             model_step(model, opt, (x[idx] + delta[idx]).clamp(0, 1), y[idx], gen, flip)
             sched.step()
         delta = delta_steps(model, x, y, delta, p, alphas[r], gen, flip)
-    return release(x, delta, p.norm, p.epsilon)
+    model.eval()
+    return delta, model

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from attacks.base import POISONS, CraftContext, measure
-from attacks.em import classwise_step, craft_em_delta
-from attacks.miue import delta_steps, sim_loss, dist_loss
+from attacks.em import classwise_step, craft_em_delta, crafting_model
+from attacks.miue import craft_miue_delta, delta_steps, dist_loss, sim_loss
 from certify.data import load_dataset
 from certify.errors import UserError
 from certify.models import build_model
@@ -28,7 +28,8 @@ TINY = {
     "tap": {"train_epochs": 2, "steps": 5},
 }
 BAD = {
-    "miue": [{"rounds": 0}, {"tau": 0.0}, {"zeta": -1.0}, {"steps": 1.5}, {"step_end": float("nan")}],
+    "miue": [{"rounds": 0}, {"tau": 0.0}, {"zeta": -1.0}, {"steps": 1.5}, {"step_end": float("nan")}, {"lr": 0.0},
+             {"weight_decay": -1e-4}],
     "em": [{"max_rounds": 0}, {"target_accuracy": 1.5}, {"step_size": -1.0}, {"epsilon": -0.1}],
     "em-classwise": [{"pgd_steps": 0}, {"target_accuracy": 0.0}],
     "pue": [{"levels": 0}, {"subset": 0.0}, {"rwp_switch": 2.0}, {"sigma_max": -0.1}, {"draws_delta": 0}],
@@ -115,6 +116,20 @@ def test_miue_steps_lower_lsim_of_a_fixed_model(digits):
         before = float(sim_loss(model.features(x), y, p.tau))
         after = float(sim_loss(model.features((x + delta).clamp(0, 1)), y, p.tau))
     assert after < before - 1e-3, (before, after)
+
+
+def test_miue_crafting_model_trains_with_its_own_lr_not_the_runs(digits):
+    """The published crafting SGD (lr 0.1, wd 1e-4) is MI-UE's own: the run's lr (0.05 here) is not used."""
+    ctx = context(digits)
+    start = {k: v.clone() for k, v in crafting_model(ctx, "miue").state_dict().items()}
+
+    def moved(lr: float) -> float:
+        _, model = craft_miue_delta(ctx, POISONS.params("miue", {"rounds": 1, "steps": 1, "lr": lr}))
+        return max(float((v - start[k]).abs().max()) for k, v in model.state_dict().items() if v.is_floating_point()
+                   and "running" not in k)
+
+    assert POISONS.params("miue", {}).lr == 0.1 and POISONS.params("miue", {}).weight_decay == 1e-4
+    assert moved(1e-9) < 1e-6 < 1e-3 < moved(0.1)
 
 
 def test_miue_losses_on_a_toy_batch():
