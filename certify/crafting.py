@@ -31,11 +31,12 @@ def poison_params(ctx: RunContext, name: str):
     return POISONS.params(name, cfg.poison_params.get(name, {}), dataset=cfg.dataset, profile=cfg.profile)
 
 
-def add_release(ctx: RunContext, name: str) -> str:
-    """The task crafting poison `name` from the run's clean training split."""
-    spec = {"poison": name, "params": poison_params(ctx, name), "seed": derive(ctx.cfg.seed, "poison", name),
-            "training": ctx.cfg.train}
-    return ctx.cached("craft", spec, craft_task, (ctx.data_key,), poison=name)
+def add_release(ctx: RunContext, name: str, params=None, label: str | None = None) -> str:
+    """The task crafting poison `name` from the run's clean training split; `params` replace the
+    run's parameters of it (`certify plan` varies the budget), `label` names the task in progress."""
+    spec = {"poison": name, "params": poison_params(ctx, name) if params is None else params,
+            "seed": derive(ctx.cfg.seed, "poison", name), "training": ctx.cfg.train}
+    return ctx.cached("craft", spec, craft_task, (ctx.data_key,), poison=label or name)
 
 
 def budget_head(ctx: RunContext, name: str, released: torch.Tensor) -> dict:
