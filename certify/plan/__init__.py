@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -56,8 +57,8 @@ def load_request(cfg: RunConfig, poison: str, budgets: str, targets: Targets) ->
     params = POISONS.params(poison, cfg.poison_params.get(poison, {}), dataset=cfg.dataset, profile=cfg.profile)
     norm = type(params).norm if params is not None else "none"
     if norm not in VARIABLE_NORMS:
-        raise UserError(f"poison {poison} has an {norm} budget; plan varies {' or '.join(VARIABLE_NORMS)} "
-                        "budgets only")
+        raise UserError(f"poison {poison} has no {' or '.join(VARIABLE_NORMS)} budget (its norm is {norm}); "
+                        "plan varies those budgets only")
     targets.validate()
     parsed = parse_budgets(budgets, norm)
     for b in parsed:
@@ -123,6 +124,8 @@ def _assemble(ctx: RunContext, request: PlanRequest, keys: dict, outcome, comman
                          v[k["perceptual"]])
         row["meets_targets"] = meets(row, request.targets) if request.targets.given else None
         rows.append(row)
+    warnings = [f"budget {r['budget']}: the release equals the clean images (no perturbation survives 8-bit "
+                "storage at this budget)" for r in rows if r["measured"]["linf_max"] == 0]
     return {"schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": command, "poison": request.poison, "norm": request.budgets[0].norm, "seed": cfg.seed,
             "config": to_dict(cfg), "environment": environment(cfg, ctx.device), "dataset": ctx.data.info(),
@@ -133,7 +136,7 @@ def _assemble(ctx: RunContext, request: PlanRequest, keys: dict, outcome, comman
                             "coverage": cfg.coverage},
             "clean": {"accuracy": clean["history"]["final_test_accuracy"], "certified": clean_point["learnability"],
                       "surrogate_accuracy": clean_cert["surrogate_accuracy"], "independent_distance": indep},
-            "budgets": rows, "recommended": recommend(rows, request.targets),
+            "budgets": rows, "recommended": recommend(rows, request.targets), "warnings": warnings,
             "timings": timings(outcome.records, time.time() - t0),
             "execution": {"executor": cfg.executor, "cached": outcome.cached, "tasks": outcome.records}}
 
@@ -161,6 +164,8 @@ def run_plan(cfg: RunConfig, request: PlanRequest, command: str) -> tuple[dict, 
     doc = _assemble(ctx, request, keys, run_tasks(ctx, t0), command, t0)
     for row in doc["budgets"]:
         say(_line(row))
+    for w in doc["warnings"]:
+        print(f"certify: warning: {w}", file=sys.stderr, flush=True)
     atomic_write(out / "plan.json", lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n"))
     write_plan(doc, out)
     return doc, out

@@ -12,6 +12,7 @@ from certify.report.html import render_html
 from certify.report.markdown import render_markdown
 
 DASH = "—"
+NORM_NAMES = {"linf": "ℓ∞", "l2": "ℓ2"}
 
 
 def _num(v, fmt: str = ".3f") -> str:
@@ -88,8 +89,9 @@ def build_document(doc: dict) -> Section:
                        "Accuracies are single runs; certified values are upper bounds (lower is better for the "
                        "data owner)."])
     figs = [Figure(name, caption) for name, caption in figure_specs(doc)]
+    warnings = [Section("Warnings", [Bullets([[w] for w in doc["warnings"]])])] if doc["warnings"] else []
     return Section(f"Perturbation plan: {doc['poison']} on {ds['name']}", [
-        Paragraph(["Command:"]), Preformatted(doc["command"]), settings,
+        Paragraph(["Command:"]), Preformatted(doc["command"]), settings, *warnings,
         Section("Budgets", [_table(doc), _recommendation(doc), notes]),
         Section("Curves", figs),
     ])
@@ -100,7 +102,7 @@ def _axis(ax, doc: dict) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [r["budget"] for r in doc["budgets"]])
     ax.minorticks_off()
-    ax.set_xlabel(f"{doc['norm']} budget ε")
+    ax.set_xlabel(f"{NORM_NAMES[doc['norm']]} budget ε")
     if doc["recommended"] is not None:
         rec = next(r for r in doc["budgets"] if r["budget"] == doc["recommended"])
         ax.axvline(_x(doc, rec), color="k", ls=":", lw=1, label=f"recommended {rec['budget']}")
