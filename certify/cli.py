@@ -116,6 +116,19 @@ def build_parser() -> Parser:
                    "(a warning when the measured perturbation exceeds it)")
     _evaluation_options(a)
 
+    pl = sub.add_parser("plan", help="how much perturbation is needed: craft, train and certify a poison at "
+                        "each budget and recommend the smallest that meets the targets")
+    pl.add_argument("--poison", required=True, help="one poison with an l-inf or l2 budget")
+    pl.add_argument("--budgets", required=True, help="comma-separated budgets in the poison's norm, "
+                    "e.g. 2/255,4/255,8/255,16/255 (l-inf) or 0.5,1 (l2; NORM:VALUE also accepted)")
+    pl.add_argument("--target-accuracy", dest="target_accuracy", type=float,
+                    help="protected test accuracy must be at most this (in [0, 1])")
+    pl.add_argument("--target-gap", dest="target_gap", type=float,
+                    help="certified gap to the clean control must be at least this (in [0, 1])")
+    pl.add_argument("--dataset", help="dataset (default cifar10-mini)")
+    pl.add_argument("--test", help="a separate test source (default: the dataset's own test split)")
+    _evaluation_options(pl)  # --defense defaults to the ISS defenses jpeg,grayscale here
+
     c = sub.add_parser("check", help="CI gate: exit 1 if protection got weaker than a baseline")
     c.add_argument("baseline")
     c.add_argument("report")
@@ -157,6 +170,27 @@ def cmd_audit(ns, argv) -> int:
     command = "certify " + " ".join(shlex.quote(a) for a in argv)
     report, out = audit(cfg, ns.release, command, ns.budget)
     _print_summary(report, out, ns.json)
+    return EXIT_OK
+
+
+def cmd_plan(ns, argv) -> int:
+    from certify.config import load_config
+    from certify.plan import Targets, load_request, run_plan
+
+    if ns.skip is not None or ns.baseline is not None:
+        raise UserError("plan: --skip and --no-baseline do not apply (a plan always certifies each budget "
+                        "against the clean control)")
+    flags = _flags(ns, [f for f in RUN_FLAGS if f not in ("poisons", "skip", "baseline")])
+    cfg = load_config(ns.config, {**flags, "poisons": [ns.poison]})
+    request = load_request(cfg, ns.poison, ns.budgets, Targets(ns.target_accuracy, ns.target_gap))
+    doc, out = run_plan(cfg, request, "certify " + " ".join(shlex.quote(a) for a in argv))
+    if ns.json:
+        print(json.dumps({"plan": str(out / "plan.json"), "recommended": doc["recommended"],
+                          "budgets": doc["budgets"]}, indent=1))
+    else:
+        given = any(v is not None for v in doc["targets"].values())
+        rec = doc["recommended"] or ("none meets the targets" if given else "none (no targets given)")
+        print(f"plan: {out / 'plan.json'} (also plan.md, plan.html); recommended budget: {rec}")
     return EXIT_OK
 
 
@@ -238,7 +272,7 @@ def cmd_list(ns, argv) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "audit": cmd_audit, "poison": cmd_poison, "check": cmd_check, "report": cmd_report, "list": cmd_list}
+COMMANDS = {"run": cmd_run, "audit": cmd_audit, "plan": cmd_plan, "poison": cmd_poison, "check": cmd_check, "report": cmd_report, "list": cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:

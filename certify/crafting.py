@@ -56,13 +56,14 @@ def run_sigma(ctx: RunContext) -> str:
     return certificate.add_sigma(ctx, clean)
 
 
-def add_release(ctx: RunContext, name: str) -> str:
-    """The task crafting poison `name` from the run's clean training split."""
-    params = poison_params(ctx, name)
+def add_release(ctx: RunContext, name: str, params=None, label: str | None = None) -> str:
+    """The task crafting poison `name` from the run's clean training split; `params` replace the
+    run's parameters of it (`certify plan` varies the budget), `label` names the task in progress."""
+    params = poison_params(ctx, name) if params is None else params
     spec = {"poison": name, "params": params, "seed": derive(ctx.cfg.seed, "poison", name), "training": ctx.cfg.train}
     if sigma_field(params) is None:
-        return ctx.cached("craft", spec, craft_task, (ctx.data_key,), poison=name, code=POISONS.code(name))
-    return ctx.cached("craft", spec, craft_task, (ctx.data_key, run_sigma(ctx)), poison=name,
+        return ctx.cached("craft", spec, craft_task, (ctx.data_key,), poison=label or name, code=POISONS.code(name))
+    return ctx.cached("craft", spec, craft_task, (ctx.data_key, run_sigma(ctx)), poison=label or name,
                       unkeyed={"smoothing": ctx.cfg.smoothing}, code=POISONS.code(name))
 
 

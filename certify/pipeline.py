@@ -128,7 +128,7 @@ def _context(cfg: RunConfig, data: Dataset | None = None) -> RunContext:
     return ctx
 
 
-def _run_graph(ctx: RunContext, t0: float):
+def run_tasks(ctx: RunContext, t0: float):
     cfg = ctx.cfg
     return run_graph(ctx.graph, ctx.cache, executor=cfg.executor, t0=t0,
                      cluster=lambda: cluster.connect(cfg.address, cfg.workers, cfg.connect_timeout))
@@ -155,7 +155,7 @@ def export_poison(cfg: RunConfig, out: str, fmt: str) -> dict:
     cfg = dataclasses.replace(cfg, executor="serial")  # one task: Ray would only add its start-up
     ctx = _context(cfg)
     release = add_release(ctx, name)  # before the graph runs: the subscript is evaluated after the call
-    crafted = _run_graph(ctx, time.time()).values[release]
+    crafted = run_tasks(ctx, time.time()).values[release]
     released = images(crafted["released"])
     head = budget_head(ctx, name, crafted)
     figure, idx, png = samples_figure(ctx, name, released)
@@ -191,7 +191,7 @@ def _plan(ctx: RunContext, clean_release: str, releases: list[tuple[str, str]]) 
     return plan
 
 
-def _timings(records: list[dict], wall: float) -> dict:
+def timings(records: list[dict], wall: float) -> dict:
     out: dict[str, float] = {}
     for r in records:
         out[r["stage"]] = out.get(r["stage"], 0.0) + r["end"] - r["start"]
@@ -205,7 +205,7 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[
     (about the inputs) open the report."""
     cfg, data = ctx.cfg, ctx.data
     plan = _plan(ctx, clean_release, releases)
-    outcome = _run_graph(ctx, t0)
+    outcome = run_tasks(ctx, t0)
     v = outcome.values
     clean = v[plan["clean"]]
     say(f"clean model: test accuracy {clean['history']['final_test_accuracy']:.3f}")
@@ -236,7 +236,7 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[
             section["recovery"] = recovery_section(ctx, p["recovery"], v)
         if "certificate" in p and p["certificate"].chunks:
             c = section["certificate"] = certificate.section(cfg, p["certificate"], v, indep)
-            point = next((q for q in c["curve"] if abs(q["eta_over_sigma"] - 0.1) < 1e-9), c["curve"][0])
+            point = certificate.reference_point(c["curve"])
             value = point["learnability"]
             line += (f"; certified learnability {'abstains' if value is None else f'{value:.3f}'} "
                      f"at eta/sigma={point['eta_over_sigma']}")
@@ -247,7 +247,7 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[
     for name, verdict in verdicts(report["poisons"], cfg.verdict).items():
         report["poisons"][name]["verdict"] = verdict
         say(f"verdict {name}: {verdict['level']}")
-    report["timings"] = _timings(outcome.records, time.time() - t0)
+    report["timings"] = timings(outcome.records, time.time() - t0)
     report["execution"] = {"executor": cfg.executor, "cached": outcome.cached, "tasks": outcome.records}
     from certify.report import write_report  # figures and HTML are only needed at the end
 

@@ -1,0 +1,171 @@
+"""`certify plan`: the smallest perturbation budget that protects.
+
+A larger perturbation protects more and shows more. A plan crafts one poison at each budget (its
+`epsilon` replaced), trains, defends and certifies each release, measures how visible it is, and
+recommends the smallest budget meeting the owner's targets. It is one graph of the run's own
+tasks: the clean release, clean model, sigma, independent model and the clean control's
+certificate once; per budget a craft task, its victim, its defended victims, its certificate and
+its perceptual distances. Keys differ per budget, so the cache keeps each (and a budget equal to
+the run's shares the run's artifacts).
+
+Modules: `budgets` (parsing, the poison's budget field), `targets` (the recommendation rule),
+`perceptual` (PSNR, SSIM, norms), `render` (plan.md, plan.html, figures).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from attacks.base import POISONS
+from certify import certificate
+from certify.cache import atomic_write
+from certify.config import RunConfig, to_dict
+from certify.context import RunContext
+from certify.crafting import add_release, poison_params
+from certify.errors import UserError
+from certify.models import count_parameters
+from certify.pipeline import begin, environment, run_tasks, timings
+from certify.plan.budgets import VARIABLE_NORMS, Budget, parse_budgets, with_budget
+from certify.plan.perceptual import perceptual_task
+from certify.plan.targets import Targets, meets, recommend
+from certify.progress import say
+from certify.victims import add_defended, add_victim, distance
+
+SCHEMA = "ue-certify/plan/v1"
+ISS_DEFENSES = ["jpeg", "grayscale"]  # image shortcut squeezing: the defenses a plan applies by default
+
+__all__ = ["PlanRequest", "load_request", "run_plan", "budget_row", "Targets", "SCHEMA"]
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    poison: str
+    budgets: list[Budget]
+    targets: Targets
+
+
+def load_request(cfg: RunConfig, poison: str, budgets: str, targets: Targets) -> PlanRequest:
+    """The plan's own inputs, each checked before any work (one line naming what is wrong)."""
+    if "," in poison:
+        raise UserError("plan takes one --poison; run it once per poison (the second run takes the clean "
+                        "model, sigma and the clean certificate from the cache)")
+    params = POISONS.params(poison, cfg.poison_params.get(poison, {}), dataset=cfg.dataset, profile=cfg.profile)
+    norm = type(params).norm if params is not None else "none"
+    if norm not in VARIABLE_NORMS:
+        raise UserError(f"poison {poison} has no {' or '.join(VARIABLE_NORMS)} budget (its norm is {norm}); "
+                        "plan varies those budgets only")
+    targets.validate()
+    parsed = parse_budgets(budgets, norm)
+    for b in parsed:
+        with_budget(params, b, f"poison {poison} at budget {b.label}")
+    return PlanRequest(poison, parsed, targets)
+
+
+def _add_tasks(ctx: RunContext, request: PlanRequest) -> dict:
+    """Every task of the plan; returns the keys of their artifacts."""
+    clean_release = add_release(ctx, "none")
+    clean = add_victim(ctx, clean_release, "none")
+    sigma = certificate.add_sigma(ctx, clean)
+    keys = {"clean": clean,
+            "independent": add_victim(ctx, clean_release, "none", "victim-independent", stage="independent"),
+            "clean_certificate": certificate.plan(ctx, "none", clean_release, clean, sigma), "budgets": []}
+    params = poison_params(ctx, request.poison)
+    for b in request.budgets:
+        label = f"{request.poison}@{b.label}"
+        release = add_release(ctx, request.poison, with_budget(params, b, label), label)
+        victim = add_victim(ctx, release, label)
+        keys["budgets"].append({
+            "release": release, "victim": victim,
+            "defended": {d: add_defended(ctx, release, label, d) for d in ctx.cfg.defenses},
+            "certificate": certificate.plan(ctx, label, release, victim, sigma),
+            "perceptual": ctx.cached("perceptual", {}, perceptual_task, (ctx.data_key, release), poison=label)})
+    return keys
+
+
+def budget_row(budget: Budget, applied_epsilon: float, victim: dict, defended: dict[str, dict], cert: dict,
+               clean_certified: float | None, perceptual: dict) -> dict:
+    """One budget's line of plan.json. The certified values are read at the point of the curve a
+    run's summary quotes; the gap is the clean control's certified learnability minus this one's
+    (positive: the poison lowers what can be certifiably learned)."""
+    point = certificate.reference_point(cert["curve"])
+    certified = point["learnability"]
+    best = max(defended, key=lambda d: defended[d]["accuracy"]) if defended else None
+    return {"budget": budget.label, "norm": budget.norm, "epsilon": budget.epsilon,
+            "applied_epsilon": applied_epsilon,
+            "measured": {k: perceptual[k] for k in ("linf_max", "linf_mean", "l2_max", "l2_mean")},
+            "protected_accuracy": victim["history"]["final_test_accuracy"],
+            "defended_accuracy": defended[best]["accuracy"] if best else None, "best_defense": best,
+            "defenses": {d: art["accuracy"] for d, art in defended.items()},
+            "certified": certified,
+            "certified_gap": None if certified is None or clean_certified is None else clean_certified - certified,
+            "certified_curve": [{"eta_over_sigma": p["eta_over_sigma"], "learnability": p["learnability"]}
+                                for p in cert["curve"]],
+            "max_certified_eta": cert["max_certified_eta"], "surrogate_accuracy": cert["surrogate_accuracy"],
+            "psnr": perceptual["psnr"], "ssim": perceptual["ssim"]}
+
+
+def _assemble(ctx: RunContext, request: PlanRequest, keys: dict, outcome, command: str, t0: float) -> dict:
+    cfg, v = ctx.cfg, outcome.values
+    clean = v[keys["clean"]]
+    indep = distance(ctx.model, clean["state"], v[keys["independent"]]["state"])
+    clean_cert = certificate.section(cfg, keys["clean_certificate"], v, indep)
+    clean_point = certificate.reference_point(clean_cert["curve"])
+    params = poison_params(ctx, request.poison)
+    rows = []
+    for b, k in zip(request.budgets, keys["budgets"]):
+        applied = float(with_budget(params, b, b.label).epsilon_for(ctx.data.shape))
+        row = budget_row(b, applied, v[k["victim"]], {d: v[key] for d, key in k["defended"].items()},
+                         certificate.section(cfg, k["certificate"], v, indep), clean_point["learnability"],
+                         v[k["perceptual"]])
+        row["meets_targets"] = meets(row, request.targets) if request.targets.given else None
+        rows.append(row)
+    warnings = [f"budget {r['budget']}: the release equals the clean images (no perturbation survives 8-bit "
+                "storage at this budget)" for r in rows if r["measured"]["linf_max"] == 0]
+    return {"schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": command, "poison": request.poison, "norm": request.budgets[0].norm, "seed": cfg.seed,
+            "config": to_dict(cfg), "environment": environment(cfg, ctx.device), "dataset": ctx.data.info(),
+            "model": {"arch": ctx.model.arch, "parameters": count_parameters(ctx.model.build(0))},
+            "targets": dataclasses.asdict(request.targets), "defenses": list(cfg.defenses),
+            "certificate": {"eta_over_sigma": clean_point["eta_over_sigma"], "eta": clean_point["eta"],
+                            "sigma": clean_cert["sigma"], "q": cfg.q, "alpha": cfg.alpha, "samples": cfg.samples,
+                            "coverage": cfg.coverage},
+            "clean": {"accuracy": clean["history"]["final_test_accuracy"], "certified": clean_point["learnability"],
+                      "surrogate_accuracy": clean_cert["surrogate_accuracy"], "independent_distance": indep},
+            "budgets": rows, "recommended": recommend(rows, request.targets), "warnings": warnings,
+            "timings": timings(outcome.records, time.time() - t0),
+            "execution": {"executor": cfg.executor, "cached": outcome.cached, "tasks": outcome.records}}
+
+
+def _line(row: dict) -> str:
+    cert = "abstains" if row["certified"] is None else f"{row['certified']:.3f}"
+    gap = "-" if row["certified_gap"] is None else f"{row['certified_gap']:+.3f}"
+    defended = "-" if row["defended_accuracy"] is None else f"{row['defended_accuracy']:.3f} ({row['best_defense']})"
+    psnr = "-" if row["psnr"] is None else f"{row['psnr']:.1f} dB"
+    return (f"budget {row['budget']}: protected {row['protected_accuracy']:.3f}, defended {defended}, certified "
+            f"{cert} (gap {gap}), PSNR {psnr}, SSIM {row['ssim']:.3f}")
+
+
+def run_plan(cfg: RunConfig, request: PlanRequest, command: str) -> tuple[dict, Path]:
+    """Run the plan's graph and write plan.json, plan.md, plan.html and figures/ to --out."""
+    from certify.plan.render import write_plan
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    cfg = dataclasses.replace(cfg, poisons=[request.poison], skip=["scores", "recovery"],  # SAL keeps no epochs
+                              defenses=list(cfg.defenses) or ISS_DEFENSES,
+                              out=cfg.out or f"reports/plans/{stamp}-{request.poison}")
+    labels = ", ".join(b.label for b in request.budgets)
+    out, ctx, t0 = begin(cfg, command, f"plan for {request.poison} at {request.budgets[0].norm} budgets {labels}")
+    keys = _add_tasks(ctx, request)
+    doc = _assemble(ctx, request, keys, run_tasks(ctx, t0), command, t0)
+    for row in doc["budgets"]:
+        say(_line(row))
+    for w in doc["warnings"]:
+        print(f"certify: warning: {w}", file=sys.stderr, flush=True)
+    atomic_write(out / "plan.json", lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n"))
+    write_plan(doc, out)
+    return doc, out
