@@ -7,6 +7,7 @@ turns a perturbation into what a data owner publishes (rounded to 8-bit storage,
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -75,7 +76,11 @@ def release(x: torch.Tensor, delta: torch.Tensor, norm: str, epsilon: float) -> 
     for an l-inf budget on the grid; for an l2 budget, images that rounding pushed past epsilon
     are rounded again after shrinking.
     """
-    released = (x + quantize(delta)).clamp(0, 1)
+    delta = quantize(delta)
+    if norm == "linf":  # an off-grid budget (1.5/255) holds the largest grid step within it
+        step = math.floor(epsilon * STORAGE_LEVELS + 1e-6) / STORAGE_LEVELS
+        delta = delta.clamp(-step, step)
+    released = (x + delta).clamp(0, 1)
     if norm == "l2":
         for _ in range(20):
             over = per_image_norm(released - x, "l2") > epsilon + 1e-6

@@ -110,3 +110,15 @@ def test_released_data_keeps_the_budget(name, digits_subset):
     eps = p.epsilon_for(shape) if hasattr(p, "epsilon_for") else p.epsilon
     measured = measure(x, released, p.norm)
     assert measured <= eps + 1e-6, f"{name}: measured {p.norm} {measured:.6f} > budget {eps:.6f}"
+
+
+def test_off_grid_linf_budget_is_kept_after_8_bit_rounding():
+    """A delta at an off-grid budget (1.5/255) rounds to 2/255 on storage; the release keeps the
+    largest grid step within the budget instead (was: crafting ended in 'exceeds its budget')."""
+    from attacks.base import measure, release
+
+    x = torch.full((4, 3, 8, 8), 0.5).mul(255).round().div(255)
+    delta = torch.full_like(x, 1.5 / 255) * torch.tensor([1.0, -1.0, 1.0, -1.0]).view(4, 1, 1, 1)
+    out = release(x, delta, "linf", 1.5 / 255)
+    assert measure(x, out, "linf") <= 1.5 / 255
+    assert abs(measure(x, out, "linf") - 1 / 255) < 1e-6
