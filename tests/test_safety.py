@@ -166,3 +166,18 @@ def test_html_report_escapes_user_names(tmp_path, evil):
     assert evil not in page  # never raw, quotes included (no attribute break-out) ...
     assert html.escape(evil, quote=True) in page  # ... but shown to the reader as text
     assert all(c.isalnum() or c in "_.-" for f in (tmp_path / "figures").glob("*") for c in f.name)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Reports and artifacts are written through a temporary file (mkstemp: 0600); the result has
+    the permissions any new file gets (0666 less the umask), so others can read a report."""
+    import os
+    from pathlib import Path
+    from certify.cache import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "r.json", lambda tmp: Path(tmp).write_text("{}"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
