@@ -5,7 +5,8 @@ thresholds of `VerdictConfig` (the README says which measured tables each defaul
 The rule:
 - the protection is judged by the highest test accuracy an attacker reaches: the model trained
   normally on the release, under each defense of the run, and each recovery attack at any η (final
-  accuracies: a peak is chosen on the test set, which an attacker does not have);
+  accuracies: a peak is chosen on the test set, which an attacker does not have); where none was
+  tried, the reasons say that the level holds against training as usual only;
 - that accuracy as a fraction of the clean model's gives the level: at most `strong` × clean is
   strong, at most `partial` × partial, at most `weak` × weak, above it none;
 - strong also needs the certificate to agree: the poison's certified learnability at
@@ -25,6 +26,8 @@ from certify.validation import check_nonnegative, check_positive
 LEVELS = ("strong", "partial", "weak", "none")
 CONTROL = "none"
 SLACK = 1e-9  # float slack: a ratio of exactly a threshold meets it
+UNTRIED = ("no defense or recovery attack was tried: the level holds against training as usual only "
+           "(JPEG-10, --defense jpeg, undid every l-inf poison measured in reports/POISONS.md)")
 
 
 @dataclass
@@ -110,6 +113,8 @@ def judge(section: dict, control: dict | None, cfg: VerdictConfig) -> dict:
     if level == "strong" and confirmed is False:
         level = "partial"
         reasons.append("strong needs the certificate to confirm the protection: partial")
+    if len(tried) == 1:  # nothing tried against it: the level is the most it can be
+        reasons.append(UNTRIED)
     return {"level": level, "reasons": reasons}
 
 

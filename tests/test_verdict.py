@@ -8,7 +8,7 @@ import pytest
 from certify.config import load_config
 from certify.errors import UserError
 from certify.report.schema import VERDICT
-from certify.verdict import VerdictConfig, judge, verdicts
+from certify.verdict import UNTRIED, VerdictConfig, judge as judge_with_note, verdicts
 
 CFG = VerdictConfig()
 CLEAN = 0.5
@@ -39,6 +39,18 @@ def section(protected: float, *, clean: float = CLEAN, defenses: dict | None = N
 
 
 CONTROL = section(CLEAN, certified=0.45)
+
+
+def judge(sec: dict, control: dict | None, cfg: VerdictConfig) -> dict:
+    """The verdict without the note that nothing was tried against the poison (tested on its own)."""
+    v = judge_with_note(sec, control, cfg)
+    return {**v, "reasons": [r for r in v["reasons"] if r != UNTRIED]}
+
+
+def test_a_verdict_with_nothing_tried_against_it_says_so():
+    assert judge_with_note(section(0.2), CONTROL, CFG)["reasons"][-1] == UNTRIED
+    assert UNTRIED not in judge_with_note(section(0.2, defenses={"jpeg": 0.44}), CONTROL, CFG)["reasons"]
+    assert UNTRIED not in judge_with_note(section(0.2, recovery={"pgd": [(5.0, 0.3)]}), CONTROL, CFG)["reasons"]
 
 
 @pytest.mark.parametrize("protected, level", [
