@@ -68,8 +68,9 @@ def add_release(ctx: RunContext, name: str, params=None, label: str | None = Non
 
 
 def budget_head(ctx: RunContext, name: str, crafted: dict) -> dict:
-    """The report's budget and parameters of a crafted release (checked against the poison's budget);
-    the parameters carry the σ it was crafted at, where it took the run's."""
+    """The report's budget (checked against the poison's), parameters and origin (built-in or a
+    plugin's distribution) of a crafted release; the parameters carry the σ it was crafted at, where
+    it took the run's."""
     params = poison_params(ctx, name)
     if "sigma" in crafted:
         params = dataclasses.replace(params, **{sigma_field(params): crafted["sigma"]})
@@ -77,4 +78,4 @@ def budget_head(ctx: RunContext, name: str, crafted: dict) -> dict:
     epsilon = float(params.epsilon_for(ctx.data.shape))
     measured = check_budget(name, ctx.data.x_train, images(crafted["released"]), norm, epsilon)
     return {"budget": {"norm": norm, "epsilon": epsilon, "measured": measured},
-            "parameters": dataclasses.asdict(params) if params else {}}
+            "parameters": dataclasses.asdict(params) if params else {}, "origin": POISONS.get(name).origin}

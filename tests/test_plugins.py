@@ -313,6 +313,8 @@ def test_run_with_plugins_on_ray(example_site, tmp_path):
     assert report["environment"]["executor"] == "ray"
     sec = report["poisons"]["checkerboard"]
     assert sec["parameters"] == {"epsilon": 8 / 255, "cell": 4}
+    assert sec["origin"] == "certify-plugin-example 0.1.0" and report["poisons"]["none"]["origin"] == "built-in"
+    assert "from the plugin certify-plugin-example 0.1.0" in (out / "report.md").read_text()
     assert sec["budget"]["norm"] == "linf" and 0 < sec["budget"]["measured"] <= 8 / 255 + 1e-6
     assert 0 <= sec["empirical"]["defenses"]["hflip"]["accuracy"] <= 1
     curve = sec["recovery"]["still"]["curve"]

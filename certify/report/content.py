@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 
+from certify.plugins import BUILT_IN
 from certify.report import figures
 from certify.report.document import Bullets, Code, Figure, Paragraph, Preformatted, Section, Strong, Table
 
@@ -337,6 +338,8 @@ def _overview(sec: dict) -> Bullets:
         [Strong("Protected model test accuracy"), f": {acc(emp['protected_accuracy'])} at the end of training, "
                                                   f"{acc(emp['peak_protected_accuracy'])} at its peak"],
     ]
+    if sec.get("origin", BUILT_IN) != BUILT_IN:
+        items.insert(0, [Strong("Method"), f": from the plugin {sec['origin']}"])
     hist = [f"{len(emp[k])} epochs ({k.split('_')[0]})" for k in ("clean_history", "protected_history") if emp.get(k)]
     if hist:
         items.append([Strong("Training history"), ": " + ", ".join(hist)])

@@ -171,6 +171,7 @@ POISON = _obj(
         "recovery": {"type": "object", "additionalProperties": RECOVERY_METHOD},
         "verdict": VERDICT,
         "samples": SAMPLES,
+        "origin": _STR,  # "built-in" or a plugin's "distribution version"; newer reports
     },
 )
 
