@@ -179,3 +179,14 @@ def test_defaults_on_the_stored_reports(report, levels):
     recovery attack (pgd at η/σ = 5) holds MI-UE and EM to partial; random noise is none."""
     poisons = json.loads((REPORTS / report / "report.json").read_text())["poisons"]
     assert {n: v["level"] for n, v in verdicts(poisons, CFG).items()} == levels
+
+
+def test_thresholds_do_not_block_a_resume(tmp_path):
+    """The verdict only reads the results: a run resumed with other thresholds is the same run."""
+    from certify.pipeline import _comparable
+
+    base = {"dataset": "digits", "poisons": ["random"]}
+    judged = load_config(None, {**base, "verdict": {"strong": 0.3}})
+    assert judged.verdict.strong == 0.3
+    assert _comparable(judged) == _comparable(load_config(None, base))
+    assert _comparable(load_config(None, {**base, "seed": 5})) != _comparable(load_config(None, base))
