@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from certify.curves import close, point_at
 from certify.errors import CheckFailed, UserError
 from certify.report import load_report
 from certify.report.schema import format_path
@@ -54,10 +55,6 @@ class Row:
         return None
 
 
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-
-
 class _Absent:
     """A field one report lacks: equal to no JSON value."""
 
@@ -75,7 +72,7 @@ def _is_number(v) -> bool:
 def _equal(a, b) -> bool:
     """Floats up to rounding; anything else (counts, strings, bools) exactly, type included."""
     if _is_number(a) and _is_number(b) and float in (type(a), type(b)):
-        return _close(a, b)
+        return close(a, b)
     return type(a) is type(b) and a == b
 
 
@@ -175,8 +172,7 @@ def compare(baseline: dict, report: dict, tolerance: float) -> list[Row]:
             rows.append(Row(name, metric, bv, rv, _judge(bv, rv, tolerance) if judged else NOT_JUDGED))
         bcert, rcert = bsec.get("certificate"), rsec.get("certificate")
         for bpt in (bcert or {}).get("curve", []):
-            rpt = next((p for p in (rcert or {}).get("curve", []) if _close(p["eta_over_sigma"], bpt["eta_over_sigma"])),
-                       None)
+            rpt = point_at((rcert or {}).get("curve"), bpt["eta_over_sigma"])
             bv = bpt["learnability"]
             if rpt is None:
                 rv, verdict = ABSENT, MISSING

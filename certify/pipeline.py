@@ -20,6 +20,7 @@ from certify.cache import Cache, atomic_write, tensor_digest
 from certify.config import RunConfig, to_dict
 from certify.context import ModelSpec, RunContext, images
 from certify.crafting import add_release, budget_head
+from certify.curves import reference_point
 from certify.data import Dataset, load_dataset
 from certify.errors import UserError
 from certify.graph import run_graph
@@ -236,7 +237,7 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[
             section["recovery"] = recovery_section(ctx, p["recovery"], v)
         if "certificate" in p and p["certificate"].chunks:
             c = section["certificate"] = certificate.section(cfg, p["certificate"], v, indep)
-            point = certificate.reference_point(c["curve"])
+            point = reference_point(c["curve"])
             value = point["learnability"]
             line += (f"; certified learnability {'abstains' if value is None else f'{value:.3f}'} "
                      f"at eta/sigma={point['eta_over_sigma']}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from certify.errors import UserError
-from certify.report.content import point_at
+from certify.curves import point_at
 from certify.validation import check_nonnegative, check_positive
 
 LEVELS = ("strong", "partial", "weak", "none")

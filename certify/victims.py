@@ -31,22 +31,20 @@ def _snapshots(kept: list):
     return snapshot
 
 
-def _keeps_checkpoints(ctx: RunContext) -> dict:
+def _keeps_checkpoints(ctx: RunContext, *fields: str) -> dict:
     """`cached` arguments for a model SAL may score: per-epoch weights are kept unless scores are
     skipped. Whether they are kept is not part of the key (the weights are the same): a stored model
-    without them is trained again when a later run needs them."""
+    without them, or without one of `fields` (added to the artifact since), is trained again."""
     keep = "scores" not in ctx.cfg.skip
-    return {"accept": (lambda a: bool(a.get("checkpoints"))) if keep else None, "unkeyed": {"checkpoints": keep}}
+    return {"accept": lambda a: all(f in a for f in fields) and (bool(a.get("checkpoints")) or not keep),
+            "unkeyed": {"checkpoints": keep}}
 
 
 def add_victim(ctx: RunContext, release: str, name: str, seed_name: str = "victim", stage: str = "train") -> str:
     """The model trained normally on `release`; it keeps per-epoch weights when SAL will score them."""
     spec = {"seed": derive(ctx.cfg.seed, seed_name), "training": ctx.cfg.train}
-    kept = _keeps_checkpoints(ctx)
-    accept = kept["accept"] or (lambda a: True)
-    # models stored before they carried per-class accuracies are trained again
-    return ctx.cached("model", spec, train_task, (ctx.data_key, release), poison=name,
-                      accept=lambda a: "per_class" in a and accept(a),
+    kept = _keeps_checkpoints(ctx, "per_class")
+    return ctx.cached("model", spec, train_task, (ctx.data_key, release), poison=name, accept=kept["accept"],
                       unkeyed={**kept["unkeyed"], "desc": f"train {name}"}, stage=stage)
 
 

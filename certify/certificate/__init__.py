@@ -31,7 +31,7 @@ from certify.models import trainable
 from certify.seeding import derive
 from certify.training import TrainConfig, evaluate
 
-__all__ = ["plan", "section", "add_sigma", "sigma_of", "certify_weights", "CertificatePlan", "reference_point"]
+__all__ = ["plan", "section", "add_sigma", "sigma_of", "certify_weights", "CertificatePlan"]
 
 
 def add_sigma(ctx: RunContext, clean: str) -> str:
@@ -106,14 +106,6 @@ def section(cfg: CertificateConfig, p: CertificatePlan, values: dict, independen
             "surrogate_recipe": rec, "surrogate_accuracy": sur["accuracy"], "sigma_rule": rule, **stats,
             "theta_norm": sur["theta_norm"], "independent_distance": independent_distance,
             "draws": [float(a) for a in draws]}
-
-
-REFERENCE_ETA_SIGMA = 0.1  # the point of the curve a one-line summary quotes
-
-
-def reference_point(curve: list[dict]) -> dict:
-    """The curve's point at eta/sigma = 0.1, or its first point when the grid lacks 0.1."""
-    return next((p for p in curve if abs(p["eta_over_sigma"] - REFERENCE_ETA_SIGMA) < 1e-9), curve[0])
 
 
 def certify_weights(ctx: RunContext, state: dict, sigma: float, *, cluster=None) -> tuple[np.ndarray, dict]:

@@ -27,6 +27,7 @@ from certify.cache import atomic_write
 from certify.config import RunConfig, to_dict
 from certify.context import RunContext
 from certify.crafting import add_release, poison_params
+from certify.curves import reference_point
 from certify.errors import UserError
 from certify.models import count_parameters
 from certify.pipeline import begin, environment, run_tasks, timings
@@ -92,7 +93,7 @@ def budget_row(budget: Budget, applied_epsilon: float, victim: dict, defended: d
     """One budget's line of plan.json. The certified values are read at the point of the curve a
     run's summary quotes; the gap is the clean control's certified learnability minus this one's
     (positive: the poison lowers what can be certifiably learned)."""
-    point = certificate.reference_point(cert["curve"])
+    point = reference_point(cert["curve"])
     certified = point["learnability"]
     best = max(defended, key=lambda d: defended[d]["accuracy"]) if defended else None
     return {"budget": budget.label, "norm": budget.norm, "epsilon": budget.epsilon,
@@ -114,7 +115,7 @@ def _assemble(ctx: RunContext, request: PlanRequest, keys: dict, outcome, comman
     clean = v[keys["clean"]]
     indep = distance(ctx.model, clean["state"], v[keys["independent"]]["state"])
     clean_cert = certificate.section(cfg, keys["clean_certificate"], v, indep)
-    clean_point = certificate.reference_point(clean_cert["curve"])
+    clean_point = reference_point(clean_cert["curve"])
     params = poison_params(ctx, request.poison)
     rows = []
     for b, k in zip(request.budgets, keys["budgets"]):

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from certify.cache import atomic_write
 from certify.report import figures as report_figures
+from certify.report.content import DASH
 from certify.report.document import Bullets, Code, Figure, Paragraph, Preformatted, Section, Strong, Table
 from certify.report.html import render_html
 from certify.report.markdown import render_markdown
 
-DASH = "—"
 NORM_NAMES = {"linf": "ℓ∞", "l2": "ℓ2"}
 
 

@@ -8,8 +8,8 @@ only render it, so the two documents always say the same thing.
 from __future__ import annotations
 
 import json
-import math
 
+from certify.curves import close, point_at
 from certify.plugins import BUILT_IN
 from certify.report import figures
 from certify.report.document import Bullets, Code, Figure, Paragraph, Preformatted, Section, Strong, Table
@@ -31,17 +31,6 @@ def num(x, digits: int = 4) -> str:
 
 def signed(x) -> str:
     return f"{x:+.3f}"
-
-
-def close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-
-
-def point_at(curve: list, r: float) -> dict | None:
-    for pt in curve or []:
-        if close(pt["eta_over_sigma"], r):
-            return pt
-    return None
 
 
 def curve_of(section: dict | None) -> list:

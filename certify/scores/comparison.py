@@ -9,17 +9,16 @@ and of covariance score with the accuracy drop, as the MI-UE paper correlates MI
 """
 from __future__ import annotations
 
+from certify.curves import REFERENCE_ETA_SIGMA as ETA_OVER_SIGMA, point_at
 from certify.scores.ranking import spearman
 
 CONTROL = "none"
-ETA_OVER_SIGMA = 0.1  # the default point every summary quotes
 
 
 def _certified(section: dict) -> tuple[float | None, str]:
     """(learnability, status) at ETA_OVER_SIGMA: status certified | abstains | absent."""
     cert = section.get("certificate")
-    point = next((p for p in (cert or {}).get("curve", []) if abs(p["eta_over_sigma"] - ETA_OVER_SIGMA) < 1e-9),
-                 None)
+    point = point_at((cert or {}).get("curve"), ETA_OVER_SIGMA)
     if point is None:
         return None, "absent"
     return point["learnability"], "certified" if point["learnability"] is not None else "abstains"
