@@ -140,4 +140,4 @@ def audit(cfg: RunConfig, release: str, command: str, budget: str | None = None)
     given = ctx.graph.const(f"release-{tensor_digest(x_rel)}", {"released": x_rel})
     releases = ([("none", clean)] if cfg.baseline else []) + [("release", given)]
     heads = {"none": {"budget": {"norm": "none", "epsilon": 0.0, "measured": 0.0}}, "release": {"budget": head}}
-    return evaluate_all(ctx, out, command, releases, heads, clean, t0, warnings), out
+    return evaluate_all(ctx, out, command, lambda rep: (clean, releases), heads, t0, warnings), out

@@ -23,6 +23,7 @@ from certify.validation import MAX_THREADS, check_at_most, check_choice, check_p
 from certify.verdict import VerdictConfig
 
 STAGES = ("certify", "scores", "recovery")
+MAX_SEEDS = 20  # replicates of one run: each one repeats the whole run's work
 
 
 @dataclass
@@ -40,6 +41,7 @@ class RunConfig(CertificateConfig):
     out: Union[str, None] = None
     cache_dir: Union[str, None] = None
     seed: int = 0
+    seeds: int = 1  # replicates: replicate i runs every seeded choice at seed + i (see certify/replicates.py)
     threads: int = 1  # torch threads of each training, crafting and scoring task (part of cache keys)
     executor: str = "ray"
     workers: Union[int, None] = None  # CPUs of the local Ray instance (None: every core); not used with address
@@ -63,6 +65,8 @@ class RunConfig(CertificateConfig):
         if not self.poisons:
             raise UserError(f"{where}: poisons must name at least one poison")
         self.validate_certificate(where)
+        check_positive(where, seeds=self.seeds)
+        check_at_most(where, MAX_SEEDS, seeds=self.seeds)
         check_choice(where, "executor", self.executor, ("ray", "serial"))
         check_positive(where, threads=self.threads)
         check_at_most(where, MAX_THREADS, threads=self.threads)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from attacks.base import POISONS
-from certify import certificate, cluster, device as devices
+from certify import certificate, cluster, device as devices, replicates
 from certify.cache import Cache, atomic_write, tensor_digest
 from certify.config import RunConfig, to_dict
 from certify.context import ModelSpec, RunContext, images
@@ -199,49 +199,70 @@ def timings(records: list[dict], wall: float) -> dict:
     return {**{k: round(v, 2) for k, v in out.items()}, "wall": round(wall, 2)}
 
 
-def evaluate_all(ctx: RunContext, out: Path, command: str, releases: list[tuple[str, str]], heads: dict,
-                 clean_release: str, t0: float, warnings: list[str] | None = None) -> dict:
-    """The shared back half of `run` and `audit`: `releases` are (name, key of its released set);
-    `heads` gives each name's budget section, or a function of its crafting artifact; `warnings`
+def _poison_section(ctx: RunContext, plan: dict, name: str, v: dict, alpha: float) -> dict:
+    """One replicate's measurements of poison `name` (certificates at the replicate's level `alpha`)."""
+    p, clean = plan["poisons"][name], v[plan["clean"]]
+    section = {"empirical": empirical_section(clean, v[p["victim"]], {d: v[k] for d, k in p["defended"].items()})}
+    if "sal" in p:
+        section.update(score_sections(ctx, v[plan["sal_clean"]], v[p["sal"]], v[p["mi"]],
+                                      {d: v[k] for d, k in p["defended_sal"].items()}))
+    if "recovery" in p:
+        section["recovery"] = recovery_section(ctx, p["recovery"], v)
+    if "certificate" in p and p["certificate"].chunks:
+        indep = distance(ctx.model, clean["state"], v[plan["independent"]]["state"])
+        section["certificate"] = certificate.section(dataclasses.replace(ctx.cfg, alpha=alpha), p["certificate"], v,
+                                                     indep)
+    return section
+
+
+def _progress_line(name: str, section: dict) -> str:
+    e = section["empirical"]
+    k = e["seeds"]
+    lo, hi = e["protected_interval"]
+    line = (f"{name}: protected accuracy {e['protected_accuracy']:.3f} [{lo:.3f}, {hi:.3f}] "
+            f"(clean {e['clean_accuracy']:.3f}{f'; mean over {k} seeds' if k > 1 else ''})")
+    if "sal_ud" in section:
+        line += f"; UD {num(section['sal_ud']['ud'])}; MI gap {section['mutual_information']['gap']:.3f}"
+    if "certificate" in section:
+        point = reference_point(section["certificate"]["curve"])
+        value = point["learnability"]
+        line += (f"; certified learnability {'abstains' if value is None else f'{value:.3f}'} "
+                 f"at eta/sigma={point['eta_over_sigma']}")
+    return line
+
+
+def evaluate_all(ctx: RunContext, out: Path, command: str, releases_of, heads: dict, t0: float,
+                 warnings: list[str] | None = None) -> dict:
+    """The shared back half of `run` and `audit`. `releases_of(replicate context)` gives (key of the
+    clean release, [(name, key of its released set)]) for each replicate seed; `heads` gives each
+    name's budget section, or a function of its (first replicate's) crafting artifact; `warnings`
     (about the inputs) open the report."""
     cfg, data = ctx.cfg, ctx.data
-    plan = _plan(ctx, clean_release, releases)
+    reps = replicates.contexts(ctx)
+    plans = [_plan(r, *releases_of(r)) for r in reps]
     outcome = run_tasks(ctx, t0)
     v = outcome.values
-    clean = v[plan["clean"]]
-    say(f"clean model: test accuracy {clean['history']['final_test_accuracy']:.3f}")
-    indep = (distance(ctx.model, clean["state"], v[plan["independent"]]["state"])
-             if "independent" in plan else None)
+    for r, plan in zip(reps, plans):
+        say(f"clean model (seed {r.cfg.seed}): test accuracy {v[plan['clean']]['history']['final_test_accuracy']:.3f}")
+    seeds = replicates.seeds_of(cfg)
+    level = replicates.replicate_alpha(cfg.alpha, len(seeds))
     report = {"schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": command, "seed": cfg.seed, "config": to_dict(cfg),
+              "command": command, "seed": cfg.seed, "seeds": seeds, "config": to_dict(cfg),
               "environment": environment(cfg, ctx.device),
               "dataset": {**data.info(), "test_digest": ctx.test_digest, "class_names": list(map(str, data.classes))},
               "model": {"arch": ctx.model.arch, "parameters": count_parameters(ctx.model.build(0))}, "poisons": {}}
     if warnings:
         report["warnings"] = list(warnings)
     pictures = {}
-    for name, p in plan["poisons"].items():
+    for name, p in plans[0]["poisons"].items():
         head = heads[name]
         section = dict(head(v[p["release"]]) if callable(head) else head)
         if name != CONTROL:  # the control's released images are the clean ones
             figure, idx, pictures[figure] = samples_figure(ctx, name, v[p["release"]]["released"])
             section["samples"] = {"indices": idx}
-        section["empirical"] = empirical_section(clean, v[p["victim"]], {d: v[k] for d, k in p["defended"].items()})
-        e = section["empirical"]
-        line = f"{name}: protected accuracy {e['protected_accuracy']:.3f} (clean {e['clean_accuracy']:.3f})"
-        if "sal" in p:
-            section.update(score_sections(ctx, v[plan["sal_clean"]], v[p["sal"]], v[p["mi"]],
-                                          {d: v[k] for d, k in p["defended_sal"].items()}))
-            line += f"; UD {num(section['sal_ud']['ud'])}; MI gap {section['mutual_information']['gap']:.3f}"
-        if "recovery" in p:
-            section["recovery"] = recovery_section(ctx, p["recovery"], v)
-        if "certificate" in p and p["certificate"].chunks:
-            c = section["certificate"] = certificate.section(cfg, p["certificate"], v, indep)
-            point = reference_point(c["curve"])
-            value = point["learnability"]
-            line += (f"; certified learnability {'abstains' if value is None else f'{value:.3f}'} "
-                     f"at eta/sigma={point['eta_over_sigma']}")
-        say(line)
+        measured = [_poison_section(r, plan, name, v, level) for r, plan in zip(reps, plans)]
+        section.update(replicates.combine(measured, seeds, len(data.y_test), cfg.alpha))
+        say(_progress_line(name, section))
         report["poisons"][name] = section
     if any(n != "none" for n in report["poisons"]):
         report["comparison"] = comparison(report["poisons"])
@@ -285,7 +306,9 @@ def run(cfg: RunConfig, command: str) -> tuple[dict, Path]:
     """`certify run`: craft each poison (the clean control `none` first) and evaluate it."""
     names = _check_names(cfg)
     out, ctx, t0 = begin(cfg, command, f"poisons {', '.join(names)}")
-    clean_release = add_release(ctx, "none")
-    releases = [(name, add_release(ctx, name)) for name in names]
     heads = {name: (lambda r, n=name: budget_head(ctx, n, r)) for name in names}
-    return evaluate_all(ctx, out, command, releases, heads, clean_release, t0), out
+
+    def releases_of(rep: RunContext):  # crafting is seeded: each replicate crafts its own releases
+        return add_release(rep, "none"), [(name, add_release(rep, name)) for name in names]
+
+    return evaluate_all(ctx, out, command, releases_of, heads, t0), out

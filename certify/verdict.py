@@ -7,7 +7,10 @@ The rule:
   normally on the release, under each defense of the run, and each recovery attack at any η (final
   accuracies: a peak is chosen on the test set, which an attacker does not have); where none was
   tried, the reasons say that the level holds against training as usual only;
-- that accuracy as a fraction of the clean model's gives the level: at most `strong` × clean is
+- each accuracy is read at the upper end of its 95 % interval (over the run's seeds, or the test
+  set's binomial interval with one seed), the conservative reading for a data owner: the attack
+  with the highest upper end is the attacker's best (reports without intervals: the value itself);
+- that upper end as a fraction of the clean model's accuracy (the mean over seeds) gives the level: at most `strong` × clean is
   strong, at most `partial` × partial, at most `weak` × weak, above it none;
 - strong also needs the certificate to agree: the poison's certified learnability at
   η/σ = `eta_over_sigma` at least `certified_gap` below the clean control's; when it is not, the
@@ -50,16 +53,38 @@ class VerdictConfig:
                             f"got {self.certified_gap!r}")
 
 
-def attacks(section: dict) -> list[tuple[str, float]]:
-    """(what the attacker did, test accuracy reached): undefended, each defense, each recovery's best."""
+def attacks(section: dict) -> list[tuple[str, float, list | None]]:
+    """(what the attacker did, test accuracy reached, its 95 % interval or None in reports without
+    one): undefended, each defense, each recovery's best."""
     emp = section["empirical"]
-    out = [("undefended", emp["protected_accuracy"])]
-    out += [(d, v["accuracy"]) for d, v in (emp.get("defenses") or {}).items()]
+    out = [("undefended", emp["protected_accuracy"], emp.get("protected_interval"))]
+    out += [(d, v["accuracy"], v.get("interval")) for d, v in (emp.get("defenses") or {}).items()]
     for method, rec in (section.get("recovery") or {}).items():
         if rec["curve"]:
             pt = max(rec["curve"], key=lambda p: p["accuracy"])
-            out.append((f"recovery {method} at η/σ = {pt['eta_over_sigma']:g}", pt["accuracy"]))
+            value = rec.get("best_accuracy", pt["accuracy"])
+            out.append((f"recovery {method} at η/σ = {pt['eta_over_sigma']:g}", value, rec.get("best_interval")))
     return out
+
+
+def _upper(attack: tuple[str, float, list | None]) -> float:
+    """The conservative reading for a data owner: the upper end of the accuracy's interval."""
+    return attack[2][1] if attack[2] else attack[1]
+
+
+def _shown(value: float, interval: list | None) -> str:
+    return f"{value:.3f}" if interval is None else f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _seeds_reason(emp: dict) -> str | None:
+    """How many seeds the intervals rest on (None for reports without replicates)."""
+    k = emp.get("seeds")
+    if k is None:
+        return None
+    if k == 1:
+        return ("one seed cannot show the spread between training runs: its intervals cover the test-set "
+                "sampling only (run with --seeds 3)")
+    return f"over {k} seeds: 95 % Student-t intervals of the per-seed accuracies"
 
 
 def _level(ratio: float, cfg: VerdictConfig) -> str:
@@ -86,11 +111,13 @@ def _certificate(section: dict, control: dict | None, cfg: VerdictConfig) -> tup
         return None, f"the certificate abstains at η/σ = {r:g} (N = {cert['samples']}): {alone}"
     mine, theirs = pt["learnability"], cp["learnability"]
     gap = theirs - mine
+    k = cert.get("replicates", 1)
+    over = f" (the largest of {k} seeds' bounds, each at α/{k})" if k > 1 else ""
     if gap >= cfg.certified_gap - SLACK:
-        return True, (f"certified learnability {mine:.3f}, {gap:.3f} below the clean control's {theirs:.3f} "
+        return True, (f"certified learnability {mine:.3f}{over}, {gap:.3f} below the clean control's {theirs:.3f} "
                       f"at η/σ = {r:g}")
-    return False, (f"certified learnability {mine:.3f} is not {cfg.certified_gap:g} below the clean control's "
-                   f"{theirs:.3f} at η/σ = {r:g} (gap {gap:+.3f})")
+    return False, (f"certified learnability {mine:.3f}{over} is not {cfg.certified_gap:g} below the clean "
+                   f"control's {theirs:.3f} at η/σ = {r:g} (gap {gap:+.3f})")
 
 
 def judge(section: dict, control: dict | None, cfg: VerdictConfig) -> dict:
@@ -101,13 +128,23 @@ def judge(section: dict, control: dict | None, cfg: VerdictConfig) -> dict:
     if clean <= 0:
         return {"level": "none", "reasons": ["the clean model's test accuracy is 0: there is nothing to protect"]}
     tried = attacks(section)
-    reasons = [f"protected accuracy {tried[0][1]:.3f} = {tried[0][1] / clean:.2f} × clean ({clean:.3f})"]
-    reasons += [f"{what} reaches {a:.3f}" for what, a in tried[1:]]
-    what, best = max(tried, key=lambda t: t[1])  # the first of equals: undefended before any defense
-    level = _level(best / clean, cfg)
+    _, protected, interval = tried[0]
+    reasons = [f"protected accuracy {_shown(protected, interval)} = {protected / clean:.2f} × clean ({clean:.3f})"]
+    reasons += [f"{what} reaches {_shown(a, i)}" for what, a, i in tried[1:]]
+    best = max(tried, key=_upper)  # the first of equals: undefended before any defense
+    what, value, interval = best
+    upper = _upper(best)
+    level = _level(upper / clean, cfg)
     limit = {"strong": cfg.strong, "partial": cfg.partial, "weak": cfg.weak}.get(level)
     bound = f"at most {limit:g}" if limit is not None else f"above {cfg.weak:g}"
-    reasons.append(f"attacker's best: {best:.3f} ({what}) = {best / clean:.2f} × clean ({bound} × clean: {level})")
+    if interval is None:
+        reasons.append(f"attacker's best: {value:.3f} ({what}) = {value / clean:.2f} × clean ({bound} × clean: {level})")
+    else:
+        reasons.append(f"attacker's best: {_shown(value, interval)} ({what}); the upper end {upper:.3f} = "
+                       f"{upper / clean:.2f} × clean ({bound} × clean: {level})")
+    seeds = _seeds_reason(emp)
+    if seeds:
+        reasons.append(seeds)
     confirmed, why = _certificate(section, control, cfg)
     reasons.append(why)
     if level == "strong" and confirmed is False:

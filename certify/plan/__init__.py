@@ -22,13 +22,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from attacks.base import POISONS
-from certify import certificate
+from certify import certificate, replicates
 from certify.cache import atomic_write
 from certify.config import RunConfig, to_dict
 from certify.context import RunContext
 from certify.crafting import add_release, poison_params
 from certify.curves import reference_point
 from certify.errors import UserError
+from certify.intervals import summarize
 from certify.models import count_parameters
 from certify.pipeline import begin, environment, run_tasks, timings
 from certify.plan.budgets import VARIABLE_NORMS, Budget, parse_budgets, with_budget
@@ -88,20 +89,22 @@ def _add_tasks(ctx: RunContext, request: PlanRequest) -> dict:
     return keys
 
 
-def budget_row(budget: Budget, applied_epsilon: float, victim: dict, defended: dict[str, dict], cert: dict,
+def budget_row(budget: Budget, applied_epsilon: float, protected: dict, defended: dict[str, dict], cert: dict,
                clean_certified: float | None, perceptual: dict) -> dict:
-    """One budget's line of plan.json. The certified values are read at the point of the curve a
-    run's summary quotes; the gap is the clean control's certified learnability minus this one's
-    (positive: the poison lowers what can be certifiably learned)."""
+    """One budget's line of plan.json. `protected` and each of `defended` are {"mean", "interval",
+    "method"} over the plan's seeds (certify.intervals.summarize). The certified values are read at
+    the point of the curve a run's summary quotes; the gap is the clean control's certified
+    learnability minus this one's (positive: the poison lowers what can be certifiably learned)."""
     point = reference_point(cert["curve"])
     certified = point["learnability"]
-    best = max(defended, key=lambda d: defended[d]["accuracy"]) if defended else None
+    best = max(defended, key=lambda d: defended[d]["mean"]) if defended else None
     return {"budget": budget.label, "norm": budget.norm, "epsilon": budget.epsilon,
             "applied_epsilon": applied_epsilon,
             "measured": {k: perceptual[k] for k in ("linf_max", "linf_mean", "l2_max", "l2_mean")},
-            "protected_accuracy": victim["history"]["final_test_accuracy"],
-            "defended_accuracy": defended[best]["accuracy"] if best else None, "best_defense": best,
-            "defenses": {d: art["accuracy"] for d, art in defended.items()},
+            "protected_accuracy": protected["mean"], "protected_interval": protected["interval"],
+            "defended_accuracy": defended[best]["mean"] if best else None, "best_defense": best,
+            "defenses": {d: s["mean"] for d, s in defended.items()},
+            "defense_intervals": {d: s["interval"] for d, s in defended.items()},
             "certified": certified,
             "certified_gap": None if certified is None or clean_certified is None else clean_certified - certified,
             "certified_curve": [{"eta_over_sigma": p["eta_over_sigma"], "learnability": p["learnability"]}
@@ -110,33 +113,53 @@ def budget_row(budget: Budget, applied_epsilon: float, victim: dict, defended: d
             "psnr": perceptual["psnr"], "ssim": perceptual["ssim"]}
 
 
-def _assemble(ctx: RunContext, request: PlanRequest, keys: dict, outcome, command: str, t0: float) -> dict:
+def _assemble(ctx: RunContext, request: PlanRequest, keys: list[dict], outcome, command: str, t0: float) -> dict:
+    """plan.json from the artifacts of every replicate (`keys`: one `_add_tasks` result per seed):
+    accuracies are means over the seeds with their intervals, certificates one claim over all seeds
+    (each at α/K, the largest bound: certify.replicates)."""
     cfg, v = ctx.cfg, outcome.values
-    clean = v[keys["clean"]]
-    indep = distance(ctx.model, clean["state"], v[keys["independent"]]["state"])
-    clean_cert = certificate.section(cfg, keys["clean_certificate"], v, indep)
+    reps = replicates.contexts(ctx)
+    n_test = len(ctx.data.y_test)
+    level = replicates.replicate_alpha(cfg.alpha, len(reps))
+
+    def certificate_of(pick) -> dict:  # pick(keys of one replicate) -> that replicate's certificate plan
+        sections = []
+        for r, k in zip(reps, keys):
+            indep = distance(ctx.model, v[k["clean"]]["state"], v[k["independent"]]["state"])
+            sections.append(certificate.section(dataclasses.replace(r.cfg, alpha=level), pick(k), v, indep))
+        return replicates.combine_certificate(sections, cfg.alpha)
+
+    def accuracy(pick) -> dict:  # pick(keys of one replicate) -> that replicate's final test accuracy
+        return summarize([pick(k) for k in keys], n_test)
+
+    clean_cert = certificate_of(lambda k: k["clean_certificate"])
     clean_point = reference_point(clean_cert["curve"])
     params = poison_params(ctx, request.poison)
     rows = []
-    for b, k in zip(request.budgets, keys["budgets"]):
+    for j, b in enumerate(request.budgets):
         applied = float(with_budget(params, b, b.label).epsilon_for(ctx.data.shape))
-        row = budget_row(b, applied, v[k["victim"]], {d: v[key] for d, key in k["defended"].items()},
-                         certificate.section(cfg, k["certificate"], v, indep), clean_point["learnability"],
-                         v[k["perceptual"]])
+        first = keys[0]["budgets"][j]
+        protected = accuracy(lambda k: v[k["budgets"][j]["victim"]]["history"]["final_test_accuracy"])
+        defended = {d: accuracy(lambda k, d=d: v[k["budgets"][j]["defended"][d]]["accuracy"]) for d in first["defended"]}
+        row = budget_row(b, applied, protected, defended, certificate_of(lambda k: k["budgets"][j]["certificate"]),
+                         clean_point["learnability"], v[first["perceptual"]])
         row["meets_targets"] = meets(row, request.targets) if request.targets.given else None
         rows.append(row)
     warnings = [f"budget {r['budget']}: the release equals the clean images (no perturbation survives 8-bit "
                 "storage at this budget)" for r in rows if r["measured"]["linf_max"] == 0]
+    clean = accuracy(lambda k: v[k["clean"]]["history"]["final_test_accuracy"])
     return {"schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": command, "poison": request.poison, "norm": request.budgets[0].norm, "seed": cfg.seed,
+            "seeds": replicates.seeds_of(cfg), "interval_method": clean["method"],
             "config": to_dict(cfg), "environment": environment(cfg, ctx.device), "dataset": ctx.data.info(),
             "model": {"arch": ctx.model.arch, "parameters": count_parameters(ctx.model.build(0))},
             "targets": dataclasses.asdict(request.targets), "defenses": list(cfg.defenses),
             "certificate": {"eta_over_sigma": clean_point["eta_over_sigma"], "eta": clean_point["eta"],
                             "sigma": clean_cert["sigma"], "q": cfg.q, "alpha": cfg.alpha, "samples": cfg.samples,
-                            "coverage": cfg.coverage},
-            "clean": {"accuracy": clean["history"]["final_test_accuracy"], "certified": clean_point["learnability"],
-                      "surrogate_accuracy": clean_cert["surrogate_accuracy"], "independent_distance": indep},
+                            "coverage": cfg.coverage, "replicate_alpha": level},
+            "clean": {"accuracy": clean["mean"], "interval": clean["interval"], "certified": clean_point["learnability"],
+                      "surrogate_accuracy": clean_cert["surrogate_accuracy"],
+                      "independent_distance": clean_cert["independent_distance"]},
             "budgets": rows, "recommended": recommend(rows, request.targets), "warnings": warnings,
             "timings": timings(outcome.records, time.time() - t0),
             "execution": {"executor": cfg.executor, "cached": outcome.cached, "tasks": outcome.records}}
@@ -161,7 +184,7 @@ def run_plan(cfg: RunConfig, request: PlanRequest, command: str) -> tuple[dict, 
                               out=cfg.out or f"reports/plans/{stamp}-{request.poison}")
     labels = ", ".join(b.label for b in request.budgets)
     out, ctx, t0 = begin(cfg, command, f"plan for {request.poison} at {request.budgets[0].norm} budgets {labels}")
-    keys = _add_tasks(ctx, request)
+    keys = [_add_tasks(rep, request) for rep in replicates.contexts(ctx)]
     doc = _assemble(ctx, request, keys, run_tasks(ctx, t0), command, t0)
     for row in doc["budgets"]:
         say(_line(row))

@@ -26,7 +26,7 @@ def _x(doc: dict, row: dict) -> float:
 
 def _recommendation(doc: dict) -> Paragraph:
     t = doc["targets"]
-    wanted = [f"protected accuracy at most {t['protected_accuracy_at_most']:g}"] \
+    wanted = [f"protected accuracy at most {t['protected_accuracy_at_most']:g} (the upper end of its 95 % interval)"] \
         if t["protected_accuracy_at_most"] is not None else []
     if t["certified_gap_at_least"] is not None:
         wanted.append(f"certified gap at least {t['certified_gap_at_least']:g}")
@@ -37,6 +37,21 @@ def _recommendation(doc: dict) -> Paragraph:
         return Paragraph([Strong("Recommendation"), f": no budget tried meets the targets ({' and '.join(wanted)})."])
     return Paragraph([Strong("Recommendation"), ": ", Code(doc["recommended"]),
                       f", the smallest budget tried with {' and '.join(wanted)}."])
+
+
+def _seeds_note(doc: dict) -> str:
+    k = len(doc.get("seeds", [doc["seed"]]))
+    if k == 1:
+        return ("Accuracies are one seed's, with the 95 % Clopper-Pearson interval over the test images (it does "
+                "not show the spread between training runs: --seeds 3 does).")
+    return (f"Accuracies are means over {k} seeds with 95 % Student-t intervals; each certificate is the largest "
+            f"of the {k} seeds' bounds, each at α/{k}, so it holds for all of them at once.")
+
+
+def _protected(row: dict) -> str:
+    """The protected accuracy with its 95 % interval (plans before replicates have none)."""
+    interval = row.get("protected_interval")
+    return f"{row['protected_accuracy']:.3f}" + ("" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]")
 
 
 def _table(doc: dict) -> Table:
@@ -51,7 +66,7 @@ def _table(doc: dict) -> Table:
         m = r["measured"]["linf_max"] * 255 if doc["norm"] == "linf" else r["measured"]["l2_max"]
         defended = DASH if r["defended_accuracy"] is None else f"{r['defended_accuracy']:.3f} ({r['best_defense']})"
         row = [r["budget"], f"{r['epsilon']:.4g}", f"{m:.3g}", _num(r["psnr"], ".2f"), _num(r["ssim"]),
-               f"{r['protected_accuracy']:.3f}", defended,
+               _protected(r), defended,
                "abstains" if r["certified"] is None else f"{r['certified']:.3f}", _num(r["certified_gap"], "+.3f")]
         if r["meets_targets"] is not None:
             row.append("yes" if r["meets_targets"] else "no")
@@ -86,7 +101,7 @@ def build_document(doc: dict) -> Section:
                        "same η/σ: positive means the poison lowers what any model near its surrogate can "
                        "certifiably learn. PSNR is that of the whole release against the clean images (its mean "
                        "squared error over every pixel); SSIM is the mean over images (scikit-image). "
-                       "Accuracies are single runs; certified values are upper bounds (lower is better for the "
+                       f"{_seeds_note(doc)} Certified values are upper bounds (lower is better for the "
                        "data owner)."])
     figs = [Figure(name, caption) for name, caption in figure_specs(doc)]
     warnings = [Section("Warnings", [Bullets([[w] for w in doc["warnings"]])])] if doc["warnings"] else []

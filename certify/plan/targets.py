@@ -28,9 +28,11 @@ class Targets:
 
 def meets(row: dict, targets: Targets) -> bool:
     """Whether a plan row meets every given target; an abstaining certificate (gap None) meets no
-    gap target: nothing is certified there."""
+    gap target: nothing is certified there. The accuracy target holds for the upper end of the
+    protected accuracy's 95 % interval where the row has one (the verdict's conservative reading)."""
     acc, gap = targets.protected_accuracy_at_most, targets.certified_gap_at_least
-    if acc is not None and not row["protected_accuracy"] <= acc:
+    upper = (row.get("protected_interval") or [None, row["protected_accuracy"]])[1]
+    if acc is not None and not upper <= acc:
         return False
     if gap is not None and (row["certified_gap"] is None or not row["certified_gap"] >= gap):
         return False
