@@ -134,7 +134,10 @@ def build_parser() -> Parser:
     c = sub.add_parser("check", help="CI gate: exit 1 if protection got weaker than a baseline")
     c.add_argument("baseline")
     c.add_argument("report")
-    c.add_argument("--tolerance", type=float, default=0.02)
+    c.add_argument("--tolerance", type=float, default=0.02,
+                   help="a metric is weaker only if higher than the baseline's by more than this (default 0.02)")
+    c.add_argument("--alpha", type=float, default=0.05,
+                   help="an accuracy is weaker only if its one-sided p-value is below this, in (0, 1) (default 0.05)")
     c.add_argument("--junit", help="write a JUnit XML file")
 
     rep = sub.add_parser("report", help="render report.md and report.html again from report.json")
@@ -234,7 +237,7 @@ def cmd_poison(ns, argv) -> int:
 def cmd_check(ns, argv) -> int:
     from certify.gate import check
 
-    return check(ns.baseline, ns.report, tolerance=ns.tolerance, junit=ns.junit)
+    return check(ns.baseline, ns.report, tolerance=ns.tolerance, junit=ns.junit, alpha=ns.alpha)
 
 
 def cmd_report(ns, argv) -> int:

@@ -1,21 +1,35 @@
-"""`certify check BASELINE.json REPORT.json [--tolerance F] [--junit FILE]`: the CI gate.
+"""`certify check BASELINE.json REPORT.json [--tolerance F] [--alpha A] [--junit FILE]`: the CI gate.
 
-Exit 1 if any poison present in the baseline got weaker in the report: its protected accuracy, peak
-protected accuracy, any defended accuracy (final or peak) or certified learnability at any η (curves
-matched by eta_over_sigma) is higher by more than the tolerance; an η certified in the baseline
-abstains in the report; or the poison, or a judged metric of it, is missing from the report. Exit 0
-otherwise. A table is printed either way. The clean control `none` is shown but never judged.
+Exit 1 if any poison present in the baseline got weaker in the report, or the poison, or a judged
+metric of it, is missing from the report. Exit 0 otherwise. A table is printed either way. The clean
+control `none` is shown but never judged.
+
+A metric is WEAKER only when the evidence says so:
+- Accuracies (protected, peak protected, and each defense's final and peak) are measurements with
+  noise. Their per-seed values come from `poisons.NAME.replicates`; a report without replicates
+  (older reports) counts as one replicate, the summary value. The report's values are tested one-sided
+  for being higher than the baseline's: with >= 2 replicates on both sides by Welch's t (unequal
+  variances); where Welch's t is undefined (each side's values all equal) by the exact permutation test
+  on the difference of means; with one replicate on either side by the two-proportion z-test on the
+  test-set counts (round(mean accuracy x dataset.n_test) of each report). WEAKER iff p < alpha (default
+  0.05) AND the difference of means (report - baseline) is more than the tolerance (default 0.02).
+- Certified learnability (curves matched by eta_over_sigma) is an upper bound already: WEAKER iff the
+  report's bound is higher by more than the tolerance (test "bound", no p-value); an eta certified in
+  the baseline that abstains in the report fails.
+Reports with different numbers of seeds compare, as do reports of other poison parameters or budgets.
 
 The gate compares like with like: reports of different datasets (name, sizes, shape, classes), test
 sets (dataset.test_digest, where both reports carry one), models (arch, parameter count) or profiles,
-and certificates made with different draw counts, σ, q, α, coverage or surrogate recipe are not
-comparable: UserError (exit 2), one line naming the field and both values. No empty comparison
+and certificates made with different draw counts, σ, q, α (the family-wise level: a certificate over
+K replicates, each at α/K, compares with one of one replicate at α), coverage or surrogate recipe are
+not comparable: UserError (exit 2), one line naming the field and both values. No empty comparison
 passes: a baseline judging no poison is a UserError, a report holding none of the metrics the baseline
 judges is CheckFailed (exit 1).
 """
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,15 +52,20 @@ SAME_CERTIFICATE = ("sigma", "q", "alpha", "samples", "coverage", "surrogate", "
 OK, WEAKER, ABSTAINS, MISSING, NOT_JUDGED, NEW = "ok", "WEAKER", "ABSTAINS", "MISSING", "not judged", "new"
 FAILING = (WEAKER, ABSTAINS, MISSING)
 ABSENT = "absent"  # the report's cell where it lacks the poison or curve point
+# the test behind a row's verdict (see the module docstring)
+WELCH, PERMUTATION, TWO_PROPORTION, BOUND = "welch-t", "permutation", "two-proportion", "bound"
 
 
 @dataclass
 class Row:
     poison: str
     metric: str
-    baseline: float | None | str
+    baseline: float | None | str  # an accuracy: the mean over the side's seeds; a certified value: the bound
     report: float | None | str
     verdict: str
+    seeds: tuple[int | None, int | None] = (None, None)  # K of each side; None where that side lacks the metric
+    p: float | None = None  # one-sided p of "the report's accuracy is higher"; None where nothing was tested
+    test: str = "-"
 
     @property
     def delta(self) -> float | None:
@@ -134,66 +153,164 @@ def require_comparable(baseline: dict, report: dict) -> str | None:
     return note
 
 
-def _judge(base_v, rep_v, tolerance: float) -> str:
-    if rep_v is None:
-        return MISSING
-    return WEAKER if rep_v - base_v > tolerance + EPS else OK
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values)
 
 
-def _accuracy_metrics(sec: dict | None) -> dict[str, float]:
-    """metric name -> value for the judged empirical accuracies of one poison section."""
+def welch_p(base_values: list[float], report_values: list[float]) -> float:
+    """One-sided p of Welch's t-test that the report's mean is higher (>= 2 values a side, not both
+    constant)."""
+    from scipy import stats
+
+    with warnings.catch_warnings():
+        # One side's seeds agreeing exactly is valid input (its variance is 0, and Welch's t stays defined
+        # by the other side's); scipy warns about it as if the data were merely nearly identical.
+        warnings.filterwarnings("ignore", message="Precision loss", category=RuntimeWarning)
+        result = stats.ttest_ind(report_values, base_values, equal_var=False, alternative="greater")
+    return float(result.pvalue)
+
+
+def permutation_p(base_values: list[float], report_values: list[float]) -> float:
+    """Exact one-sided p of the permutation test on the difference of means (report - baseline) when
+    each side's values are all equal, where Welch's t is undefined (scipy would answer p = 0 for any
+    difference). It equals scipy.stats.permutation_test's exact value, in closed form because the
+    C(n, k) splits are too many to enumerate at 20 seeds a side: only the observed split puts every
+    higher value on the report's side, so p = 1 / C(n, k) when the report is higher, else 1 (every
+    split is at least as extreme). Its smallest value bounds what few seeds can show: 3 vs 3 gives
+    1/20 = 0.05, never below alpha 0.05."""
+    if report_values[0] > base_values[0]:
+        return 1 / math.comb(len(base_values) + len(report_values), len(report_values))
+    return 1.0
+
+
+def two_proportion_p(base_accuracy: float, report_accuracy: float, n_base: int, n_report: int) -> float:
+    """One-sided p of the two-proportion z-test that the report's accuracy is higher, on the test-set
+    counts round(accuracy x n_test). Where the pooled variance is 0 (both counts 0, or both all of
+    their test set) or a side has no test images, the proportions are equal or unknown: no evidence, 1."""
+    from statsmodels.stats.proportion import proportions_ztest
+
+    counts = [round(report_accuracy * n_report), round(base_accuracy * n_base)]
+    nobs = [n_report, n_base]
+    if 0 in nobs or sum(counts) in (0, sum(nobs)):
+        return 1.0
+    return float(proportions_ztest(counts, nobs, alternative="larger")[1])
+
+
+def judge_accuracy(base_values: list[float], report_values: list[float], n_base: int, n_report: int,
+                   alpha: float, tolerance: float) -> tuple[str, float, str]:
+    """(verdict, p, test) for one accuracy given each side's per-seed values and test-set size: WEAKER iff
+    the report's values are higher with one-sided p < alpha and their mean exceeds the baseline's by
+    more than the tolerance. With one seed on a side there is no seed variance to test against: the
+    test-set counts' binomial noise is the evidence then."""
+    if len(base_values) >= 2 and len(report_values) >= 2:
+        constant = all(min(v) == max(v) for v in (base_values, report_values))
+        p, test = (permutation_p(base_values, report_values), PERMUTATION) if constant \
+            else (welch_p(base_values, report_values), WELCH)
+    else:
+        p = two_proportion_p(_mean(base_values), _mean(report_values), n_base, n_report)
+        test = TWO_PROPORTION
+    weaker = p < alpha and _mean(report_values) - _mean(base_values) > tolerance + EPS
+    return (WEAKER if weaker else OK), p, test
+
+
+def _lookup(doc, path: tuple[str, ...]):
+    for key in path:
+        doc = doc.get(key) if isinstance(doc, dict) else None
+    return doc
+
+
+def _per_seed(sec: dict, summary: float, path: tuple[str, ...]) -> list[float]:
+    """One metric's values over a poison's replicates; the summary value as the one replicate of a report
+    without replicates (older reports) or whose replicates do not all carry the metric."""
+    values = [_lookup(rep, path) for rep in sec.get("replicates") or []]
+    return values if values and None not in values else [summary]
+
+
+def _accuracy_metrics(sec: dict | None) -> dict[str, list[float]]:
+    """metric name -> per-seed values of the judged empirical accuracies of one poison section."""
     if sec is None:
         return {}
     emp = sec["empirical"]
-    out = {"protected_accuracy": emp["protected_accuracy"], "peak_protected_accuracy": emp["peak_protected_accuracy"]}
+    where = {"protected_accuracy": (emp["protected_accuracy"], ("protected_accuracy",)),
+             "peak_protected_accuracy": (emp["peak_protected_accuracy"], ("peak_protected_accuracy",))}
     for d, v in (emp.get("defenses") or {}).items():
-        out[f"defense {d}: accuracy"] = v["accuracy"]
-        out[f"defense {d}: peak_accuracy"] = v["peak_accuracy"]
-    return out
+        where[f"defense {d}: accuracy"] = (v["accuracy"], ("defenses", d))
+        where[f"defense {d}: peak_accuracy"] = (v["peak_accuracy"], ("defenses_peak", d))
+    return {metric: _per_seed(sec, summary, path) for metric, (summary, path) in where.items()}
 
 
 def _curve_label(pt: dict) -> str:
     return f"certified eta/sigma={pt['eta_over_sigma']:g}"
 
 
-def compare(baseline: dict, report: dict, tolerance: float) -> list[Row]:
+def _certificate_seeds(cert: dict) -> int:
+    return cert.get("replicates", 1)  # older certificates: one replicate
+
+
+def _accuracy_rows(name: str, bsec: dict, rsec: dict, n_base: int, n_report: int, alpha: float,
+                   tolerance: float) -> list[Row]:
+    judged = name != CONTROL
+    racc = _accuracy_metrics(rsec)
+    rows = []
+    for metric, bvals in _accuracy_metrics(bsec).items():
+        rvals = racc.get(metric)
+        if rvals is None:
+            rows.append(Row(name, metric, _mean(bvals), None, MISSING if judged else NOT_JUDGED, (len(bvals), None)))
+            continue
+        verdict, p, test = judge_accuracy(bvals, rvals, n_base, n_report, alpha, tolerance)
+        rows.append(Row(name, metric, _mean(bvals), _mean(rvals), verdict if judged else NOT_JUDGED,
+                        (len(bvals), len(rvals)), p, test))
+    return rows
+
+
+def _certified_rows(name: str, bcert: dict | None, rcert: dict | None, tolerance: float) -> list[Row]:
+    """Certified values are bounds already: judged on the tolerance alone."""
+    judged = name != CONTROL
+    rows = []
+    for bpt in (bcert or {}).get("curve", []):
+        rpt = point_at((rcert or {}).get("curve"), bpt["eta_over_sigma"])
+        bv, k_base = bpt["learnability"], _certificate_seeds(bcert)
+        if rpt is None:
+            rv, verdict, seeds, test = ABSENT, MISSING, (k_base, None), "-"
+        else:
+            rv, seeds, test = rpt["learnability"], (k_base, _certificate_seeds(rcert)), BOUND
+            if bv is None:
+                verdict = OK  # abstained in the baseline: nothing to get weaker than
+            elif rv is None:
+                verdict = ABSTAINS
+            else:
+                verdict = WEAKER if rv - bv > tolerance + EPS else OK
+        if bv is None and rpt is None:
+            verdict = OK
+        rows.append(Row(name, _curve_label(bpt), bv, rv, verdict if judged else NOT_JUDGED, seeds, None, test))
+    return rows
+
+
+def _new_rows(name: str, rsec: dict) -> list[Row]:
+    """A poison only the report has: shown, never judged."""
+    rows = [Row(name, metric, None, _mean(rvals), NEW, (None, len(rvals)))
+            for metric, rvals in _accuracy_metrics(rsec).items()]
+    cert = rsec.get("certificate") or {}
+    rows += [Row(name, _curve_label(pt), None, pt["learnability"], NEW, (None, _certificate_seeds(cert)))
+             for pt in cert.get("curve", [])]
+    return rows
+
+
+def compare(baseline: dict, report: dict, tolerance: float, alpha: float = 0.05) -> list[Row]:
     """The table rows, in baseline order then poisons new in the report (see require_comparable first)."""
     bp, rp = baseline["poisons"], report["poisons"]
+    n_base, n_report = baseline["dataset"]["n_test"], report["dataset"]["n_test"]
     rows: list[Row] = []
     for name, bsec in bp.items():
-        judged = name != CONTROL
         rsec = rp.get(name)
         if rsec is None:
-            rows.append(Row(name, "poison", "present", ABSENT, MISSING if judged else NOT_JUDGED))
+            rows.append(Row(name, "poison", "present", ABSENT, MISSING if name != CONTROL else NOT_JUDGED))
             continue
-        racc = _accuracy_metrics(rsec)
-        for metric, bv in _accuracy_metrics(bsec).items():
-            rv = racc.get(metric)
-            rows.append(Row(name, metric, bv, rv, _judge(bv, rv, tolerance) if judged else NOT_JUDGED))
-        bcert, rcert = bsec.get("certificate"), rsec.get("certificate")
-        for bpt in (bcert or {}).get("curve", []):
-            rpt = point_at((rcert or {}).get("curve"), bpt["eta_over_sigma"])
-            bv = bpt["learnability"]
-            if rpt is None:
-                rv, verdict = ABSENT, MISSING
-            else:
-                rv = rpt["learnability"]
-                if bv is None:
-                    verdict = OK  # abstained in the baseline: nothing to get weaker than
-                elif rv is None:
-                    verdict = ABSTAINS
-                else:
-                    verdict = WEAKER if rv - bv > tolerance + EPS else OK
-            if bv is None and rpt is None:
-                verdict = OK
-            rows.append(Row(name, _curve_label(bpt), bv, rv, verdict if judged else NOT_JUDGED))
+        rows += _accuracy_rows(name, bsec, rsec, n_base, n_report, alpha, tolerance)
+        rows += _certified_rows(name, bsec.get("certificate"), rsec.get("certificate"), tolerance)
     for name, rsec in rp.items():
-        if name in bp:
-            continue
-        for metric, rv in _accuracy_metrics(rsec).items():
-            rows.append(Row(name, metric, None, rv, NEW))
-        for pt in (rsec.get("certificate") or {}).get("curve", []):
-            rows.append(Row(name, _curve_label(pt), None, pt["learnability"], NEW))
+        if name not in bp:
+            rows += _new_rows(name, rsec)
     return rows
 
 
@@ -205,19 +322,31 @@ def _cell(v, certified: bool) -> str:
     return f"{v:.4f}"
 
 
+COLUMNS = ("poison", "metric", "seeds", "baseline", "report", "delta", "p", "test", "verdict")
+
+
+def _cells(r: Row) -> list[str]:
+    """One row's cells, in COLUMNS order, for the table and the JUnit file alike."""
+    cert = r.metric.startswith("certified")
+    seeds = " vs ".join("-" if k is None else str(k) for k in r.seeds)
+    base = "-" if (r.verdict == NEW) else _cell(r.baseline, cert)
+    d = r.delta
+    return [r.poison, r.metric, seeds, base, _cell(r.report, cert), "-" if d is None else f"{d:+.4f}",
+            "-" if r.p is None else f"{r.p:.3g}", r.test, r.verdict]
+
+
 def format_table(rows: list[Row]) -> str:
-    header = ["poison", "metric", "baseline", "report", "delta", "verdict"]
-    body = []
-    for r in rows:
-        cert = r.metric.startswith("certified")
-        base = "-" if (r.verdict == NEW) else _cell(r.baseline, cert)
-        d = r.delta
-        body.append([r.poison, r.metric, base, _cell(r.report, cert), "-" if d is None else f"{d:+.4f}", r.verdict])
-    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
+    body = [_cells(r) for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(COLUMNS)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(COLUMNS, widths)).rstrip(),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in body]
     return "\n".join(lines)
+
+
+def rule_line(alpha: float, tolerance: float) -> str:
+    return (f"rule: an accuracy is weaker when one-sided p < alpha {alpha:g} and delta > tolerance {tolerance:g}; "
+            f"a certified bound when delta > tolerance {tolerance:g}")
 
 
 def _xml_text(s: str) -> str:
@@ -226,7 +355,7 @@ def _xml_text(s: str) -> str:
                    or ("\U00010000" <= c <= "\U0010ffff"))
 
 
-def write_junit(rows: list[Row], path, tolerance: float) -> None:
+def write_junit(rows: list[Row], path, tolerance: float, alpha: float = 0.05) -> None:
     import xml.etree.ElementTree as ET
 
     from certify.cache import atomic_write
@@ -237,9 +366,9 @@ def write_junit(rows: list[Row], path, tolerance: float) -> None:
                        errors="0", skipped=str(skipped))
     for r in rows:
         tc = ET.SubElement(suite, "testcase", classname=_xml_text(f"certify.{r.poison}"), name=_xml_text(r.metric))
-        cert = r.metric.startswith("certified")
-        detail = (f"baseline {_cell(r.baseline, cert)}, report {_cell(r.report, cert)}"
-                  + ("" if r.delta is None else f", delta {r.delta:+.4f}") + f", tolerance {tolerance:g}")
+        cells = _cells(r)
+        detail = (", ".join(f"{c} {v}" for c, v in zip(COLUMNS[2:-1], cells[2:-1]))
+                  + f", alpha {alpha:g}, tolerance {tolerance:g}")
         if r.verdict in FAILING:
             el = ET.SubElement(tc, "failure", message=_xml_text(f"{r.verdict}: {detail}"), type=r.verdict)
             el.text = _xml_text(f"{r.poison} / {r.metric}: {r.verdict.lower()} ({detail})")
@@ -247,6 +376,8 @@ def write_junit(rows: list[Row], path, tolerance: float) -> None:
             ET.SubElement(tc, "skipped", message="clean control: shown, never judged")
         elif r.verdict == NEW:
             ET.SubElement(tc, "skipped", message="not in the baseline")
+        # every row's numbers, passing ones included, where CI pages show a test case's output
+        ET.SubElement(tc, "system-out").text = _xml_text(f"{detail}, verdict {r.verdict}")
     root = ET.Element("testsuites", name="certify check", tests=str(len(rows)), failures=str(failures))
     root.append(suite)
     tree = ET.ElementTree(root)
@@ -272,24 +403,33 @@ def _compared_anything(rows: list[Row]) -> bool:
     return any(r.verdict in (OK, WEAKER, ABSTAINS) and r.report != ABSENT for r in rows)
 
 
-def check(baseline_path, report_path, tolerance: float = 0.02, junit=None) -> int:
-    """Print the comparison table; return 1 if any judged poison got weaker or went missing, else 0.
-    CheckFailed (exit 1) if the report holds nothing the baseline judges."""
+def _require_settings(tolerance, alpha) -> None:
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) \
             or tolerance < 0:
         raise UserError(f"--tolerance must be a finite number >= 0, got {tolerance!r}")
+    # `not 0 < alpha < 1` also refuses NaN, which compares false with everything
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise UserError(f"--alpha must be a number strictly between 0 and 1, got {alpha!r}")
+
+
+def check(baseline_path, report_path, tolerance: float = 0.02, junit=None, alpha: float = 0.05) -> int:
+    """Print the comparison table; return 1 if any judged poison got weaker or went missing, else 0.
+    CheckFailed (exit 1) if the report holds nothing the baseline judges."""
+    _require_settings(tolerance, alpha)
     baseline = load_report(baseline_path)
     report = load_report(report_path)
     _require_judged(baseline, baseline_path)
     note = require_comparable(baseline, report)
-    rows = compare(baseline, report, float(tolerance))
-    print(f"certify check: baseline {baseline_path} against report {report_path} (tolerance {tolerance:g})")
+    rows = compare(baseline, report, float(tolerance), float(alpha))
+    print(f"certify check: baseline {baseline_path} against report {report_path} "
+          f"(alpha {alpha:g}, tolerance {tolerance:g})")
     if note:
         print(note)
+    print(rule_line(alpha, tolerance))
     print(format_table(rows))
     failed = [r for r in rows if r.verdict in FAILING]
     if junit:
-        write_junit(rows, junit, float(tolerance))
+        write_junit(rows, junit, float(tolerance), float(alpha))
     if not _compared_anything(rows):
         raise CheckFailed(f"the report judges nothing the baseline judges: baseline poisons "
                           f"{_shown(_judged(baseline))}, report poisons {_shown(list(report['poisons']))}")
@@ -298,5 +438,5 @@ def check(baseline_path, report_path, tolerance: float = 0.02, junit=None) -> in
         print(f"FAILED: {len(failed)} metric(s) weaker, abstaining or missing for {', '.join(names)}")
         return 1
     judged = sum(r.verdict == OK for r in rows)
-    print(f"passed: {judged} judged metric(s) within tolerance")
+    print(f"passed: {judged} judged metric(s) not shown weaker")
     return 0

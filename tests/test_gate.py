@@ -35,8 +35,9 @@ def test_equal_reports_pass_and_print_a_table(pair, capsys):
     tmp_path, base, rep = pair
     assert _run(tmp_path, base, rep) == 0
     out = capsys.readouterr().out
-    for col in ("poison", "metric", "baseline", "report", "delta", "verdict"):
-        assert col in out
+    assert "(alpha 0.05, tolerance 0.02)" in out
+    assert out.split("\npoison ")[1].split()[:8] == ["metric", "seeds", "baseline", "report", "delta", "p",
+                                                     "test", "verdict"]
     assert "protected_accuracy" in out and "certified eta/sigma=0.1" in out
     assert "not judged" in out  # the clean control is shown, never judged
     assert "WEAKER" not in out

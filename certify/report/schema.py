@@ -24,6 +24,8 @@ _OPEN_UNIT = {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}
 _COUNT = {"type": "integer", "minimum": 0}
 _STR = {"type": "string"}
 _ACC_LIST = {"type": "array", "items": _FRACTION}
+_INTERVAL = {"type": "array", "items": _FRACTION, "minItems": 2, "maxItems": 2}  # [low, high], e.g. 95 %
+_SEEDS = {"type": "integer", "minimum": 1}  # how many replicate seeds K a summary is over
 
 
 def _obj(required: dict[str, Any], optional: dict[str, Any] | None = None, **extra) -> dict:
@@ -38,7 +40,8 @@ BUDGET = _obj({
     "measured": _NONNEG,
 })
 
-DEFENSE = _obj({"accuracy": _FRACTION, "peak_accuracy": _FRACTION})
+DEFENSE = _obj({"accuracy": _FRACTION, "peak_accuracy": _FRACTION},
+               {"interval": _INTERVAL, "peak_interval": _INTERVAL})  # intervals: newer reports
 
 EMPIRICAL = _obj(
     {"clean_accuracy": _FRACTION, "protected_accuracy": _FRACTION, "peak_protected_accuracy": _FRACTION},
@@ -49,7 +52,24 @@ EMPIRICAL = _obj(
         # test accuracy per class (label order) of the clean and the protected model; null: no test images
         "per_class": _obj({"clean": {"type": "array", "items": _FRACTION_OR_NULL},
                            "protected": {"type": "array", "items": _FRACTION_OR_NULL}}),
+        # newer reports: the accuracies above are means over `seeds` replicates, with intervals
+        "clean_interval": _INTERVAL,
+        "protected_interval": _INTERVAL,
+        "peak_protected_interval": _INTERVAL,
+        "interval_method": {"enum": ["clopper-pearson", "student-t"]},
+        "seeds": _SEEDS,
+        "confidence": _OPEN_UNIT,
     },
+)
+
+_FRACTIONS_BY_NAME = {"type": "object", "additionalProperties": _FRACTION}
+
+# one replicate seed's numbers (newer reports); its seed is unique within the list (validate_report)
+REPLICATE = _obj(
+    {"seed": {"type": "integer"}, "clean_accuracy": _FRACTION, "protected_accuracy": _FRACTION,
+     "peak_protected_accuracy": _FRACTION, "defenses": _FRACTIONS_BY_NAME, "defenses_peak": _FRACTIONS_BY_NAME},
+    {"certified": {"type": "object", "additionalProperties": _FRACTION_OR_NULL},  # keyed by eta_over_sigma
+     "recovery": _FRACTIONS_BY_NAME},
 )
 
 CURVE_POINT = _obj({
@@ -86,6 +106,8 @@ CERTIFICATE = _obj(
     {
         "theta_norm": {"type": ["number", "null"], "minimum": 0},
         "independent_distance": {"type": ["number", "null"], "minimum": 0},
+        "replicates": _SEEDS,  # newer reports: a bound over K replicates, each at level replicate_alpha
+        "replicate_alpha": _OPEN_UNIT,
     },
 )
 
@@ -148,13 +170,16 @@ COMPARISON = _obj({
     "correlations": _obj({"mi_gap": CORRELATION, "covariance": CORRELATION}),
 })
 
-RECOVERY_METHOD = _obj({
-    "start": _STR,
-    "bn": {"enum": ["frozen", "re-estimated"]},
-    "constraint": {"enum": ["ball", "sphere"]},
-    "curve": {"type": "array",
-              "items": _obj({"eta": _NONNEG, "eta_over_sigma": _NONNEG, "accuracy": _FRACTION})},
-})
+RECOVERY_METHOD = _obj(
+    {
+        "start": _STR,
+        "bn": {"enum": ["frozen", "re-estimated"]},
+        "constraint": {"enum": ["ball", "sphere"]},
+        "curve": {"type": "array",
+                  "items": _obj({"eta": _NONNEG, "eta_over_sigma": _NONNEG, "accuracy": _FRACTION})},
+    },
+    {"best_accuracy": _FRACTION, "best_interval": _INTERVAL},  # over replicates; newer reports
+)
 
 VERDICT = _obj({"level": {"enum": ["strong", "partial", "weak", "none"]}, "reasons": {"type": "array", "items": _STR}})
 
@@ -172,6 +197,7 @@ POISON = _obj(
         "verdict": VERDICT,
         "samples": SAMPLES,
         "origin": _STR,  # "built-in" or a plugin's "distribution version"; newer reports
+        "replicates": {"type": "array", "items": REPLICATE, "minItems": 1},  # in seed order; newer reports
     },
 )
 
@@ -204,7 +230,8 @@ REPORT_SCHEMA: dict = {
             "model": _obj({"arch": _STR, "parameters": _COUNT}),
             "poisons": {"type": "object", "additionalProperties": POISON},
         },
-        {"timings": {"type": "object", "additionalProperties": _NONNEG},
+        {"seeds": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "uniqueItems": True},
+         "timings": {"type": "object", "additionalProperties": _NONNEG},
          "warnings": {"type": "array", "items": _STR},
          "comparison": COMPARISON,
          "execution": _obj({"executor": {"enum": ["ray", "serial"]}, "cached": {"type": "integer", "minimum": 0},
@@ -256,6 +283,11 @@ def _describe(err) -> tuple[str, str]:
         return format_path(path), f"must be {sym} {err.validator_value}, got {_short(err.instance)}"
     if v == "minLength":
         return format_path(path), f"must be a non-empty string, got {_short(err.instance)}"
+    if v in ("minItems", "maxItems"):
+        bound = "at least" if v == "minItems" else "at most"
+        return format_path(path), f"must hold {bound} {err.validator_value} item(s), got {_short(err.instance)}"
+    if v == "uniqueItems":
+        return format_path(path), f"must not repeat a value, got {_short(err.instance)}"
     return format_path(path), " ".join(err.message.split())[:160]
 
 
@@ -286,6 +318,19 @@ def _unusable(report: Any) -> tuple[list, str] | None:
     return None
 
 
+def _repeated_seed(report: dict) -> tuple[list, str] | None:
+    """(path, what is wrong) of the first replicate whose seed an earlier one of its poison already has:
+    JSON Schema cannot say that one field is unique across a list of objects."""
+    for name, sec in report["poisons"].items():
+        first: dict[int, int] = {}
+        for i, rep in enumerate(sec.get("replicates", [])):
+            if rep["seed"] in first:
+                return (["poisons", name, "replicates", i, "seed"],
+                        f"repeats seed {rep['seed']} of replicates[{first[rep['seed']]}] (seeds must be distinct)")
+            first[rep["seed"]] = i
+    return None
+
+
 def validate_report(report: Any, where: str = "report") -> None:
     """Raise UserError naming the path of the first problem (one line); return None if valid."""
     import jsonschema
@@ -306,3 +351,6 @@ def validate_report(report: Any, where: str = "report") -> None:
         err = jsonschema.exceptions.best_match([err]) or err
         path, what = _describe(err)
         raise UserError(f"{where}: {path}: {what}")
+    repeated = _repeated_seed(report)
+    if repeated is not None:
+        raise UserError(f"{where}: {format_path(repeated[0])}: {repeated[1]}")
