@@ -1,6 +1,7 @@
 """certify.report: schema validation, the report's content, writing report.json/md/html/figures,
 re-rendering, loading."""
 
+import base64
 import html
 import json
 import re
@@ -13,6 +14,7 @@ from certify.errors import UserError
 from certify.report import load_report, render, validate_report, write_report
 from certify.report.content import build_document
 from certify.report.document import Section, Table, walk
+from certify.report.figures import plan
 from certify.report.html import build_html
 from certify.report.markdown import build_markdown
 from certify.report.schema import SCHEMA_ID
@@ -65,7 +67,65 @@ def _poison(name: str, clean: float, protected: float, seed: int) -> dict:
     }
 
 
-def make_report(dataset_name: str = "cifar10-mini", poisons=("none", "miue")) -> dict:
+def _interval(values: list[float], n_test: int) -> list[float]:
+    """The contract's 95 % interval: Clopper-Pearson over the test images for one seed, Student-t over several."""
+    from scipy import stats
+    from statsmodels.stats.proportion import proportion_confint
+
+    if len(values) == 1:
+        low, high = proportion_confint(round(values[0] * n_test), n_test, alpha=0.05, method="beta")
+    else:
+        h = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values))
+        low, high = np.mean(values) - h, np.mean(values) + h
+    return [max(0.0, float(low)), min(1.0, float(high))]
+
+
+def _summarize(values: list[float], n_test: int) -> tuple[float, list[float]]:
+    return float(np.mean(values)), _interval(values, n_test)
+
+
+def _add_seeds(report: dict, k: int) -> None:
+    """The fields of a run with `k` replicate seeds (contract-replicates.md): the first seed has the
+    report's numbers, seed i's accuracies lie 0, +, -, 2+, 2-, ... 0.015 away from them (1.5 times
+    that under a defense), its certified bounds 0.01·i below; the means, intervals and the
+    certificate's summary over the seeds follow from those."""
+    seeds = [report["seed"] + i for i in range(k)]
+    report["seeds"] = seeds
+    n = report["dataset"]["n_test"]
+    offsets = [0.015 * ((i + 1) // 2) * (1 if i % 2 else -1) for i in range(k)]
+    for sec in report["poisons"].values():
+        emp, cert = sec["empirical"], sec["certificate"]
+        reps = [{"seed": seed, "clean_accuracy": emp["clean_accuracy"] + o,
+                 "protected_accuracy": emp["protected_accuracy"] + o,
+                 "peak_protected_accuracy": emp["peak_protected_accuracy"] + o,
+                 "defenses": {d: v["accuracy"] + 1.5 * o for d, v in emp["defenses"].items()},
+                 "defenses_peak": {d: v["peak_accuracy"] + 1.5 * o for d, v in emp["defenses"].items()},
+                 "certified": {format(pt["eta_over_sigma"], "g"): None if pt["learnability"] is None
+                               else max(0.0, pt["learnability"] - 0.01 * i) for pt in cert["curve"]},
+                 "recovery": {m: max(pt["accuracy"] for pt in r["curve"]) + o for m, r in sec["recovery"].items()}}
+                for i, (seed, o) in enumerate(zip(seeds, offsets))]
+        sec["replicates"] = reps
+        for key in ("clean", "protected", "peak_protected"):
+            emp[f"{key}_accuracy"], emp[f"{key}_interval"] = _summarize([r[f"{key}_accuracy"] for r in reps], n)
+        for d, v in emp["defenses"].items():
+            v["accuracy"], v["interval"] = _summarize([r["defenses"][d] for r in reps], n)
+            v["peak_accuracy"], v["peak_interval"] = _summarize([r["defenses_peak"][d] for r in reps], n)
+        emp.update(interval_method="clopper-pearson" if k == 1 else "student-t", seeds=k, confidence=0.95)
+        for m, r in sec["recovery"].items():
+            r["best_accuracy"], r["best_interval"] = _summarize([rep["recovery"][m] for rep in reps], n)
+        cert.update(replicates=k, replicate_alpha=cert["alpha"] / k)  # the first seed's bounds are the largest
+
+
+def make_report(dataset_name: str = "cifar10-mini", poisons=("none", "miue"), seeds: int | None = None) -> dict:
+    """A synthetic report; with `seeds` (K >= 1) one of a run with K replicate seeds, else one from
+    before replicates."""
+    report = _base_report(dataset_name, poisons)
+    if seeds is not None:
+        _add_seeds(report, seeds)
+    return report
+
+
+def _base_report(dataset_name: str, poisons) -> dict:
     values = {"none": (0.535, 0.535, 1), "miue": (0.535, 0.21, 2)}
     return {
         "schema": SCHEMA_ID,
@@ -398,3 +458,23 @@ def test_schema_checks_the_comparison():
     r["comparison"]["correlations"]["mi_gap"].update(rho=None, reason=None)
     with pytest.raises(UserError, match=r"comparison\.correlations\.mi_gap\.reason"):
         validate_report(r)
+
+
+# ----------------------------------------------------------------------------- replicate seeds
+
+def test_the_replicates_figure_is_written_and_embedded(tmp_path):
+    for k in (1, 3):
+        r = make_report(seeds=k)
+        for sec in r["poisons"].values():  # fewer figures to draw
+            for key in ("certificate", "sal_ud", "mutual_information", "recovery"):
+                del sec[key]
+        write_report(r, tmp_path / str(k))
+        png = (tmp_path / str(k) / "figures" / "replicates.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        [spec] = [s for s in plan(r) if s.kind == "replicates"]
+        assert f"![{spec.caption}](figures/replicates.png)" in (tmp_path / str(k) / "report.md").read_text()
+        page = (tmp_path / str(k) / "report.html").read_text()
+        assert f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="{html.escape(spec.caption)}">' \
+            in page
+        assert ("Student-t interval over the 3 seeds" if k == 3 else "Clopper-Pearson interval over the test images") \
+            in spec.caption
