@@ -1,6 +1,7 @@
 """certify.report: schema validation, the report's content, writing report.json/md/html/figures,
 re-rendering, loading."""
 
+import base64
 import html
 import json
 import re
@@ -11,8 +12,9 @@ import pytest
 from certify.certificate import bounds
 from certify.errors import UserError
 from certify.report import load_report, render, validate_report, write_report
-from certify.report.content import build_document
-from certify.report.document import Section, Table, walk
+from certify.report.content import build_document, spread
+from certify.report.document import Bullets, Paragraph, Section, Strong, Table, walk
+from certify.report.figures import plan
 from certify.report.html import build_html
 from certify.report.markdown import build_markdown
 from certify.report.schema import SCHEMA_ID
@@ -65,7 +67,65 @@ def _poison(name: str, clean: float, protected: float, seed: int) -> dict:
     }
 
 
-def make_report(dataset_name: str = "cifar10-mini", poisons=("none", "miue")) -> dict:
+def _interval(values: list[float], n_test: int) -> list[float]:
+    """The contract's 95 % interval: Clopper-Pearson over the test images for one seed, Student-t over several."""
+    from scipy import stats
+    from statsmodels.stats.proportion import proportion_confint
+
+    if len(values) == 1:
+        low, high = proportion_confint(round(values[0] * n_test), n_test, alpha=0.05, method="beta")
+    else:
+        h = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values))
+        low, high = np.mean(values) - h, np.mean(values) + h
+    return [max(0.0, float(low)), min(1.0, float(high))]
+
+
+def _summarize(values: list[float], n_test: int) -> tuple[float, list[float]]:
+    return float(np.mean(values)), _interval(values, n_test)
+
+
+def _add_seeds(report: dict, k: int) -> None:
+    """The fields of a run with `k` replicate seeds (contract-replicates.md): the first seed has the
+    report's numbers, seed i's accuracies lie 0, +, -, 2+, 2-, ... 0.015 away from them (1.5 times
+    that under a defense), its certified bounds 0.01·i below; the means, intervals and the
+    certificate's summary over the seeds follow from those."""
+    seeds = [report["seed"] + i for i in range(k)]
+    report["seeds"] = seeds
+    n = report["dataset"]["n_test"]
+    offsets = [0.015 * ((i + 1) // 2) * (1 if i % 2 else -1) for i in range(k)]
+    for sec in report["poisons"].values():
+        emp, cert = sec["empirical"], sec["certificate"]
+        reps = [{"seed": seed, "clean_accuracy": emp["clean_accuracy"] + o,
+                 "protected_accuracy": emp["protected_accuracy"] + o,
+                 "peak_protected_accuracy": emp["peak_protected_accuracy"] + o,
+                 "defenses": {d: v["accuracy"] + 1.5 * o for d, v in emp["defenses"].items()},
+                 "defenses_peak": {d: v["peak_accuracy"] + 1.5 * o for d, v in emp["defenses"].items()},
+                 "certified": {format(pt["eta_over_sigma"], "g"): None if pt["learnability"] is None
+                               else max(0.0, pt["learnability"] - 0.01 * i) for pt in cert["curve"]},
+                 "recovery": {m: max(pt["accuracy"] for pt in r["curve"]) + o for m, r in sec["recovery"].items()}}
+                for i, (seed, o) in enumerate(zip(seeds, offsets))]
+        sec["replicates"] = reps
+        for key in ("clean", "protected", "peak_protected"):
+            emp[f"{key}_accuracy"], emp[f"{key}_interval"] = _summarize([r[f"{key}_accuracy"] for r in reps], n)
+        for d, v in emp["defenses"].items():
+            v["accuracy"], v["interval"] = _summarize([r["defenses"][d] for r in reps], n)
+            v["peak_accuracy"], v["peak_interval"] = _summarize([r["defenses_peak"][d] for r in reps], n)
+        emp.update(interval_method="clopper-pearson" if k == 1 else "student-t", seeds=k, confidence=0.95)
+        for m, r in sec["recovery"].items():
+            r["best_accuracy"], r["best_interval"] = _summarize([rep["recovery"][m] for rep in reps], n)
+        cert.update(replicates=k, replicate_alpha=cert["alpha"] / k)  # the first seed's bounds are the largest
+
+
+def make_report(dataset_name: str = "cifar10-mini", poisons=("none", "miue"), seeds: int | None = None) -> dict:
+    """A synthetic report; with `seeds` (K >= 1) one of a run with K replicate seeds, else one from
+    before replicates."""
+    report = _base_report(dataset_name, poisons)
+    if seeds is not None:
+        _add_seeds(report, seeds)
+    return report
+
+
+def _base_report(dataset_name: str, poisons) -> dict:
     values = {"none": (0.535, 0.535, 1), "miue": (0.535, 0.21, 2)}
     return {
         "schema": SCHEMA_ID,
@@ -398,3 +458,138 @@ def test_schema_checks_the_comparison():
     r["comparison"]["correlations"]["mi_gap"].update(rho=None, reason=None)
     with pytest.raises(UserError, match=r"comparison\.correlations\.mi_gap\.reason"):
         validate_report(r)
+
+
+# ----------------------------------------------------------------------------- replicate seeds
+
+def _paragraphs(section: Section) -> list[str]:
+    return ["".join(p if isinstance(p, str) else p.text for p in b.parts) for _, b in walk(section)
+            if isinstance(b, Paragraph)]
+
+
+def _bullet(section: Section, label: str) -> str:
+    """The text after the label of the bullet that starts with `label`."""
+    return next("".join(p if isinstance(p, str) else p.text for p in item[1:]) for _, b in walk(section)
+                if isinstance(b, Bullets) for item in b.items if item[0] == Strong(label))
+
+
+def test_spread_writes_a_half_width_only_for_a_centred_interval():
+    t, cp = {"interval_method": "student-t"}, {"interval_method": "clopper-pearson"}
+    assert spread(t, 0.239, [0.208, 0.270]) == "0.239 ± 0.031"
+    assert spread(t, 0.01, [0.0, 0.04]) == "0.010 [0.000, 0.040]"  # clipped at 0: no honest ±
+    assert spread(cp, 0.21, [0.185, 0.237]) == "0.210 [0.185, 0.237]"
+    assert spread({}, 0.21, None) == "0.210" and spread(t, None, [0.1, 0.2]) is None  # older reports, no value
+
+
+def test_three_seeds_show_means_with_half_widths_wherever_an_accuracy_is_quoted():
+    r = make_report(seeds=3)
+    for name, sec in r["poisons"].items():
+        sec["verdict"] = {"level": "strong", "reasons": [f"best attack over 3 seeds on {name}"]}
+    validate_report(r)
+    emp = r["poisons"]["miue"]["empirical"]
+    mean, (low, high) = emp["protected_accuracy"], emp["protected_interval"]
+    half = f"{high - mean:.3f}"
+    assert half == f"{mean - low:.3f}" == "0.037"  # t(0.975, 2) · 0.015 / √3
+    doc = build_document(r)
+    [summary] = _tables(_section(doc, "Summary"))
+    miue = summary.rows[1]
+    assert miue[2] == f"0.210 ± {half}"
+    jpeg = emp["defenses"]["jpeg"]
+    assert miue[4] == f"{jpeg['accuracy']:.3f} ± {jpeg['interval'][1] - jpeg['accuracy']:.3f}" == "0.310 ± 0.056"
+    rec = r["poisons"]["miue"]["recovery"]["pgd"]
+    assert miue[-1] == f"{rec['best_accuracy']:.3f} ± {rec['best_interval'][1] - rec['best_accuracy']:.3f} (pgd)"
+    assert "mean over 3 seeds ± the half-width of its 95 % Student-t interval" in _paragraphs(_section(doc, "Summary"))[0]
+
+    poison = _section(doc, "Poison: miue")
+    assert _bullet(poison, "Protected model test accuracy") == (
+        f": 0.210 ± {half} (95 % Student-t interval over 3 seeds, [{low:.3f}, {high:.3f}]) at the end of training, "
+        f"{emp['peak_protected_accuracy']:.3f} ± {half} at its peak")
+    [defenses] = _tables(_section(doc, "Defenses", within="Poison: miue"))
+    assert defenses.rows[0][:3] == ["jpeg", "0.310 ± 0.056", "0.330 ± 0.056"]
+    assert f"Best recovered accuracy: {miue[-1][:-6]}, the mean over the 3 seeds" in \
+        " ".join(_paragraphs(_section(doc, "Recovery attack", within="Poison: miue")))
+
+    verdict = doc.children[0]
+    assert verdict.title == "Verdict (over 3 seeds)"
+    assert _paragraphs(verdict)[0] == ("Judged over 3 seeds, on the upper end of the 95 % interval of the attacker's "
+                                       "best accuracy.")
+    md = build_markdown(r)
+    assert "## Verdict (over 3 seeds)" in md and "best attack over 3 seeds on miue" in md
+    assert f"0.210 ± {half}" in md and "over 3 seeds" in md
+    assert _md_tables(md) == _html_tables(build_html(r, {})) == [[t.header] + t.rows for t in _tables(doc)]
+
+
+def test_the_replicates_table_lists_every_seed():
+    r = make_report(seeds=3)
+    doc = build_document(r)
+    [table] = _tables(_section(doc, "Replicate seeds", within="Poison: miue"))
+    assert table.header == ["seed", "clean acc", "protected acc", "jpeg acc", "grayscale acc",
+                            "certified @ η/σ=0.1", "best recovered (pgd)"]
+    reps = r["poisons"]["miue"]["replicates"]
+    assert [row[0] for row in table.rows] == ["0", "1", "2"] == [str(s) for s in r["seeds"]]
+    assert [row[2] for row in table.rows] == ["0.210", "0.225", "0.195"]
+    assert [row[3] for row in table.rows] == [f"{rep['defenses']['jpeg']:.3f}" for rep in reps]
+    assert [row[5] for row in table.rows] == [f"{rep['certified']['0.1']:.3f}" for rep in reps]
+    assert [row[6] for row in table.rows] == [f"{rep['recovery']['pgd']:.3f}" for rep in reps]
+    # the summary's certified value is the largest seed's
+    assert _tables(_section(doc, "Summary"))[0].rows[1][6].startswith(table.rows[0][5])
+    assert "at α/3 = 0.00333" in _paragraphs(_section(doc, "Replicate seeds", within="Poison: miue"))[0]
+
+
+def test_three_seeds_say_what_the_certified_value_guarantees():
+    doc = build_document(make_report(seeds=3))
+    [guaranteed, not_guaranteed] = [p for p in _paragraphs(_section(doc, "Certificate", within="Poison: miue"))
+                                    if p.startswith("What is")]
+    assert "within ℓ2 distance η of any one of the 3 surrogates θ̂" in guaranteed
+    assert ("each seed's bound was computed at level α/3 = 0.00333, and the certified value shown is the largest of "
+            "the 3") in guaranteed
+    assert ("with probability at least 0.99 all 3 bounds hold at once, and the value shown holds around every one of "
+            "the 3 surrogates together") in guaranteed
+    assert "would need α/(3·6) per row" in guaranteed
+    assert "It concerns the surrogates θ̂, not the protected models" in not_guaranteed
+    assert "3 replicates, each bound at α/3 = 0.00333" in _bullet(doc, "Confidence")
+
+
+def test_one_seed_shows_the_clopper_pearson_interval_and_todays_certificate():
+    from statsmodels.stats.proportion import proportion_confint
+
+    r = make_report(seeds=1)
+    doc = build_document(r)
+    low, high = proportion_confint(210, 1000, alpha=0.05, method="beta")
+    assert r["poisons"]["miue"]["empirical"]["protected_interval"] == pytest.approx([low, high])
+    assert _bullet(_section(doc, "Poison: miue"), "Protected model test accuracy").startswith(
+        f": 0.210 (95 % Clopper-Pearson interval over the 1000 test images: [{low:.3f}, {high:.3f}]; one seed)")
+    [summary] = _tables(_section(doc, "Summary"))
+    assert summary.rows[1][2] == f"0.210 [{low:.3f}, {high:.3f}]"
+    assert summary.rows[1][-1].endswith(" (pgd, η/σ=1.5)")  # one seed's best lies at one η
+    assert "±" not in build_markdown(r)
+    assert not any(isinstance(b, Section) and b.title == "Replicate seeds" for _, b in walk(doc))
+    # one seed certifies exactly as before replicates
+    old = build_document(make_report())
+    assert _section(doc, "Certificate", within="Poison: miue") == _section(old, "Certificate", within="Poison: miue")
+
+
+def test_a_report_from_before_seeds_renders_as_it_did():
+    r = make_report()
+    md = build_markdown(r)
+    assert "±" not in md and "Clopper-Pearson" not in md and "seeds" not in md
+    assert "replicates.png" not in {spec.filename for spec in plan(r)}
+    assert _tables(_section(build_document(r), "Summary"))[0].rows[1][2] == "0.210"
+
+
+def test_the_replicates_figure_is_written_and_embedded(tmp_path):
+    for k in (1, 3):
+        r = make_report(seeds=k)
+        for sec in r["poisons"].values():  # fewer figures to draw
+            for key in ("certificate", "sal_ud", "mutual_information", "recovery"):
+                del sec[key]
+        write_report(r, tmp_path / str(k))
+        png = (tmp_path / str(k) / "figures" / "replicates.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        [spec] = [s for s in plan(r) if s.kind == "replicates"]
+        assert f"![{spec.caption}](figures/replicates.png)" in (tmp_path / str(k) / "report.md").read_text()
+        page = (tmp_path / str(k) / "report.html").read_text()
+        assert f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="{html.escape(spec.caption)}">' \
+            in page
+        assert ("Student-t interval over the 3 seeds" if k == 3 else "Clopper-Pearson interval over the test images") \
+            in spec.caption

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from certify.curves import close, point_at
+from certify.curves import close, point_at, reference_point
 from certify.plugins import BUILT_IN
 from certify.report import figures
 from certify.report.document import Bullets, Code, Figure, Paragraph, Preformatted, Section, Strong, Table
@@ -31,6 +31,49 @@ def num(x, digits: int = 4) -> str:
 
 def signed(x) -> str:
     return f"{x:+.3f}"
+
+
+# An accuracy with its 95 % interval (report.json's `*_interval` fields, from replicate seeds): a
+# Student-t interval over K >= 2 seeds is centred on the mean, so it reads as "mean ± half-width";
+# a Clopper-Pearson interval (one seed, over the test images) is not, so it is written out. Reports
+# from before replicates have no interval, and show the bare accuracy as they always did.
+
+def _bounds(interval) -> str:
+    return f"[{acc(interval[0])}, {acc(interval[1])}]"
+
+
+def _half_width(emp: dict, value: float, interval) -> str | None:
+    """The ± part where it is honest: a Student-t interval whose two halves print alike (clipping at
+    0 or 1 makes them differ)."""
+    h = acc(interval[1] - value)
+    return h if emp.get("interval_method") == "student-t" and acc(value - interval[0]) == h else None
+
+
+def spread(emp: dict, value, interval) -> str | None:
+    """A table cell: '0.239 ± 0.031', or '0.213 [0.188, 0.240]' for an interval not centred on it."""
+    if value is None or interval is None:
+        return acc(value)
+    h = _half_width(emp, value, interval)
+    return f"{acc(value)} ± {h}" if h else f"{acc(value)} {_bounds(interval)}"
+
+
+def measured(emp: dict, key: str) -> str:
+    """`spread` of the empirical section's own accuracies: key 'clean', 'protected' or 'peak_protected'."""
+    return spread(emp, emp[f"{key}_accuracy"], emp.get(f"{key}_interval"))
+
+
+def described(emp: dict, key: str, n_test: int) -> str:
+    """The sentence form of `measured`: which interval, at what confidence, over how many seeds."""
+    value, interval = emp[f"{key}_accuracy"], emp.get(f"{key}_interval")
+    if interval is None:
+        return acc(value)
+    level = figures.confidence(emp)
+    if emp["interval_method"] == "student-t":
+        h = _half_width(emp, value, interval)
+        return (f"{acc(value)}{f' ± {h}' if h else ''} ({level} Student-t interval over {emp['seeds']} seeds, "
+                f"{_bounds(interval)})")
+    return (f"{acc(value)} ({level} Clopper-Pearson interval over the {n_test} test images: {_bounds(interval)}; "
+            "one seed)")
 
 
 def curve_of(section: dict | None) -> list:
@@ -110,16 +153,25 @@ def _summary(report: dict) -> Section:
 
     def recovered(name, sec):
         b = best_recovery(sec)
-        return None if b is None else f"{b[0]:.3f} ({b[1]}, η/σ={b[2]:g})"
+        if b is None:
+            return None
+        rec, emp = sec["recovery"], sec["empirical"]
+        if emp.get("seeds", 1) >= 2:  # each seed's best lies at its own η, so their mean names none
+            m = max(rec, key=lambda m: rec[m]["best_accuracy"])
+            return f"{spread(emp, rec[m]['best_accuracy'], rec[m]['best_interval'])} ({m})"
+        return f"{spread(emp, b[0], rec[b[1]].get('best_interval'))} ({b[1]}, η/σ={b[2]:g})"
+
+    def defended(emp, d):
+        v = (emp.get("defenses") or {}).get(d) or {}
+        return spread(emp, v.get("accuracy"), v.get("interval"))
 
     columns = [
-        ("clean acc", lambda n, s: acc(s["empirical"]["clean_accuracy"])),
-        ("protected acc", lambda n, s: acc(s["empirical"]["protected_accuracy"])),
-        ("peak protected acc", lambda n, s: acc(s["empirical"]["peak_protected_accuracy"])),
+        ("clean acc", lambda n, s: measured(s["empirical"], "clean")),
+        ("protected acc", lambda n, s: measured(s["empirical"], "protected")),
+        ("peak protected acc", lambda n, s: measured(s["empirical"], "peak_protected")),
     ]
     for d in figures.defense_names(report):
-        columns.append((f"{d} acc", lambda n, s, d=d: acc(((s["empirical"].get("defenses") or {}).get(d) or {})
-                                                          .get("accuracy"))))
+        columns.append((f"{d} acc", lambda n, s, d=d: defended(s["empirical"], d)))
     gap_note = " (gap to none)" if control is not None else ""
     for r in grid:
         columns.append((f"certified @ η/σ={r:g}{gap_note}", lambda n, s, r=r: certified(n, s, r)))
@@ -132,7 +184,7 @@ def _summary(report: dict) -> Section:
             for i, name in enumerate(poisons)]
     if not poisons:
         return Section("Summary", [Paragraph(["The report holds no poisons."])])
-    notes = ["Accuracies are fractions of the test set. "
+    notes = ["Accuracies are fractions of the test set. " + _interval_note(report) +
              "Certified values are upper bounds on the smoothed q-quantile of test accuracy of any model within η "
              "of the surrogate θ̂ (lower is better for the data owner)"]
     if control is not None and grid:
@@ -142,6 +194,20 @@ def _summary(report: dict) -> Section:
     return Section("Summary", [Table(headers, rows), Paragraph(["".join(notes)])])
 
 
+def _interval_note(report: dict) -> str:
+    """What the accuracy cells' intervals are ('' for a report from before replicates)."""
+    emp = figures.replicated(report)
+    if emp is None:
+        return ""
+    level = figures.confidence(emp)
+    if emp["interval_method"] == "student-t":
+        return (f"Each is the mean over {emp['seeds']} seeds ± the half-width of its {level} Student-t interval "
+                "(the interval itself where clipping at 0 or 1 makes it uneven); the best recovered accuracy is the "
+                "mean of each seed's best. ")
+    return (f"Each is one seed's, with its {level} Clopper-Pearson interval over the {report['dataset']['n_test']} "
+            "test images in brackets. ")
+
+
 def _verdict(report: dict) -> Section | None:
     """One line per poison: its level and the measured reasons (reports before verdicts have none)."""
     lines = [[Strong(f"{poison_title(name)}: {sec['verdict']['level']}"), " — " + "; ".join(sec["verdict"]["reasons"])]
@@ -149,6 +215,12 @@ def _verdict(report: dict) -> Section | None:
     if not lines:
         return None
     children: list = [Bullets(lines)]
+    emp = figures.replicated(report)
+    k = emp["seeds"] if emp else 1
+    if emp:
+        over = f"over {k} seeds" if k >= 2 else "on one seed"
+        children.insert(0, Paragraph([f"Judged {over}, on the upper end of the {figures.confidence(emp)} interval "
+                                      "of the attacker's best accuracy."]))
     t = (report.get("config") or {}).get("verdict")
     if isinstance(t, dict) and all(isinstance(t.get(k), (int, float)) for k in
                                    ("strong", "partial", "weak", "eta_over_sigma", "certified_gap")):
@@ -159,7 +231,7 @@ def _verdict(report: dict) -> Section | None:
             f"learnability at η/σ = {t['eta_over_sigma']:g} to lie at least {t['certified_gap']:g} below the clean "
             "control's, where both were certified (otherwise partial). Thresholds: ", Code("verdict.*"),
             " in the configuration."]))
-    return Section("Verdict", children)
+    return Section("Verdict" + (f" (over {k} seeds)" if k >= 2 else ""), children)
 
 
 def _header(report: dict) -> list:
@@ -201,6 +273,11 @@ def _certificate_table(name: str, sec: dict, control: dict | None) -> Table:
     return Table(headers, rows)
 
 
+def _replicate_level(cert: dict) -> str:
+    k = cert.get("replicates", 1)
+    return f"; {k} replicates, each bound at α/{k} = {cert['replicate_alpha']:.3g}" if k >= 2 else ""
+
+
 def _certificate_params(cert: dict) -> Bullets:
     sigma = cert["sigma"]
     rule = cert["sigma_rule"]
@@ -214,7 +291,7 @@ def _certificate_params(cert: dict) -> Bullets:
         items.append([Strong("σ rule warning"), f": {rule['warning']}"])
     items += [
         [Strong("Confidence"), f": q = {cert['q']:g}, α = {cert['alpha']:g}, N = {cert['samples']} draws, "
-                               f"coverage {cert['coverage']}"],
+                               f"coverage {cert['coverage']}" + _replicate_level(cert)],
         [Strong("Surrogate θ̂"), f": {cert['surrogate']}, noise levels "
                                 f"[{', '.join(f'{v:g}' for v in recipe['levels'])}], {recipe['epochs']} epochs"
                                 f"{' fine-tuning the normally trained model' if recipe.get('init') == 'victim' else ''}; "
@@ -235,6 +312,16 @@ def _certificate_params(cert: dict) -> Bullets:
     return Bullets(items)
 
 
+def _union(cert: dict) -> str:
+    """With K >= 2 seeds, what the summary's certified value means (the union bound over the seeds)."""
+    k = cert["replicates"]
+    return (f" The run has {k} seeds, each with its own surrogate θ̂ and its own draws: each seed's bound was "
+            f"computed at level α/{k} = {cert['replicate_alpha']:.3g}, and the certified value shown is the largest "
+            f"of the {k} (the lower bound the smallest; an η abstains where any seed abstains). So, by the union "
+            f"bound, with probability at least {1 - cert['alpha']:g} all {k} bounds hold at once, and the value shown "
+            f"holds around every one of the {k} surrogates together.")
+
+
 def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
     cert = sec["certificate"]
     control = report["poisons"].get(CONTROL)
@@ -243,17 +330,24 @@ def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
     g = len(curve)
     ds = report["dataset"]
     data = "clean" if name == CONTROL else "protected (released)"
+    k = cert.get("replicates", 1)
+    share = f"α/{g}" if k == 1 else f"α/({k}·{g})"  # with seeds, the level of each seed's row
     if cert["coverage"] == "bonferroni":
         coverage = (f"for all {g} values of η in the table at once (Bonferroni coverage: each row was certified "
-                    f"at α/{g} = {alpha / max(g, 1):.3g})")
+                    f"at {share} = {alpha / (k * max(g, 1)):.3g})")
     else:
         coverage = (f"separately for each η in the table (per-η coverage: each row holds on its own at this level; "
-                    f"a claim about all {g} rows at once would need α/{g} per row, Bonferroni coverage)")
-    text = (f"With probability at least {1 - alpha:g} over the {n} random weight draws, "
-            f"{coverage}: take any model θ′ whose parameters lie within ℓ2 distance η of θ̂ — the {cert['surrogate']} "
-            f"surrogate trained on the {data} data — and add Gaussian noise of standard deviation σ = {sigma:g} to "
-            f"every trainable parameter; the {q:g}-quantile of its accuracy on the fixed test set "
-            f"({ds['n_test']} images of {ds['name']}) is at most that row's certified upper value.")
+                    f"a claim about all {g} rows at once would need {share} per row, Bonferroni coverage)")
+    around = (f"θ̂ — the {cert['surrogate']} surrogate trained on the {data} data —" if k == 1 else
+              f"any one of the {k} surrogates θ̂ — the {cert['surrogate']} surrogates trained on the {data} data, one "
+              "per seed —")
+    per_seed = " of each seed" if k > 1 else ""
+    text = (f"With probability at least {1 - alpha:g} over the {n} random weight draws{per_seed}, {coverage}: take "
+            f"any model θ′ whose parameters lie within ℓ2 distance η of {around} and add Gaussian noise of standard "
+            f"deviation σ = {sigma:g} to every trainable parameter; the {q:g}-quantile of its accuracy on the fixed "
+            f"test set ({ds['n_test']} images of {ds['name']}) is at most that row's certified upper value.")
+    if k > 1:
+        text += _union(cert)
     certified = [pt for pt in curve if pt["learnability"] is not None]
     if certified:
         pt = certified[0]
@@ -270,7 +364,8 @@ def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
     if abstain:
         where = [f"η = {pt['eta']:.4g} (η/σ = {pt['eta_over_sigma']:g})" for pt in abstain]
         where = where[0] if len(where) == 1 else ", ".join(where[:-1]) + " and " + where[-1]
-        text += (f" At {where} the certificate abstains: with {n} draws no bound exists at this confidence. "
+        text += (f" At {where} the certificate abstains: with {n} draws{' (of at least one seed)' if k > 1 else ''} "
+                 "no bound exists at this confidence. "
                  "That is a limit of the number of draws, not a learnability of 0 or 1.")
     if cert["max_certified_eta"] is None:
         text += " With these settings no η at all can be certified."
@@ -296,10 +391,13 @@ def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
         Paragraph([Strong("What is not guaranteed."),
                    " The certificate says nothing about models farther than η from θ̂, about models trained "
                    "differently (another architecture, recipe, training length, augmentation or a defense), "
-                   "about the accuracy of any single unsmoothed model, or about data other than this test set. "
-                   "It concerns the surrogate θ̂, not the protected model whose accuracies are listed above; "
-                   "those accuracies, the defenses, the scores and the recovery attack are measurements of "
-                   "single runs, not guarantees."]),
+                   "about the accuracy of any single unsmoothed model, or about data other than this test set."
+                   + (" It concerns the surrogate θ̂, not the protected model whose accuracies are listed above; "
+                      "those accuracies, the defenses, the scores and the recovery attack are measurements of "
+                      "single runs, not guarantees." if k == 1 else
+                      " It concerns the surrogates θ̂, not the protected models whose accuracies are listed above; "
+                      "those accuracies and their intervals, the defenses, the scores and the recovery attack are "
+                      "measurements, not guarantees.")]),
     ]
     if name == CONTROL:
         paragraphs.append(Paragraph(["This is the clean control: the same certificate computed on the clean data, so "
@@ -319,13 +417,13 @@ def _budget(b: dict) -> str:
                    + (f" (on the {b['measured_on']})" if b.get("measured_on") else ""))
 
 
-def _overview(sec: dict) -> Bullets:
+def _overview(sec: dict, n_test: int) -> Bullets:
     emp = sec["empirical"]
     items = [
         [Strong("Budget"), f": {_budget(sec['budget'])}"],
-        [Strong("Clean model test accuracy"), f": {acc(emp['clean_accuracy'])}"],
-        [Strong("Protected model test accuracy"), f": {acc(emp['protected_accuracy'])} at the end of training, "
-                                                  f"{acc(emp['peak_protected_accuracy'])} at its peak"],
+        [Strong("Clean model test accuracy"), f": {described(emp, 'clean', n_test)}"],
+        [Strong("Protected model test accuracy"), f": {described(emp, 'protected', n_test)} at the end of training, "
+                                                  f"{measured(emp, 'peak_protected')} at its peak"],
     ]
     if sec.get("origin", BUILT_IN) != BUILT_IN:
         items.insert(0, [Strong("Method"), f": from the plugin {sec['origin']}"])
@@ -335,9 +433,40 @@ def _overview(sec: dict) -> Bullets:
     return Bullets(items)
 
 
+def _replicates(sec: dict) -> Section | None:
+    """One row per seed (K >= 2), so that a reader sees the values behind each mean and interval."""
+    reps = sec.get("replicates") or []
+    if len(reps) < 2:
+        return None
+    defenses = list(dict.fromkeys(d for rep in reps for d in rep["defenses"]))
+    methods = list(dict.fromkeys(m for rep in reps for m in rep.get("recovery") or {}))
+    cert = sec.get("certificate")
+    # a seed's `certified` is keyed by η/σ written with format(r, "g"), as the curve's reference point
+    key = format(reference_point(cert["curve"])["eta_over_sigma"], "g") if cert else None
+    header = ["seed", "clean acc", "protected acc"] + [f"{d} acc" for d in defenses]
+    header += [f"certified @ η/σ={key}"] if cert else []
+    header += [f"best recovered ({m})" for m in methods]
+    rows = []
+    for rep in reps:
+        row = [str(rep["seed"]), acc(rep["clean_accuracy"]), acc(rep["protected_accuracy"])]
+        row += [acc(rep["defenses"].get(d)) or DASH for d in defenses]
+        if cert:
+            bounds = rep.get("certified") or {}
+            row.append(DASH if key not in bounds else ("abstains" if bounds[key] is None else acc(bounds[key])))
+        row += [acc((rep.get("recovery") or {}).get(m)) or DASH for m in methods]
+        rows.append(row)
+    note = (f"One row per seed, {len(reps)} in all; the histories, per-class accuracies and curves in this section "
+            "are the first seed's.")
+    if cert:
+        note += (f" A seed's certified value is its own bound, at α/{len(reps)} = {cert['replicate_alpha']:.3g}; "
+                 "the Certificate below quotes the largest of them.")
+    return Section("Replicate seeds", [Table(header, rows), Paragraph([note])])
+
+
 def _defenses(emp: dict) -> Section:
     return Section("Defenses", [Table(["defense", "accuracy", "peak accuracy", "change vs undefended"],
-                                      [[d, acc(v["accuracy"]), acc(v["peak_accuracy"]),
+                                      [[d, spread(emp, v["accuracy"], v.get("interval")),
+                                        spread(emp, v["peak_accuracy"], v.get("peak_interval")),
                                         signed(v["accuracy"] - emp["protected_accuracy"])]
                                        for d, v in emp["defenses"].items()])])
 
@@ -390,6 +519,12 @@ def _recovery(sec: dict) -> Section:
     for method, r in sec["recovery"].items():
         children.append(Paragraph([Code(method), f": starts from the {r['start']}, BN {r['bn']}, "
                                                   f"constraint {r['constraint']}."]))
+        if "best_interval" in r:
+            emp = sec["empirical"]
+            best = spread(emp, r["best_accuracy"], r["best_interval"])
+            children.append(Paragraph([f"Best recovered accuracy: {best}" + (
+                f", the mean over the {emp['seeds']} seeds of each seed's best on its own curve; the table is the "
+                "first seed's curve." if emp["seeds"] >= 2 else ".")]))
         rows = []
         for pt in r["curve"]:
             cp = point_at(curve, pt["eta_over_sigma"])
@@ -401,7 +536,10 @@ def _recovery(sec: dict) -> Section:
 
 
 def _poison(name: str, sec: dict, report: dict, figs: list) -> Section:
-    children: list = [_overview(sec)]
+    children: list = [_overview(sec, report["dataset"]["n_test"])]
+    replicates = _replicates(sec)
+    if replicates:
+        children.append(replicates)
     if sec["empirical"].get("defenses"):
         children.append(_defenses(sec["empirical"]))
     if sec.get("certificate"):

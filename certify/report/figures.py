@@ -37,7 +37,8 @@ class FigureSpec:
     filename: str
     caption: str
     poison: str | None  # None: one figure across poisons
-    kind: str           # certificate | samples | history | per_class | sal | recovery | defenses | ud | timeline
+    kind: str           # certificate | samples | history | per_class | sal | recovery | defenses | replicates | ud
+                        # | timeline
 
 
 def slugs(names) -> dict[str, str]:
@@ -63,6 +64,25 @@ def defense_names(report: dict) -> list[str]:
     return names
 
 
+def replicated(report: dict) -> dict | None:
+    """An empirical section with intervals (its `seeds` is K, its `confidence` the level: the same for
+    every poison of a run), or None for a report from before replicate seeds."""
+    return next((s["empirical"] for s in report["poisons"].values() if s["empirical"].get("protected_interval")),
+                None)
+
+
+def confidence(emp: dict) -> str:
+    return f"{100 * emp['confidence']:g} %"
+
+
+def _replicates_key(emp: dict) -> str:
+    """What the replicates figure's points and bars are (its title, and its caption's end)."""
+    if emp["seeds"] >= 2:
+        return (f"each seed's accuracy (○), their mean and its {confidence(emp)} Student-t interval over the "
+                f"{emp['seeds']} seeds (bar)")
+    return f"the one seed's accuracy (○) and its {confidence(emp)} Clopper-Pearson interval over the test images (bar)"
+
+
 def _has_matrix(m) -> bool:
     return isinstance(m, list) and any(isinstance(row, list) and len(row) > 0 for row in m)
 
@@ -74,6 +94,11 @@ def plan(report: dict) -> list[FigureSpec]:
     if any((s["empirical"].get("defenses") or {}) for s in poisons.values()):
         specs.append(FigureSpec("defenses.png", "Test accuracy of the protected model without and with each "
                                 "defense (black tick: clean model)", None, "defenses"))
+    emp = replicated(report)
+    if emp is not None:
+        specs.append(FigureSpec("replicates.png", "Test accuracy of the clean model, the protected model and the "
+                                f"protected model under each defense, per poison: {_replicates_key(emp)}", None,
+                                "replicates"))
     if any((s.get("sal_ud") or {}).get("ud") is not None for s in poisons.values()):
         specs.append(FigureSpec("ud.png", "UD per poison", None, "ud"))
     for name, sec in poisons.items():
@@ -391,6 +416,57 @@ def _defenses(report, fig):
     ax.set_title("defenses")
 
 
+def _measures(report) -> list:
+    """What the replicates figure shows of each poison, as (label, colour, sec -> (each seed's value,
+    mean, [low, high]), or None where it was not measured): clean, undefended, under each defense."""
+    def own(key):
+        return lambda sec: ([r[f"{key}_accuracy"] for r in sec.get("replicates") or []],
+                            sec["empirical"][f"{key}_accuracy"], sec["empirical"][f"{key}_interval"])
+
+    def defended(d):
+        def get(sec):
+            v = (sec["empirical"].get("defenses") or {}).get(d)
+            if v is None:
+                return None
+            seeds = [r["defenses"][d] for r in sec.get("replicates") or [] if d in r["defenses"]]
+            return seeds, v["accuracy"], v["interval"]
+        return get
+
+    return [("clean model", "k", own("clean")), ("protected", POISON_COLOR, own("protected"))] + [
+        (f"under {d}", METHOD_COLORS[i % len(METHOD_COLORS)], defended(d)) for i, d in enumerate(defense_names(report))]
+
+
+def _replicates(report, fig):
+    import numpy as np
+
+    poisons = {n: s for n, s in report["poisons"].items() if s["empirical"].get("protected_interval")}
+    measures = _measures(report)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(measures)
+    for i, sec in enumerate(poisons.values()):
+        for j, (label, color, get) in enumerate(measures):
+            m = get(sec)
+            if m is None:
+                continue
+            seeds, mean, (low, high) = m
+            x = i - 0.4 + width * (j + 0.5)
+            # the seeds spread across the slot, the mean's bar at its centre
+            xs = x + width * 0.3 * (np.linspace(-1, 1, len(seeds)) if len(seeds) > 1 else np.zeros(len(seeds)))
+            ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], fmt="_", ms=width * 40, mew=2, capsize=3,
+                        color=color, label=_t(label) if i == 0 else None, zorder=2)
+            ax.plot(xs, seeds, "o", ms=4.5, mfc="none", mec=color, mew=1.2, zorder=3)  # hollow: the bar shows
+    for i in range(1, len(poisons)):  # the groups' bounds; ticks are the groups' centres
+        ax.axvline(i - 0.5, color="0.8", lw=0.8)
+    ax.xaxis.grid(False)
+    ax.set_xticks(range(len(poisons)))
+    ax.set_xticklabels([_t(n) for n in poisons], rotation=20 if len(poisons) > 4 else 0)
+    ax.set_xlim(-0.5, len(poisons) - 0.5)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    fig.legend(loc="outside upper center", ncol=min(len(measures), 5))  # above the axes: it covers no point
+    ax.set_title(_replicates_key(replicated(report)))
+
+
 def _ud(report, fig):
     poisons = report["poisons"]
     names = [n for n, s in poisons.items() if s.get("sal_ud")]
@@ -443,7 +519,7 @@ def _timeline(report, fig):
 
 
 _SIZES = {"certificate": (11, 4.4), "history": (6, 3.6), "per_class": (7, 3.8), "sal": (11, 4),
-          "recovery": (7.5, 4.6), "defenses": (8, 4), "ud": (6, 3.6), "timeline": (10, 4.2)}
+          "recovery": (7.5, 4.6), "defenses": (8, 4), "replicates": (9, 4.4), "ud": (6, 3.6), "timeline": (10, 4.2)}
 
 
 def render(report: dict, spec: FigureSpec) -> bytes:
@@ -453,12 +529,8 @@ def render(report: dict, spec: FigureSpec) -> bytes:
 
     with matplotlib.rc_context(_RC):
         fig = Figure(figsize=_SIZES[spec.kind], dpi=DPI, layout="constrained")
-        if spec.kind == "defenses":
-            _defenses(report, fig)
-        elif spec.kind == "ud":
-            _ud(report, fig)
-        elif spec.kind == "timeline":
-            _timeline(report, fig)
+        if spec.poison is None:
+            {"defenses": _defenses, "replicates": _replicates, "ud": _ud, "timeline": _timeline}[spec.kind](report, fig)
         else:
             {"certificate": _certificate, "history": _history, "per_class": _per_class, "sal": _sal,
              "recovery": _recovery}[spec.kind](report, spec.poison, fig)
