@@ -14,7 +14,7 @@ from statsmodels.stats.proportion import proportions_ztest
 
 from certify.cli import main
 from certify.gate import OK, WEAKER, judge_accuracy, permutation_p, two_proportion_p, welch_p
-from test_report import make_report
+from test_report import _add_seeds as add_seeds, _summarize as summarize_seeds, make_report
 
 ALPHA, TOLERANCE, N = 0.05, 0.02, 1000  # make_report's test set has 1000 images
 
@@ -141,23 +141,15 @@ def test_a_real_effect_within_the_tolerance_passes():
 # ----------------------------------------------------------------------------- through `certify check`
 
 def with_replicates(report, protected, poison="miue", seed=0):
-    """`report` with len(protected) replicates of `poison` (seeds seed, seed+1, ...): their protected
-    accuracies `protected`, every other metric the summary's, and the summary fields of the contract."""
+    """`report` as a run of len(protected) replicate seeds (seed, seed+1, ...; every field of the
+    contract, as tests/test_report.py makes them), with `poison`'s protected accuracies `protected`."""
+    report["seed"] = seed
+    add_seeds(report, len(protected))
     sec = report["poisons"][poison]
+    for rep, v in zip(sec["replicates"], protected):
+        rep["protected_accuracy"] = v
     emp = sec["empirical"]
-    defenses = emp["defenses"]
-    k = len(protected)
-    sec["replicates"] = [
-        {"seed": seed + i, "clean_accuracy": emp["clean_accuracy"], "protected_accuracy": v,
-         "peak_protected_accuracy": emp["peak_protected_accuracy"],
-         "defenses": {d: x["accuracy"] for d, x in defenses.items()},
-         "defenses_peak": {d: x["peak_accuracy"] for d, x in defenses.items()}}
-        for i, v in enumerate(protected)]
-    mean = float(np.mean(protected))
-    half = float(stats.t.ppf(0.975, k - 1) * np.std(protected, ddof=1) / math.sqrt(k)) if k > 1 else 0.03
-    emp.update(protected_accuracy=mean, protected_interval=[max(0.0, mean - half), min(1.0, mean + half)],
-               interval_method="student-t" if k > 1 else "clopper-pearson", seeds=k, confidence=0.95)
-    report["seeds"] = list(range(seed, seed + k))
+    emp["protected_accuracy"], emp["protected_interval"] = summarize_seeds(protected, report["dataset"]["n_test"])
     return report
 
 
@@ -190,8 +182,8 @@ def test_the_table_shows_seeds_means_p_and_test(tmp_path, capsys):
     assert cells[5:8] == [f"{np.mean(base_values):.4f}", f"{np.mean(rep_values):.4f}",
                           f"{np.mean(rep_values) - np.mean(base_values):+.4f}"]
     assert cells[8:] == [f"{p:.3g}", "welch-t", "WEAKER"]
-    # the other accuracies: the same value on every seed of both sides
-    assert _row(out, "peak_protected_accuracy").split()[-3:] == ["1", "permutation", "ok"]
+    # the other accuracies: the same per-seed values on both sides
+    assert _row(out, "peak_protected_accuracy").split()[-3:] == ["0.5", "welch-t", "ok"]
     assert _row(out, "certified eta/sigma=0.1").split()[-3:] == ["-", "bound", "ok"]
 
 
@@ -209,7 +201,7 @@ def test_the_junit_file_shows_seeds_p_and_test(tmp_path, capsys):
     assert f"p {p:.3g}, test welch-t, alpha 0.05, tolerance 0.02" in message
     passing = cases[("certify.miue", "peak_protected_accuracy")]
     assert passing.find("failure") is None
-    assert "test permutation" in passing.find("system-out").text and "verdict ok" in passing.find("system-out").text
+    assert "test welch-t" in passing.find("system-out").text and "verdict ok" in passing.find("system-out").text
     bound = cases[("certify.miue", "certified eta/sigma=0.1")].find("system-out").text
     assert "p -, test bound" in bound
 
@@ -282,6 +274,11 @@ def _emp(doc):
 
 
 MALFORMED = [
+    ("seeds-without-an-interval", lambda d: _emp(d).pop("clean_interval"),
+     "poisons.miue.empirical.clean_interval: missing"),
+    ("defense-without-an-interval", lambda d: _emp(d)["defenses"]["jpeg"].pop("interval"),
+     "poisons.miue.empirical.defenses.jpeg.interval: missing"),
+    ("replicates-without-seeds", lambda d: d.pop("seeds"), "has replicate-seed fields"),
     ("not-a-list", lambda d: d["poisons"]["miue"].update(replicates={"seed": 0}),
      "poisons.miue.replicates: must be array"),
     ("empty", lambda d: d["poisons"]["miue"].update(replicates=[]),

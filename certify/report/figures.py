@@ -420,8 +420,13 @@ def _measures(report) -> list:
     """What the replicates figure shows of each poison, as (label, colour, sec -> (each seed's value,
     mean, [low, high]), or None where it was not measured): clean, undefended, under each defense."""
     def own(key):
-        return lambda sec: ([r[f"{key}_accuracy"] for r in sec.get("replicates") or []],
-                            sec["empirical"][f"{key}_accuracy"], sec["empirical"][f"{key}_interval"])
+        def get(sec):  # a mean without its interval (a hand-made report) is drawn as a point
+            emp = sec["empirical"]
+            mean = emp[f"{key}_accuracy"]
+            return ([r[f"{key}_accuracy"] for r in sec.get("replicates") or []], mean,
+                    emp.get(f"{key}_interval") or [mean, mean])
+
+        return get
 
     def defended(d):
         def get(sec):

@@ -201,6 +201,29 @@ POISON = _obj(
     },
 )
 
+# A report is either from before replicate seeds (none of their fields) or has all of them, so that
+# every reader can rely on them together: top-level `seeds` decides which.
+_INTERVAL_FIELDS = ["clean_interval", "protected_interval", "peak_protected_interval", "interval_method", "seeds",
+                    "confidence"]
+_REPLICATED_POISON = {
+    "required": ["replicates"],
+    "properties": {
+        "empirical": {"required": _INTERVAL_FIELDS, "properties": {
+            "defenses": {"additionalProperties": {"required": ["interval", "peak_interval"]}}}},
+        "certificate": {"required": ["replicates", "replicate_alpha"]},
+        "recovery": {"additionalProperties": {"if": {"properties": {"curve": {"minItems": 1}}},
+                                              "then": {"required": ["best_accuracy", "best_interval"]}}},
+    },
+}
+_UNREPLICATED_POISON = {
+    "not": {"anyOf": [{"required": ["replicates"]},
+                      {"properties": {"empirical": {"anyOf": [{"required": [f]} for f in _INTERVAL_FIELDS]}},
+                       "required": ["empirical"]}]},
+}
+_SEEDS_CONSISTENT = {"if": {"required": ["seeds"]},
+                     "then": {"properties": {"poisons": {"additionalProperties": _REPLICATED_POISON}}},
+                     "else": {"properties": {"poisons": {"additionalProperties": _UNREPLICATED_POISON}}}}
+
 # one executed task of the stage graph: where it ran and when (seconds from the run's start)
 TASK_RECORD = _obj({"stage": _STR, "poison": {"type": ["string", "null"]}, "defense": {"type": ["string", "null"]},
                     "node": _STR, "start": _NONNEG, "end": _NONNEG})
@@ -236,6 +259,7 @@ REPORT_SCHEMA: dict = {
          "comparison": COMPARISON,
          "execution": _obj({"executor": {"enum": ["ray", "serial"]}, "cached": {"type": "integer", "minimum": 0},
                             "tasks": {"type": "array", "items": TASK_RECORD}})},
+        allOf=[_SEEDS_CONSISTENT],
     ),
 }
 
@@ -288,6 +312,9 @@ def _describe(err) -> tuple[str, str]:
         return format_path(path), f"must hold {bound} {err.validator_value} item(s), got {_short(err.instance)}"
     if v == "uniqueItems":
         return format_path(path), f"must not repeat a value, got {_short(err.instance)}"
+    if v == "not":  # the one `not` of the schema: replicate-seed fields without the top-level `seeds`
+        return format_path(path), ("has replicate-seed fields (replicates, intervals) but the report has no "
+                                   "top-level seeds: it must have all of them or none")
     return format_path(path), " ".join(err.message.split())[:160]
 
 
