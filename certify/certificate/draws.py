@@ -152,14 +152,17 @@ def draw_accuracies(model: nn.Module, sigma: float, seed: int, start: int, stop:
                 pred = functional_call(fast.module, state, (x[i:i + eval_batch],)).argmax(-1)
                 correct[0] += (pred == y[i:i + eval_batch]).sum()
         else:
-            stacked = {n: torch.stack([d[n] for d in draws]) for n in params}
+            # the folded form here too: vmap's batch norm fails on CUDA (torch 2.11 queries the layout)
+            states = [fast.state(d, buffers) for d in draws]
+            stacked = {n: torch.stack([s[0][n].contiguous() for s in states]) for n in states[0][0]}
+            plain = {n: b.contiguous() for n, b in states[0][1].items()}  # buffers are never perturbed
 
             def forward(p, xb):
-                return functional_call(model, (p, buffers), (xb,))
+                return functional_call(fast.module, (p, plain), (xb,))
 
             batched = vmap(forward, in_dims=(0, None))
             for i in range(0, len(x), eval_batch):
-                pred = batched(stacked, x[i:i + eval_batch]).argmax(-1)  # draws x batch
+                pred = batched(stacked, x[i:i + eval_batch].contiguous()).argmax(-1)  # draws x batch
                 correct += (pred == y[i:i + eval_batch]).sum(1)
         out[lo - start:hi - start] = correct.cpu().numpy() / len(x)
     return out
