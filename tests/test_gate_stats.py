@@ -166,6 +166,14 @@ def _row(out, metric="protected_accuracy", poison="miue"):
     return next(ln for ln in out.splitlines() if ln.startswith(poison) and f" {metric} " in ln)
 
 
+def _holm_smallest(p: float, out: str) -> float:
+    """Holm's adjustment of the smallest p of the check's judged accuracies (the others are 0.5 here):
+    times the number of them."""
+    family = [ln for ln in out.splitlines() if ln.startswith("miue ") and
+              any(f" {t} " in ln for t in ("welch-t", "permutation", "two-proportion"))]
+    return min(1.0, p * len(family))
+
+
 def test_the_table_shows_seeds_means_p_and_test(tmp_path, capsys):
     rng = np.random.default_rng(7)
     base_values, rep_values = _draws(rng, 0.2, 3), [v + 0.15 for v in _draws(rng, 0.2, 3)]
@@ -181,9 +189,9 @@ def test_the_table_shows_seeds_means_p_and_test(tmp_path, capsys):
     assert cells[2:5] == ["3", "vs", "3"]
     assert cells[5:8] == [f"{np.mean(base_values):.4f}", f"{np.mean(rep_values):.4f}",
                           f"{np.mean(rep_values) - np.mean(base_values):+.4f}"]
-    assert cells[8:] == [f"{p:.3g}", "welch-t", "WEAKER"]
+    assert cells[8:] == [f"{_holm_smallest(p, out):.3g}", "welch-t", "WEAKER"]
     # the other accuracies: the same per-seed values on both sides
-    assert _row(out, "peak_protected_accuracy").split()[-3:] == ["0.5", "welch-t", "ok"]
+    assert _row(out, "peak_protected_accuracy").split()[-3:] == ["1", "welch-t", "ok"]  # 0.5, Holm-adjusted
     assert _row(out, "certified eta/sigma=0.1").split()[-3:] == ["-", "bound", "ok"]
 
 
@@ -191,19 +199,42 @@ def test_the_junit_file_shows_seeds_p_and_test(tmp_path, capsys):
     base = with_replicates(make_report(), [0.2, 0.209, 0.192])
     rep = with_replicates(make_report(), [0.35, 0.359, 0.342])
     junit = tmp_path / "junit.xml"
-    code, _, _ = _cli(tmp_path, capsys, base, rep, "--junit", str(junit))
+    code, out, _ = _cli(tmp_path, capsys, base, rep, "--junit", str(junit))
     assert code == 1
     cases = {(c.get("classname"), c.get("name")): c for c in ET.parse(junit).getroot().iter("testcase")}
     failure = cases[("certify.miue", "protected_accuracy")].find("failure")
     p = stats.ttest_ind([0.35, 0.359, 0.342], [0.2, 0.209, 0.192], equal_var=False, alternative="greater").pvalue
     message = failure.get("message")
     assert message.startswith("WEAKER: seeds 3 vs 3, baseline 0.2003, report 0.3503, delta +0.1500")
-    assert f"p {p:.3g}, test welch-t, alpha 0.05, tolerance 0.02" in message
+    assert f"p {_holm_smallest(p, out):.3g}, test welch-t, alpha 0.05, tolerance 0.02" in message
     passing = cases[("certify.miue", "peak_protected_accuracy")]
     assert passing.find("failure") is None
     assert "test welch-t" in passing.find("system-out").text and "verdict ok" in passing.find("system-out").text
     bound = cases[("certify.miue", "certified eta/sigma=0.1")].find("system-out").text
     assert "p -, test bound" in bound
+
+
+def test_the_checks_p_values_are_holm_adjusted_together():
+    """Two metrics each at p just under alpha fail alone; together, adjusted, neither does."""
+    from statsmodels.stats.multitest import multipletests
+
+    from certify.gate import compare
+
+    base = with_replicates(make_report(), [0.20, 0.21, 0.22])
+    rep = with_replicates(make_report(), [0.23, 0.25, 0.26])
+    for doc, shift in ((base, 0.0), (rep, 0.03)):
+        for r, v in zip(doc["poisons"]["miue"]["replicates"], [0.20, 0.22, 0.21]):
+            r["peak_protected_accuracy"] = v + shift
+    rows = [r for r in compare(base, rep, 0.02, 0.05) if r.poison == "miue" and r.test == "welch-t"]
+    raw = [judge_accuracy(*_values(base, rep, r.metric), 1000, 1000, 0.05, 0.02)[1] for r in rows]
+    assert [r.p for r in rows] == pytest.approx(list(multipletests(raw, alpha=0.05, method="holm")[1]))
+    assert sum(p < 0.05 for p in raw) >= 1 and all(r.verdict == OK for r in rows if r.p >= 0.05)
+
+
+def _values(base, rep, metric):
+    from certify.gate import _accuracy_metrics
+
+    return _accuracy_metrics(base["poisons"]["miue"])[metric], _accuracy_metrics(rep["poisons"]["miue"])[metric]
 
 
 @pytest.mark.parametrize("k_base, k_report", [(3, 1), (1, 3), (3, 5)])
