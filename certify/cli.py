@@ -202,8 +202,9 @@ def cmd_plan(ns, argv) -> int:
 def _print_summary(report: dict, out, as_json: bool) -> None:
     rows = {}
     for name, sec in report["poisons"].items():
-        row = {"protected_accuracy": sec["empirical"]["protected_accuracy"],
-               "clean_accuracy": sec["empirical"]["clean_accuracy"]}
+        emp = sec["empirical"]
+        row = {"protected_accuracy": emp["protected_accuracy"], "clean_accuracy": emp["clean_accuracy"],
+               "protected_interval": emp["protected_interval"], "seeds": emp["seeds"]}
         cert = sec.get("certificate")
         if cert:
             row["sigma"] = cert["sigma"]
@@ -212,9 +213,14 @@ def _print_summary(report: dict, out, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"report": str(out / "report.json"), "poisons": rows}, indent=1))
         return
-    print(f"report: {out / 'report.json'} (also report.md, report.html)")
+    k = len(report["seeds"])
+    print(f"report: {out / 'report.json'} (also report.md, report.html); "
+          + (f"means over {k} seeds with 95 % Student-t intervals" if k > 1 else
+             "one seed, 95 % Clopper-Pearson intervals over the test images"))
     for name, row in rows.items():
-        line = f"  {name:<18} clean {row['clean_accuracy']:.3f}  protected {row['protected_accuracy']:.3f}"
+        lo, hi = row["protected_interval"]
+        line = (f"  {name:<18} clean {row['clean_accuracy']:.3f}  protected {row['protected_accuracy']:.3f} "
+                f"[{lo:.3f}, {hi:.3f}]")
         if "certified" in row:
             cells = " ".join(f"{k}:{'abst' if v is None else f'{v:.3f}'}" for k, v in row["certified"].items())
             line += f"  certified (eta/sigma:value, sigma={row['sigma']}) {cells}"

@@ -151,6 +151,16 @@ def test_one_seed_says_so_and_suggests_more():
     assert any("--seeds 3" in r and "one seed" in r for r in judge(sec, None, VerdictConfig())["reasons"])
 
 
+def test_a_plans_accuracy_target_holds_for_the_upper_end():
+    from certify.plan.targets import Targets, meets
+
+    row = {"protected_accuracy": 0.24, "certified_gap": None}
+    target = Targets(protected_accuracy_at_most=0.25)
+    assert meets(row, target)  # a plan from before intervals: the value itself
+    assert not meets({**row, "protected_interval": [0.20, 0.28]}, target)
+    assert meets({**row, "protected_interval": [0.23, 0.25]}, target)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("value, says", [("0", "seeds must be > 0"), ("-2", "seeds must be > 0"),
@@ -220,3 +230,23 @@ def test_replicates_end_to_end_reuse_the_cache_and_ray_equals_serial(tmp_path, c
     on_ray = _run(tmp_path, capsys, "ray", "ray-cache", "--executor", "ray", "--workers", "2", "--seeds", "2")
     assert {t["node"] for t in on_ray["execution"]["tasks"]} != {"driver"}
     assert _numbers(on_ray) == _numbers(two)
+
+
+@pytest.mark.slow
+def test_a_plan_over_two_seeds_has_means_and_intervals(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    out = tmp_path / "plan"
+    code = main(["--quiet", "plan", "--poison", "random", "--budgets", "4/255,8/255", "--dataset", "digits", "--config",
+                 str(cfg), "--samples", "20", "--seeds", "2", "--executor", "serial", "--defense", "jpeg",
+                 "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--target-accuracy", "1"])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads((out / "plan.json").read_text())
+    assert doc["seeds"] == [0, 1] and doc["interval_method"] == "student-t"
+    assert doc["certificate"]["replicate_alpha"] == pytest.approx(0.005)
+    for row in doc["budgets"]:
+        lo, hi = row["protected_interval"]
+        assert lo <= row["protected_accuracy"] <= hi
+        assert row["defense_intervals"]["jpeg"][0] <= row["defenses"]["jpeg"] <= row["defense_intervals"]["jpeg"][1]
+        assert row["meets_targets"] is True
+    assert "means over 2 seeds" in (out / "plan.md").read_text()

@@ -172,7 +172,7 @@ def test_config_yaml_sets_thresholds(tmp_path):
     ("reference/defenses-jpeg-grayscale-n100", {"none": "none", "miue": "weak", "em": "weak", "random": "none"}),
     ("reference/defense-at8-n100", {"none": "none", "miue": "partial", "em": "partial", "random": "none"}),
     ("reference/miue-em-random-n100", {"none": "none", "miue": "partial", "em": "partial", "random": "none"}),
-    ("baseline/digits-gate", {"none": "none", "random": "none", "ops": "partial"}),
+    ("baseline/digits-gate", {"none": "none", "random": "none", "ops": "weak"}),  # over 3 seeds: upper end 0.818
 ])
 def test_defaults_on_the_stored_reports(report, levels):
     """The README's reading of the defaults: JPEG-10 leaves the ℓ∞ poisons weak, AT partial; the
