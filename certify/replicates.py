@@ -50,6 +50,7 @@ def record(seed: int, section: dict) -> dict:
            "defenses_peak": {d: v["peak_accuracy"] for d, v in defenses.items()}}
     if "certificate" in section:
         out["certified"] = {_eta_key(p["eta_over_sigma"]): p["learnability"] for p in section["certificate"]["curve"]}
+        out["sigma"] = section["certificate"]["sigma"]  # the σ rule is seeded too
     if "recovery" in section:
         out["recovery"] = {m: _best(r["curve"]) for m, r in section["recovery"].items() if r["curve"]}
     return out
@@ -58,7 +59,10 @@ def record(seed: int, section: dict) -> dict:
 def combine_certificate(certificates: list[dict], alpha: float) -> dict:
     """One certificate for K replicates, each computed at level α/K: at each η/σ the largest of their
     upper bounds and the smallest of their lower bounds (an abstention anywhere abstains), so with
-    probability ≥ 1 − α the value bounds the learnability around every replicate's surrogate."""
+    probability ≥ 1 − α the value bounds the learnability around every replicate's surrogate. Points
+    are matched by η/σ: where the σ rule picked different σ for different seeds, each bound holds within
+    η = (η/σ)·σ of its own surrogate (each seed's σ is in its `replicates` entry); the curve's η is the
+    first seed's."""
     first = certificates[0]
     curve = []
     for i, pt in enumerate(first["curve"]):

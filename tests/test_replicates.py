@@ -98,7 +98,8 @@ def test_three_replicates_become_means_intervals_and_per_seed_records():
     assert out["replicates"][1] == {"seed": 8, "clean_accuracy": 0.48, "protected_accuracy": 0.25,
                                     "peak_protected_accuracy": 0.26, "defenses": {"jpeg": 0.42},
                                     "defenses_peak": {"jpeg": 0.42},
-                                    "certified": {"0.05": 0.33, "0.1": 0.35, "0.5": None}, "recovery": {"pgd": 0.33}}
+                                    "certified": {"0.05": 0.33, "0.1": 0.35, "0.5": None}, "sigma": 0.02,
+                                    "recovery": {"pgd": 0.33}}
     assert out["recovery"]["pgd"]["best_accuracy"] == pytest.approx(0.31333333)
     assert out["sal_ud"] == {"ud": 1.0} and out["budget"] == {"norm": "linf"}
 

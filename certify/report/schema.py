@@ -68,7 +68,8 @@ _FRACTIONS_BY_NAME = {"type": "object", "additionalProperties": _FRACTION}
 REPLICATE = _obj(
     {"seed": {"type": "integer"}, "clean_accuracy": _FRACTION, "protected_accuracy": _FRACTION,
      "peak_protected_accuracy": _FRACTION, "defenses": _FRACTIONS_BY_NAME, "defenses_peak": _FRACTIONS_BY_NAME},
-    {"certified": {"type": "object", "additionalProperties": _FRACTION_OR_NULL},  # keyed by eta_over_sigma
+    {"sigma": {"type": "number", "exclusiveMinimum": 0},  # that seed's certificate σ
+     "certified": {"type": "object", "additionalProperties": _FRACTION_OR_NULL},  # keyed by eta_over_sigma
      "recovery": _FRACTIONS_BY_NAME},
 )
 
