@@ -70,8 +70,9 @@ class RunContext:
         `fn(*inputs, **spec, model=..., device=...)`; return its key. `spec` is both what `fn` is
         called with and what the key hashes (dataclasses hash by their repr: every field).
         `unkeyed` arguments do not change the artifact (a progress label, say); `stage` names the
-        task in progress and records (default: `kind`); `code` (a method's source digest) is hashed
-        into the key only, so a changed method makes its artifacts again."""
+        task in progress and records (default: `kind`); `code` (a method's source digest,
+        `Registry.code`: its file and the project modules it imports) is hashed into the key only,
+        so a changed method or helper makes its artifacts again."""
         threads = self.cfg.threads if threads is None else threads
         key = key_of(kind, {"spec": spec, "inputs": list(inputs), "model": self.model.key(),
                             "device": self.device, "threads": threads, **({"code": code} if code else {})})
