@@ -12,6 +12,7 @@ from attacks.base import POISONS, CraftContext, PoisonParams
 @dataclass
 class NoneParams(PoisonParams):
     norm: ClassVar[str] = "none"
+    uses_model: ClassVar[bool] = False
     epsilon: float = 0.0
 
 

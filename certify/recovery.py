@@ -16,11 +16,11 @@ def _params(cfg, method: str):
 
 
 def recovery_task(data: Dataset, surrogate: dict, sigma_art: dict, *, method: str, params, seed: int,
-                  eta_sigma: list[float], attacker_fraction: float, attacker_seed: int, smoothing,
-                  model: ModelSpec, device: str) -> dict:
+                  eta_sigma: list[float], attacker_fraction: float, attacker_seed: int, model: ModelSpec,
+                  device: str) -> dict:
     from attacks.recovery import RecoveryInputs, attacker_split
 
-    sigma, _ = sigma_of(sigma_art, smoothing)
+    sigma, _ = sigma_of(sigma_art)
     x_att, y_att = attacker_split(data.x_train, data.y_train, attacker_fraction, attacker_seed)
     net = model.load(surrogate["state"], task_device(device))
     inputs = RecoveryInputs(net, x_att, y_att, data.x_test, data.y_test, [r * sigma for r in eta_sigma], seed)
@@ -34,8 +34,7 @@ def add_recovery(ctx: RunContext, surrogate: str, sigma: str, name: str) -> dict
     for method in rc.methods:
         spec = {"method": method, "params": _params(cfg, method),
                 "seed": derive(cfg.seed, "recovery", method), "eta_sigma": rc.eta_sigma,
-                "attacker_fraction": rc.attacker_fraction, "attacker_seed": derive(cfg.seed, "attacker-set"),
-                "smoothing": cfg.smoothing}
+                "attacker_fraction": rc.attacker_fraction, "attacker_seed": derive(cfg.seed, "attacker-set")}
         keys[method] = ctx.cached("recovery", spec, recovery_task, (ctx.data_key, surrogate, sigma), poison=name,
                                   code=RECOVERY.code(method))
     return keys
