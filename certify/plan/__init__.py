@@ -85,7 +85,8 @@ def _add_tasks(ctx: RunContext, request: PlanRequest) -> dict:
             "release": release, "victim": victim,
             "defended": {d: add_defended(ctx, release, label, d) for d in ctx.cfg.defenses},
             "certificate": certificate.plan(ctx, label, release, victim, sigma),
-            "perceptual": ctx.cached("perceptual", {}, perceptual_task, (ctx.data_key, release), poison=label)})
+            "perceptual": ctx.cached("perceptual", {}, perceptual_task, (ctx.data_key, release), poison=label,
+                                     cpu_only=True)})
     return keys
 
 
