@@ -68,7 +68,8 @@ def params_problem(params: type | None) -> str | None:
     return None
 
 
-POISONS = Registry("poison", package="attacks", group="certify.poisons", check=params_problem)
+POISONS = Registry("poison", package="attacks", group="certify.poisons", check=params_problem,
+                   overrides="poison_params")
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from typing import ClassVar
 import torch
 
 from attacks.base import POISONS, CraftContext, PoisonParams
+from certify.registry import CONTROL
 
 
 @dataclass
@@ -16,7 +17,7 @@ class NoneParams(PoisonParams):
     epsilon: float = 0.0
 
 
-@POISONS.register("none", "the clean control: no perturbation (its protected model is the clean model)",
+@POISONS.register(CONTROL, "the clean control: no perturbation (its protected model is the clean model)",
                   NoneParams, kind="control")
 def craft_none(ctx: CraftContext, p: NoneParams) -> torch.Tensor:
     return ctx.x.clone()

@@ -103,10 +103,9 @@ class RunConfig(CertificateConfig):
         self.verdict.validate(where)
         from attacks.base import POISONS
 
-        for registry, overrides in ((POISONS, self.poison_params), (DEFENSES, self.defense_params),
-                                    (RECOVERY, self.recovery_params)):
-            for name, values in overrides.items():
-                registry.params(name, values, dataset=self.dataset, profile=self.profile)
+        for registry in (POISONS, DEFENSES, RECOVERY):
+            for name in getattr(self, registry.overrides):
+                registry.params_for(name, self)
 
 
 # Per-dataset defaults of the run. Keys are RunConfig fields (nested dicts for sections); a method's

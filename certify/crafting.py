@@ -19,6 +19,7 @@ from attacks.base import POISONS, CraftContext, check_budget
 from certify import certificate
 from certify.context import ModelSpec, RunContext, images, task_device
 from certify.data import Dataset
+from certify.registry import CONTROL
 from certify.seeding import derive
 from certify.training import TrainConfig
 from certify.victims import add_victim
@@ -47,13 +48,12 @@ def craft_task(data: Dataset, *sigma: dict, poison: str, params, seed: int, mode
 
 
 def poison_params(ctx: RunContext, name: str):
-    cfg = ctx.cfg
-    return POISONS.params(name, cfg.poison_params.get(name, {}), dataset=cfg.dataset, profile=cfg.profile)
+    return POISONS.params_for(name, ctx.cfg)
 
 
 def run_sigma(ctx: RunContext) -> str:
     """The run's σ: a graph constant, or the auto rule's task on the clean model (added with it)."""
-    clean = add_victim(ctx, add_release(ctx, "none"), "none") if ctx.cfg.sigma == "auto" else None
+    clean = add_victim(ctx, add_release(ctx, CONTROL), CONTROL) if ctx.cfg.sigma == "auto" else None
     return certificate.add_sigma(ctx, clean)
 
 

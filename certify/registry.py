@@ -12,7 +12,8 @@ profiles (a profile: `certify run --profile`):
     profile_defaults: ClassVar[dict[str, dict]] = {"reference": {"epochs": 60}}
 
 `Registry.params` applies field defaults <- dataset overrides <- profile overrides <- the user's
-values (`poison_params` etc. in the run config), built and type-checked by `certify.params.from_dict`.
+values (`poison_params` etc. in the run config), built and type-checked by `certify.params.from_dict`;
+`Registry.params_for(name, cfg)` does so with a run's dataset, profile and values.
 
 A registry with an entry-point `group` also takes third-party methods (`certify/plugins.py`): after
 its built-in package it imports the group's plugins, and each entry records its `origin`. Every
@@ -38,6 +39,8 @@ from certify import plugins
 from certify.errors import UserError
 from certify.params import for_dataset, from_dict
 
+CONTROL = "none"  # the poison registered as the clean control: no perturbation, every poison's clean twin
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -56,6 +59,7 @@ class Registry:
     package: str | None = None  # modules under it are imported before the first lookup
     group: str | None = None  # entry-point group of third-party plugins, imported after `package`
     check: Callable[[type | None], str | None] | None = None  # what is wrong with a Params class, or None
+    overrides: str | None = None  # the run config's mapping of the user's values per method ("poison_params")
     _entries: dict[str, Entry] = field(default_factory=dict)
     _loaded: bool = False
 
@@ -131,6 +135,13 @@ class Registry:
         if path is None:  # no source file (a compiled plugin): its version stands in
             return entry.origin
         return _code_digest(os.path.realpath(path), getattr(entry.factory, "__module__", "") or "")
+
+    def params_for(self, name: str, cfg):
+        """`name`'s parameters in a run: `params` with the run's dataset and profile and the user's
+        values for it (`cfg` is a run config, or anything with `dataset`, `profile` and this
+        registry's `overrides` mapping)."""
+        values = getattr(cfg, self.overrides).get(name, {}) if self.overrides else None
+        return self.params(name, values, dataset=cfg.dataset, profile=cfg.profile)
 
     def params(self, name: str, overrides: dict[str, Any] | None = None, *, dataset: str | None = None,
                profile: str | None = None):

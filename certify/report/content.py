@@ -11,10 +11,10 @@ import json
 
 from certify.curves import close, point_at, reference_point
 from certify.plugins import BUILT_IN
+from certify.registry import CONTROL
 from certify.report import figures
 from certify.report.document import Bullets, Code, Figure, Paragraph, Preformatted, Section, Strong, Table
 
-CONTROL = "none"
 PREFERRED_GRID = (0.1, 0.5)
 DASH = "—"
 
@@ -108,7 +108,7 @@ def best_recovery(section: dict) -> tuple[float, str, float] | None:
 
 
 def poison_title(name: str) -> str:
-    return "none (clean control)" if name == CONTROL else name
+    return f"{CONTROL} (clean control)" if name == CONTROL else name
 
 
 # ----------------------------------------------------------------------------- sections
@@ -256,7 +256,7 @@ def _certificate_table(name: str, sec: dict, control: dict | None) -> Table:
     twin = control.get("certificate") if (control is not None and name != CONTROL) else None
     headers = ["η", "η/σ", "q̄", f"certified upper ({name})"]
     if twin is not None:
-        headers += ["certified upper (none)", "gap"]
+        headers += [f"certified upper ({CONTROL})", "gap"]
     headers += ["lower bound"]
     rows = []
     for pt in cert["curve"]:
