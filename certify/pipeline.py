@@ -118,7 +118,7 @@ def environment(cfg: RunConfig, device: str) -> dict:
 def _context(cfg: RunConfig, data: Dataset | None = None) -> RunContext:
     cache = Cache(cfg.cache_dir)
     data = data or load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.seed, cfg.test, cfg.image_size)
-    arch = cfg.model or "cnn"
+    arch = cfg.model
     check_input_size(arch, data.shape)  # where dataset and model first meet, before any task
     gpus = torch.cuda.is_available()
     if cfg.executor == "ray" and cfg.address:

@@ -104,7 +104,8 @@ def section(cfg: CertificateConfig, p: CertificatePlan, values: dict, independen
     sur = values[p.surrogate]
     rec = recipe(cfg.surrogate, sigma)
     stats = bounds.summarize(draws, cfg.q, cfg.alpha, sigma, cfg.eta_sigma, cfg.coverage)
-    return {"sigma": sigma, "q": cfg.q, "alpha": cfg.alpha, "samples": cfg.samples, "surrogate": rec["kind"],
+    # `samples` once, from the draws, where the section has always placed it
+    return {"sigma": sigma, "q": cfg.q, "alpha": cfg.alpha, "samples": stats.pop("samples"), "surrogate": rec["kind"],
             "surrogate_recipe": rec, "surrogate_accuracy": sur["accuracy"], "sigma_rule": rule, **stats,
             "theta_norm": sur["theta_norm"], "independent_distance": independent_distance,
             "draws": [float(a) for a in draws]}
