@@ -14,24 +14,13 @@ from certify.plugins import BUILT_IN
 from certify.registry import CONTROL
 from certify.report import figures
 from certify.report.document import Bullets, Code, Figure, Paragraph, Preformatted, Section, Strong, Table
+from certify.report.literature import comparison_section
+from certify.report.text import DASH, acc, num, signed
 
 PREFERRED_GRID = (0.1, 0.5)
-DASH = "—"
 
 
 # ----------------------------------------------------------------------------- numbers and lookups
-
-def acc(x) -> str | None:
-    return None if x is None else f"{x:.3f}"
-
-
-def num(x, digits: int = 4) -> str:
-    return DASH if x is None else f"{x:.{digits}g}"
-
-
-def signed(x) -> str:
-    return f"{x:+.3f}"
-
 
 # An accuracy with its 95 % interval (report.json's `*_interval` fields, from replicate seeds): a
 # Student-t interval over K >= 2 seeds is centred on the mean, so it reads as "mean ± half-width";
@@ -583,8 +572,6 @@ def build_document(report: dict) -> Section:
     if report.get("warnings"):
         children.append(Section("Warnings", [Bullets([[w] for w in report["warnings"]])]))
     children.append(_summary(report))
-    from certify.report.literature import comparison_section  # it builds on this module's helpers
-
     literature = comparison_section(report)
     if literature is not None:
         children.append(literature)
