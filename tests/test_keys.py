@@ -83,6 +83,17 @@ def test_training_settings_leave_model_free_poisons_alone(digits, tmp_path):
     assert crafted == {"em"}  # and the clean control `none` keeps its release too
 
 
+def test_a_surrogate_from_scratch_does_not_read_the_run_epochs(digits, tmp_path):
+    fixed = {"sigma": 0.02, "surrogate": {"init": "scratch", "epochs": 1}}
+    before = _graph(digits, tmp_path, train={"epochs": 2}, **fixed)
+    after = _graph(digits, tmp_path, train={"epochs": 3}, **fixed)
+    again = _again(before, after)
+    assert ("train", "none") in again
+    # em crafts with the run's training settings, so its release (and all after it) changes; the clean
+    # control's and random's surrogates, trained from scratch on unchanged releases, do not
+    assert {p for stage, p in again if stage in ("surrogate", "draws", "recovery")} == {"em"}, again
+
+
 def test_cpu_only_scores_reserve_no_gpu_and_do_not_depend_on_the_device(digits, tmp_path):
     on_gpu = _graph(digits, tmp_path, device="cuda")
     scores = [t for t in on_gpu.values() if t.stage in ("sal", "mi")]

@@ -12,6 +12,7 @@ weights (benchmarks use it), through the same tasks.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -90,7 +91,9 @@ def plan(ctx: RunContext, name: str, release: str, victim: str, sigma: str, *, d
     """Add the surrogate of `release` and (with `draws`) the chunks of draws certifying it."""
     cfg = ctx.cfg
     warm = cfg.surrogate.init == "victim"
-    spec = {"seed": derive(cfg.seed, "surrogate"), "training": cfg.train, "surrogate": cfg.surrogate,
+    spec = {"seed": derive(cfg.seed, "surrogate"), "surrogate": cfg.surrogate,
+            # the training settings it trains with: its own epochs, never the run's train.epochs
+            "training": dataclasses.replace(cfg.train, epochs=cfg.surrogate.epochs),
             "eval_batch": cfg.smoothing.eval_batch}  # its test accuracy is evaluated in batches of it
     inputs = (ctx.data_key, release, sigma) + ((victim,) if warm else ())
     sur = ctx.cached("surrogate", spec, surrogate_task, inputs, poison=name)
