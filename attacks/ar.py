@@ -57,6 +57,7 @@ class ARParams(PoisonParams):
     3x32x32 and scale with the image size (`scale_to_size`, see the module doc). `crop`: start-up rows
     and columns generated and then dropped."""
     norm: ClassVar[str] = "l2"
+    uses_model: ClassVar[bool] = False
     dataset_defaults: ClassVar[dict[str, dict]] = {"cifar100": {"min_response": 3.0}}
     epsilon: float = 1.0
     crop: int = 4

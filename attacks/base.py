@@ -28,8 +28,11 @@ class CraftContext:
     x: torch.Tensor  # clean training images N x C x H x W in [0, 1] on the 1/255 grid
     y: torch.Tensor  # int64 labels
     num_classes: int
-    make_model: Callable[[int], nn.Module]  # seed -> fresh model of the run's architecture on `device`
-    train: TrainConfig  # the run's training settings (crafting models reuse lr, batch size, ...)
+    # seed -> fresh model of the run's architecture on `device`, and the run's training settings
+    # (crafting models reuse lr, batch size, ...); neither is given to a poison whose Params say
+    # `uses_model = False`
+    make_model: Callable[[int], nn.Module] | None
+    train: TrainConfig | None
     seed: int  # this poison's own seed (derived from the run seed and the poison's name)
     device: torch.device
 
@@ -40,6 +43,9 @@ class PoisonParams:
     for digits, the fast dataset of tests and smoke runs (plumbing, not protection): the smallest
     crafting schedule that still exercises every update rule."""
     norm: ClassVar[str] = "linf"  # linf | l2 | l0 | none
+    # whether crafting builds or trains a model (`ctx.make_model`, `ctx.train`); a poison that says
+    # False gets neither, and the run's training settings are not part of its cache key
+    uses_model: ClassVar[bool] = True
     epsilon: float = 8 / 255
 
     def validate(self, where: str) -> None:
@@ -62,7 +68,8 @@ def params_problem(params: type | None) -> str | None:
     return None
 
 
-POISONS = Registry("poison", package="attacks", group="certify.poisons", check=params_problem)
+POISONS = Registry("poison", package="attacks", group="certify.poisons", check=params_problem,
+                   overrides="poison_params")
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:

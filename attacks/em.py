@@ -11,7 +11,7 @@ clipped to valid images, so saturated pixels do not bias the mean), then each cl
 mean of its samples' results (a mean of points in the ε-box stays in it). Sample-wise steps are
 projected to valid images as well.
 
-The helpers below (`BatchStream`, `model_step`, `batches`, ...) are shared by `pue` and `rem`.
+The crafting helpers it shares with `miue`, `pue`, `rem` and `tap` are in `attacks/_common.py`.
 """
 from __future__ import annotations
 
@@ -22,72 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attacks._common import (BatchStream, batches, check_int_positive, crafting_model, model_step, perturbed_images,
+                             sgd, uniform_init)
 from attacks.base import POISONS, CraftContext, PoisonParams, release, sign_step
 from certify.errors import UserError
 from certify.progress import progress
 from certify.seeding import derive
-from certify.training import evaluate, flip_crop
+from certify.training import evaluate
 from certify.validation import check_positive
-
-
-# ------------------------------------------------------------------ helpers shared by the EM family
-class BatchStream:
-    """An endless stream of index batches, one seeded permutation per pass over the data."""
-
-    def __init__(self, n: int, batch_size: int, gen: torch.Generator):
-        self.n, self.batch_size, self.gen = n, batch_size, gen
-        self._order, self._pos = torch.randperm(n, generator=gen), 0
-
-    def __next__(self) -> torch.Tensor:
-        if self._pos >= self.n:
-            self._order, self._pos = torch.randperm(self.n, generator=self.gen), 0
-        idx = self._order[self._pos:self._pos + self.batch_size]
-        self._pos += self.batch_size
-        return idx
-
-
-def batches(n: int, batch_size: int, gen: torch.Generator | None = None):
-    """Index batches covering 0..n-1 once (a seeded permutation when `gen` is given)."""
-    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
-
-
-def crafting_model(ctx: CraftContext, name: str) -> nn.Module:
-    """A fresh crafting model on ctx.device whose weights depend only on the poison's seed."""
-    return ctx.make_model(derive(ctx.seed, name, "model")).to(ctx.device)
-
-
-def sgd(model: nn.Module, ctx: CraftContext) -> torch.optim.Optimizer:
-    t = ctx.train
-    return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-
-
-def model_step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
-               gen: torch.Generator, flip: bool, loss_fn=None) -> float:
-    """One optimizer step of cross-entropy (or `loss_fn(model, x, y)`) on a flipped batch, train mode."""
-    model.train()
-    device = next(model.parameters()).device
-    xb = flip_crop(xb, gen, flip, 0).to(device)
-    yb = yb.to(device)
-    loss = loss_fn(model, xb, yb) if loss_fn is not None else F.cross_entropy(model(xb), yb)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return float(loss.detach())
-
-
-def perturbed_images(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    return (x + delta).clamp(0, 1)
-
-
-def uniform_init(shape, epsilon: float, gen: torch.Generator) -> torch.Tensor:
-    return (torch.rand(shape, generator=gen) * 2 - 1) * epsilon
-
-
-def check_int_positive(where: str, **values) -> None:
-    for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise UserError(f"{where}: {name} must be a positive integer, got {v!r}")
 
 
 # ------------------------------------------------------------------ EM

@@ -72,6 +72,7 @@ class LSPParams(PoisonParams):
     `class_sep`: the distance of the class centres from the origin along each coordinate, in units
     of the within-class spread (scikit-learn's `make_classification`)."""
     norm: ClassVar[str] = "l2"
+    uses_model: ClassVar[bool] = False
     epsilon: float = 1.3
     patch: int = 8
     scale_to_size: bool = True

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from attacks.base import POISONS, CraftContext, PoisonParams, release, sign_step
-from attacks.em import BatchStream, batches, check_int_positive, crafting_model, model_step
+from attacks._common import BatchStream, batches, check_int_positive, crafting_model, model_step
 from certify.progress import progress
 from certify.seeding import derive
 from certify.training import flip_crop

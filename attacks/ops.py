@@ -30,6 +30,7 @@ class OPSParams(PoisonParams):
     colour per class; acc ~ 37 % (ResNet-18), immune to l-inf adversarial training. `epsilon` is the
     l0 budget in pixels and must be 1: the attack perturbs exactly one pixel position per class."""
     norm: ClassVar[str] = "l0"
+    uses_model: ClassVar[bool] = False
     epsilon: float = 1.0
 
     def validate(self, where: str) -> None:

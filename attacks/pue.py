@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from attacks.base import POISONS, CraftContext, PoisonParams, release
-from attacks.em import BatchStream, batches, check_int_positive, crafting_model, perturbed_images, sgd, uniform_init
+from attacks._common import BatchStream, batches, check_int_positive, crafting_model, perturbed_images, sgd, uniform_init
 from certify.certificate.surrogate import perturbed, rwp_update
 from certify.errors import UserError
 from certify.progress import progress

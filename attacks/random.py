@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -11,6 +12,7 @@ from attacks.base import POISONS, CraftContext, PoisonParams, release
 @dataclass
 class RandomParams(PoisonParams):
     """Published: eps = 8/255, uniform per pixel; sample-wise acc ~90 % on CIFAR-10 (ResNet-18)."""
+    uses_model: ClassVar[bool] = False
 
 
 @POISONS.register("random", "sample-wise uniform noise in [-8/255, 8/255]: the no-protection control",

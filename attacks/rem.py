@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks.base import POISONS, CraftContext, PoisonParams, release, sign_step
-from attacks.em import (BatchStream, batches, check_int_positive, crafting_model, model_step, perturbed_images,
+from attacks._common import (BatchStream, batches, check_int_positive, crafting_model, model_step, perturbed_images,
                         sgd, uniform_init)
 from certify.errors import UserError
 from certify.progress import progress

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from attacks.base import POISONS, CraftContext, PoisonParams, release, sign_step
-from attacks.em import batches, check_int_positive, crafting_model
+from attacks._common import batches, check_int_positive, crafting_model
 from certify.progress import progress
 from certify.seeding import derive
 from certify.training import flip_crop, train

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import torch
 
+from attacks.base import per_image_norm
 from certify.cache import tensor_digest
 from certify.config import RunConfig
 from certify.data import Dataset, load_split
@@ -25,23 +25,9 @@ from certify.data.release import load_release
 from certify.data.resize import changes, fit
 from certify.errors import UserError
 from certify.pipeline import begin, evaluate_all
+from certify.plan.budgets import parse_budget
 from certify.progress import say
-
-NORMS = ("linf", "l2")
-
-
-def parse_budget(spec: str) -> dict:
-    """`linf:8/255` or `l2:0.5` -> {"norm", "epsilon"}."""
-    norm, _, value = spec.partition(":")
-    try:
-        eps = float(Fraction(value.strip())) if value.strip() else -1.0
-    except (ValueError, ZeroDivisionError, OverflowError):
-        eps = -1.0
-    if norm not in NORMS or not 0 < eps < float("inf"):
-        raise UserError(f"--budget {spec!r}: expected NORM:VALUE with NORM one of {', '.join(NORMS)} and a "
-                        "positive VALUE such as 8/255 or 0.5")
-    return {"norm": norm, "epsilon": eps}
-
+from certify.registry import CONTROL
 
 def _digests(x: torch.Tensor) -> list[bytes]:
     """One digest per image of its 8-bit pixels."""
@@ -50,12 +36,14 @@ def _digests(x: torch.Tensor) -> list[bytes]:
 
 
 def per_image_norms(x_rel, x_clean) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image l-inf and l2 norms of released - clean (tensors, or lists of images paired by index)."""
+    """Per-image l-inf and l2 norms of released - clean (tensors, or lists of images paired by index,
+    each its own size): `attacks.base.per_image_norm` of each."""
     if isinstance(x_rel, torch.Tensor) and isinstance(x_clean, torch.Tensor):
-        delta = (x_rel - x_clean).reshape(len(x_rel), -1)
-        return delta.abs().amax(1), delta.norm(dim=1)
-    pairs = [(r - c).reshape(-1) for r, c in zip(x_rel, x_clean)]
-    return torch.stack([d.abs().max() for d in pairs]), torch.stack([d.norm() for d in pairs])
+        delta = x_rel - x_clean
+        return per_image_norm(delta, "linf"), per_image_norm(delta, "l2")
+    pairs = [(r - c).unsqueeze(0) for r, c in zip(x_rel, x_clean)]  # a batch of one image each
+    return (torch.cat([per_image_norm(d, "linf") for d in pairs]),
+            torch.cat([per_image_norm(d, "l2") for d in pairs]))
 
 
 def measure_release(linf: torch.Tensor, l2: torch.Tensor, declared: dict | None) -> tuple[dict, list[str]]:
@@ -138,6 +126,6 @@ def audit(cfg: RunConfig, release: str, command: str, budget: str | None = None)
     out, ctx, t0 = begin(cfg, command, f"auditing {release}", data)
     clean = ctx.graph.const(f"release-{tensor_digest(x_clean)}", {"released": x_clean})
     given = ctx.graph.const(f"release-{tensor_digest(x_rel)}", {"released": x_rel})
-    releases = ([("none", clean)] if cfg.baseline else []) + [("release", given)]
-    heads = {"none": {"budget": {"norm": "none", "epsilon": 0.0, "measured": 0.0}}, "release": {"budget": head}}
+    releases = ([(CONTROL, clean)] if cfg.baseline else []) + [("release", given)]
+    heads = {CONTROL: {"budget": {"norm": "none", "epsilon": 0.0, "measured": 0.0}}, "release": {"budget": head}}
     return evaluate_all(ctx, out, command, lambda rep: (clean, releases), heads, t0, warnings), out

@@ -170,8 +170,9 @@ def cmd_run(ns, argv) -> int:
 def cmd_audit(ns, argv) -> int:
     from certify.config import load_config
     from certify.audit import audit
+    from certify.registry import CONTROL
 
-    cfg = load_config(ns.config, {**_flags(ns, RUN_FLAGS), "poisons": ["none"]})
+    cfg = load_config(ns.config, {**_flags(ns, RUN_FLAGS), "poisons": [CONTROL]})
     command = "certify " + " ".join(shlex.quote(a) for a in argv)
     report, out = audit(cfg, ns.release, command, ns.budget)
     _print_summary(report, out, ns.json)

@@ -1,6 +1,7 @@
 """Run configuration: dataclasses, YAML (safe_load), CLI overrides, validation, per-dataset defaults.
 
-Precedence: built-in defaults <- per-dataset defaults <- YAML file <- command-line flags.
+Precedence: built-in defaults <- per-dataset defaults <- profile (`--profile`) <- YAML file <-
+command-line flags.
 Every value is checked on load; an unknown key or a bad value is one line naming the key.
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ class RunConfig(CertificateConfig):
     image_size: Union[int, None] = None  # --image-size S: every image resized to S×S (shorter side, centre crop)
     data_root: Union[str, None] = None
     download: bool = False
-    model: Union[str, None] = None  # None: the dataset's default
+    model: str = "cnn"  # the architecture (`certify list`); a dataset's row of DATASET_DEFAULTS may name another
     defenses: list[str] = field(default_factory=list)
     out: Union[str, None] = None
     cache_dir: Union[str, None] = None
@@ -88,10 +89,9 @@ class RunConfig(CertificateConfig):
         for s in self.skip:
             check_choice(where, "skip", s, STAGES)
         check_choice(where, "profile", self.profile, ("quick", "reference"))
-        if self.model is not None:
-            from certify.models import MODELS
+        from certify.models import MODELS
 
-            MODELS.get(self.model)
+        MODELS.get(self.model)
         from defenses.base import DEFENSES
 
         for name in self.defenses:
@@ -103,31 +103,27 @@ class RunConfig(CertificateConfig):
         self.verdict.validate(where)
         from attacks.base import POISONS
 
-        for registry, overrides in ((POISONS, self.poison_params), (DEFENSES, self.defense_params),
-                                    (RECOVERY, self.recovery_params)):
-            for name, values in overrides.items():
-                registry.params(name, values, dataset=self.dataset, profile=self.profile)
+        for registry in (POISONS, DEFENSES, RECOVERY):
+            for name in getattr(self, registry.overrides):
+                registry.params_for(name, self)
 
 
 # Per-dataset defaults of the run. Keys are RunConfig fields (nested dicts for sections); a method's
 # own per-dataset and per-profile parameters live on its parameter class (certify/registry.py).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar10-mini": {
-        "model": "cnn",
         "train": {"epochs": 15, "batch_size": 128, "lr": 0.05, "flip": True},
     },
     # digits: the fast dataset for tests and smoke runs (plumbing, not protection); each
     # model-based poison declares its smallest schedule for it (`dataset_defaults`)
     "digits": {
-        "model": "cnn",
         "train": {"epochs": 15, "batch_size": 64, "lr": 0.05, "flip": False},
     },
     "mnist": {
-        "model": "cnn",
         "train": {"epochs": 8, "batch_size": 128, "lr": 0.05, "flip": False},
     },
 }
-GENERIC_DEFAULTS: dict[str, Any] = {"model": "cnn", "train": {"flip": True}}
+GENERIC_DEFAULTS: dict[str, Any] = {"train": {"flip": True}}
 
 # `--profile reference` follows the published solver settings; `quick` (the default) is sized for a CPU.
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -188,7 +184,7 @@ def read_yaml(path: str) -> dict:
 
 
 def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """defaults <- dataset defaults <- YAML <- overrides (flags), validated."""
+    """defaults <- dataset defaults <- profile defaults <- YAML <- overrides (flags), validated."""
     file_values = read_yaml(path) if path else {}
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     dataset = flags.get("dataset", file_values.get("dataset", RunConfig.dataset))

@@ -65,16 +65,20 @@ class RunContext:
     def cached(self, kind: str, spec: dict, fn: Callable[..., dict], inputs: tuple[str, ...] = (), *,
                poison: str | None = None, defense: str | None = None, threads: int | None = None,
                accept: Callable[[dict], bool] | None = None, quiet: bool = False,
-               unkeyed: dict | None = None, stage: str | None = None, code: str | None = None) -> str:
+               unkeyed: dict | None = None, stage: str | None = None, code: str | None = None,
+               cpu_only: bool = False) -> str:
         """Add the task that makes artifact `kind` from `inputs` (keys) with
         `fn(*inputs, **spec, model=..., device=...)`; return its key. `spec` is both what `fn` is
         called with and what the key hashes (dataclasses hash by their repr: every field).
         `unkeyed` arguments do not change the artifact (a progress label, say); `stage` names the
-        task in progress and records (default: `kind`); `code` (a method's source digest) is hashed
-        into the key only, so a changed method makes its artifacts again."""
+        task in progress and records (default: `kind`); `code` (a method's source digest,
+        `Registry.code`: its file and the project modules it imports) is hashed into the key only,
+        so a changed method or helper makes its artifacts again. A `cpu_only` task computes on the
+        CPU wherever it runs: it reserves no GPU, and is keyed (and called) with device "cpu"."""
         threads = self.cfg.threads if threads is None else threads
+        device = "cpu" if cpu_only else self.device
         key = key_of(kind, {"spec": spec, "inputs": list(inputs), "model": self.model.key(),
-                            "device": self.device, "threads": threads, **({"code": code} if code else {})})
-        args = {**spec, **(unkeyed or {}), "model": self.model, "device": self.device}
+                            "device": device, "threads": threads, **({"code": code} if code else {})})
+        args = {**spec, **(unkeyed or {}), "model": self.model, "device": device}
         return self.graph.add(Task(key, stage or kind, fn, tuple(inputs), args, poison, defense, threads,
-                                   self.cfg.gpu_fraction, accept, quiet))
+                                   0.0 if cpu_only else self.cfg.gpu_fraction, accept, quiet))

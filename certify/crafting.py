@@ -17,9 +17,9 @@ import torch
 
 from attacks.base import POISONS, CraftContext, check_budget
 from certify import certificate
-from certify.certificate.config import SmoothingConfig
 from certify.context import ModelSpec, RunContext, images, task_device
 from certify.data import Dataset
+from certify.registry import CONTROL
 from certify.seeding import derive
 from certify.training import TrainConfig
 from certify.victims import add_victim
@@ -31,28 +31,29 @@ def sigma_field(params) -> str | None:
     return name if name and getattr(params, name) is None else None
 
 
-def craft_task(data: Dataset, *sigma: dict, poison: str, params, seed: int, training: TrainConfig, model: ModelSpec,
-               device: str, smoothing: SmoothingConfig | None = None) -> dict:
-    """The released set of `poison`; with the run's σ artifact as input, crafted at that σ (recorded)."""
+def craft_task(data: Dataset, *sigma: dict, poison: str, params, seed: int, model: ModelSpec, device: str,
+               training: TrainConfig | None = None) -> dict:
+    """The released set of `poison`; with the run's σ artifact as input, crafted at that σ (recorded).
+    A poison that uses no model (`uses_model = False`) gets no model factory and no `training`."""
     dev = task_device(device)
     extra = {}
     if sigma:
-        extra["sigma"], _ = certificate.sigma_of(sigma[0], smoothing)
+        extra["sigma"], _ = certificate.sigma_of(sigma[0])
         params = dataclasses.replace(params, **{sigma_field(params): extra["sigma"]})
-    ctx = CraftContext(data.x_train, data.y_train, data.num_classes, lambda s: model.build(s, dev), training, seed, dev)
+    make_model = (lambda s: model.build(s, dev)) if type(params).uses_model else None
+    ctx = CraftContext(data.x_train, data.y_train, data.num_classes, make_model, training, seed, dev)
     released = POISONS.get(poison).factory(ctx, params)
     check_budget(poison, data.x_train, released, type(params).norm, float(params.epsilon_for(data.shape)))
     return {"released": torch.round(released * 255).to(torch.uint8), **extra}
 
 
 def poison_params(ctx: RunContext, name: str):
-    cfg = ctx.cfg
-    return POISONS.params(name, cfg.poison_params.get(name, {}), dataset=cfg.dataset, profile=cfg.profile)
+    return POISONS.params_for(name, ctx.cfg)
 
 
 def run_sigma(ctx: RunContext) -> str:
     """The run's σ: a graph constant, or the auto rule's task on the clean model (added with it)."""
-    clean = add_victim(ctx, add_release(ctx, "none"), "none") if ctx.cfg.sigma == "auto" else None
+    clean = add_victim(ctx, add_release(ctx, CONTROL), CONTROL) if ctx.cfg.sigma == "auto" else None
     return certificate.add_sigma(ctx, clean)
 
 
@@ -60,11 +61,12 @@ def add_release(ctx: RunContext, name: str, params=None, label: str | None = Non
     """The task crafting poison `name` from the run's clean training split; `params` replace the
     run's parameters of it (`certify plan` varies the budget), `label` names the task in progress."""
     params = poison_params(ctx, name) if params is None else params
-    spec = {"poison": name, "params": params, "seed": derive(ctx.cfg.seed, "poison", name), "training": ctx.cfg.train}
+    spec = {"poison": name, "params": params, "seed": derive(ctx.cfg.seed, "poison", name),
+            **({"training": ctx.cfg.train} if type(params).uses_model else {})}  # model-free: not read
     if sigma_field(params) is None:
         return ctx.cached("craft", spec, craft_task, (ctx.data_key,), poison=label or name, code=POISONS.code(name))
     return ctx.cached("craft", spec, craft_task, (ctx.data_key, run_sigma(ctx)), poison=label or name,
-                      unkeyed={"smoothing": ctx.cfg.smoothing}, code=POISONS.code(name))
+                      code=POISONS.code(name))
 
 
 def budget_head(ctx: RunContext, name: str, crafted: dict) -> dict:

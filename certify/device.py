@@ -1,14 +1,12 @@
-"""Device, dtype and thread count: chosen here, once, and passed down."""
+"""Threads and devices: the torch thread count a task runs with (configuration, set per task by the
+graph), the cores this process may use, and a device's name for the report. Where a task computes
+is decided per task from the run's device kind (`certify.context.task_device`); floats stay float32.
+"""
 from __future__ import annotations
 
 import os
 
 import torch
-
-def pick_device(requested: str = "auto") -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 def set_threads(threads: int) -> None:

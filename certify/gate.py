@@ -37,10 +37,10 @@ from pathlib import Path
 
 from certify.curves import close, point_at
 from certify.errors import CheckFailed, UserError
+from certify.registry import CONTROL
 from certify.report import load_report
 from certify.report.schema import format_path
 
-CONTROL = "none"
 EPS = 1e-9  # float slack so that a delta of exactly the tolerance passes
 
 # What two reports must share for their numbers to mean the same thing, and how to get there.

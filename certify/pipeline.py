@@ -26,12 +26,13 @@ from certify.errors import UserError
 from certify.graph import run_graph
 from certify.models import check_input_size, count_parameters
 from certify.progress import say
+from certify.registry import CONTROL
 from certify.report.content import num
 from certify.recovery import add_recovery, section as recovery_section
 from certify.scores.comparison import comparison
 from certify.scores.stages import add_defended_sal, add_mi, add_sal, sections as score_sections
 from certify.seeding import derive
-from certify.verdict import CONTROL, verdicts
+from certify.verdict import verdicts
 from certify.victims import add_defended, add_victim, distance, empirical_section
 
 SCHEMA = "ue-certify/report/v1"
@@ -100,10 +101,10 @@ def poison_names(cfg: RunConfig) -> list[str]:
         else:
             POISONS.get(n)  # unknown names fail here, before any work
             names.append(n)
-    if cfg.baseline and "none" not in names:
-        names.insert(0, "none")
+    if cfg.baseline and CONTROL not in names:
+        names.insert(0, CONTROL)
     if not cfg.baseline:
-        names = [n for n in names if n != "none"]
+        names = [n for n in names if n != CONTROL]
     return list(dict.fromkeys(names))
 
 
@@ -117,7 +118,7 @@ def environment(cfg: RunConfig, device: str) -> dict:
 def _context(cfg: RunConfig, data: Dataset | None = None) -> RunContext:
     cache = Cache(cfg.cache_dir)
     data = data or load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.seed, cfg.test, cfg.image_size)
-    arch = cfg.model or "cnn"
+    arch = cfg.model
     check_input_size(arch, data.shape)  # where dataset and model first meet, before any task
     gpus = torch.cuda.is_available()
     if cfg.executor == "ray" and cfg.address:
@@ -171,12 +172,12 @@ def _plan(ctx: RunContext, clean_release: str, releases: list[tuple[str, str]]) 
     """Every task of the evaluation: {"clean": ..., "poisons": {name: keys of its artifacts}}."""
     cfg, skip = ctx.cfg, ctx.cfg.skip
     scores, cert, rec = "scores" not in skip, "certify" not in skip, "recovery" not in skip
-    plan = {"clean": add_victim(ctx, clean_release, "none"), "poisons": {}}
+    plan = {"clean": add_victim(ctx, clean_release, CONTROL), "poisons": {}}
     if scores:
-        plan["sal_clean"] = add_sal(ctx, clean_release, plan["clean"], "none")
+        plan["sal_clean"] = add_sal(ctx, clean_release, plan["clean"], CONTROL)
     sigma = certificate.add_sigma(ctx, plan["clean"]) if cert or rec else None  # recovery needs sigma too
     if cert:
-        plan["independent"] = add_victim(ctx, clean_release, "none", "victim-independent", stage="independent")
+        plan["independent"] = add_victim(ctx, clean_release, CONTROL, "victim-independent", stage="independent")
     for name, release in releases:
         p = {"release": release, "victim": add_victim(ctx, release, name),
              "defended": {d: add_defended(ctx, release, name, d) for d in cfg.defenses}}
@@ -264,7 +265,7 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases_of, heads: d
         section.update(replicates.combine(measured, seeds, len(data.y_test), cfg.alpha))
         say(_progress_line(name, section))
         report["poisons"][name] = section
-    if any(n != "none" for n in report["poisons"]):
+    if any(n != CONTROL for n in report["poisons"]):
         report["comparison"] = comparison(report["poisons"])
     for name, verdict in verdicts(report["poisons"], cfg.verdict).items():
         report["poisons"][name]["verdict"] = verdict
@@ -280,7 +281,7 @@ def evaluate_all(ctx: RunContext, out: Path, command: str, releases_of, heads: d
 def _check_names(cfg: RunConfig) -> list[str]:
     names = poison_names(cfg)
     for n in names:  # parameters are validated before any work
-        POISONS.params(n, cfg.poison_params.get(n, {}), dataset=cfg.dataset, profile=cfg.profile)
+        POISONS.params_for(n, cfg)
     for n in cfg.poison_params:
         POISONS.get(n)
     return names
@@ -309,6 +310,6 @@ def run(cfg: RunConfig, command: str) -> tuple[dict, Path]:
     heads = {name: (lambda r, n=name: budget_head(ctx, n, r)) for name in names}
 
     def releases_of(rep: RunContext):  # crafting is seeded: each replicate crafts its own releases
-        return add_release(rep, "none"), [(name, add_release(rep, name)) for name in names]
+        return add_release(rep, CONTROL), [(name, add_release(rep, name)) for name in names]
 
     return evaluate_all(ctx, out, command, releases_of, heads, t0), out

@@ -11,16 +11,12 @@ from certify.data import Dataset
 from certify.seeding import derive
 
 
-def _params(cfg, method: str):
-    return RECOVERY.params(method, cfg.recovery_params.get(method, {}), dataset=cfg.dataset, profile=cfg.profile)
-
-
 def recovery_task(data: Dataset, surrogate: dict, sigma_art: dict, *, method: str, params, seed: int,
-                  eta_sigma: list[float], attacker_fraction: float, attacker_seed: int, smoothing,
-                  model: ModelSpec, device: str) -> dict:
+                  eta_sigma: list[float], attacker_fraction: float, attacker_seed: int, model: ModelSpec,
+                  device: str) -> dict:
     from attacks.recovery import RecoveryInputs, attacker_split
 
-    sigma, _ = sigma_of(sigma_art, smoothing)
+    sigma, _ = sigma_of(sigma_art)
     x_att, y_att = attacker_split(data.x_train, data.y_train, attacker_fraction, attacker_seed)
     net = model.load(surrogate["state"], task_device(device))
     inputs = RecoveryInputs(net, x_att, y_att, data.x_test, data.y_test, [r * sigma for r in eta_sigma], seed)
@@ -32,10 +28,9 @@ def add_recovery(ctx: RunContext, surrogate: str, sigma: str, name: str) -> dict
     cfg, rc = ctx.cfg, ctx.cfg.recovery
     keys = {}
     for method in rc.methods:
-        spec = {"method": method, "params": _params(cfg, method),
+        spec = {"method": method, "params": RECOVERY.params_for(method, cfg),
                 "seed": derive(cfg.seed, "recovery", method), "eta_sigma": rc.eta_sigma,
-                "attacker_fraction": rc.attacker_fraction, "attacker_seed": derive(cfg.seed, "attacker-set"),
-                "smoothing": cfg.smoothing}
+                "attacker_fraction": rc.attacker_fraction, "attacker_seed": derive(cfg.seed, "attacker-set")}
         keys[method] = ctx.cached("recovery", spec, recovery_task, (ctx.data_key, surrogate, sigma), poison=name,
                                   code=RECOVERY.code(method))
     return keys
@@ -45,7 +40,7 @@ def section(ctx: RunContext, keys: dict[str, str], values: dict) -> dict:
     cfg, rc = ctx.cfg, ctx.cfg.recovery
     out = {}
     for method, key in keys.items():
-        params = _params(cfg, method)
+        params = RECOVERY.params_for(method, cfg)
         art = values[key]
         out[method] = {"start": "surrogate", "bn": params.bn, "constraint": params.constraint,
                        "attacker_images": art["attacker_images"], "params": dataclasses.asdict(params),

@@ -12,7 +12,8 @@ profiles (a profile: `certify run --profile`):
     profile_defaults: ClassVar[dict[str, dict]] = {"reference": {"epochs": 60}}
 
 `Registry.params` applies field defaults <- dataset overrides <- profile overrides <- the user's
-values (`poison_params` etc. in the run config), built and type-checked by `certify.params.from_dict`.
+values (`poison_params` etc. in the run config), built and type-checked by `certify.params.from_dict`;
+`Registry.params_for(name, cfg)` does so with a run's dataset, profile and values.
 
 A registry with an entry-point `group` also takes third-party methods (`certify/plugins.py`): after
 its built-in package it imports the group's plugins, and each entry records its `origin`. Every
@@ -22,11 +23,14 @@ plugin's registration is dropped with one warning.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import hashlib
 import importlib
+import importlib.util
 import inspect
+import os
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -34,6 +38,8 @@ from typing import Any, Callable
 from certify import plugins
 from certify.errors import UserError
 from certify.params import for_dataset, from_dict
+
+CONTROL = "none"  # the poison registered as the clean control: no perturbation, every poison's clean twin
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class Registry:
     package: str | None = None  # modules under it are imported before the first lookup
     group: str | None = None  # entry-point group of third-party plugins, imported after `package`
     check: Callable[[type | None], str | None] | None = None  # what is wrong with a Params class, or None
+    overrides: str | None = None  # the run config's mapping of the user's values per method ("poison_params")
     _entries: dict[str, Entry] = field(default_factory=dict)
     _loaded: bool = False
 
@@ -117,13 +124,24 @@ class Registry:
         return self._entries[name]
 
     def code(self, name: str) -> str:
-        """A digest of the source file that defines `name`, for cache keys: an artifact made by an
-        earlier version of the method's own file is made again (shared helpers are not hashed)."""
+        """A digest of the source that makes `name`'s artifacts, for cache keys: the file that defines
+        it and every module of this project (`PROJECT_PACKAGES`) that file imports, transitively, so
+        editing a helper makes again the artifacts of exactly the methods that import it."""
         entry = self.get(name)
         try:
-            return _file_digest(inspect.getsourcefile(entry.factory))
-        except (TypeError, OSError):  # no source file (a compiled plugin): its version stands in
+            path = inspect.getsourcefile(entry.factory)
+        except (TypeError, OSError):
+            path = None
+        if path is None:  # no source file (a compiled plugin): its version stands in
             return entry.origin
+        return _code_digest(os.path.realpath(path), getattr(entry.factory, "__module__", "") or "")
+
+    def params_for(self, name: str, cfg):
+        """`name`'s parameters in a run: `params` with the run's dataset and profile and the user's
+        values for it (`cfg` is a run config, or anything with `dataset`, `profile` and this
+        registry's `overrides` mapping)."""
+        values = getattr(cfg, self.overrides).get(name, {}) if self.overrides else None
+        return self.params(name, values, dataset=cfg.dataset, profile=cfg.profile)
 
     def params(self, name: str, overrides: dict[str, Any] | None = None, *, dataset: str | None = None,
                profile: str | None = None):
@@ -147,7 +165,91 @@ class Registry:
         return obj
 
 
+# The packages whose modules a method's code digest follows (their files are this project's).
+PROJECT_PACKAGES = ("attacks", "defenses", "certify")
+
+
+@functools.lru_cache(maxsize=None)
+def _code_digest(path: str, module: str) -> str:
+    """sha256 over the module at `path` and the project modules it imports, transitively, each as
+    its dotted name and its file's digest, in name order (so the digest does not depend on where
+    the project lies on disk)."""
+    seen: dict[str, str] = {}  # module name -> file
+    todo = [(module or path, path)]
+    while todo:
+        name, file = todo.pop()
+        if name in seen:
+            continue
+        seen[name] = file
+        todo += [(m, f) for m, f in _project_imports(file, name) if m not in seen]
+    h = hashlib.sha256()
+    for name in sorted(seen):
+        h.update(f"{name}\0{_file_digest(seen[name])}\n".encode())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def _project_imports(path: str, module: str) -> tuple[tuple[str, str], ...]:
+    """(module name, file) of every project module the file at `path` (module `module`) imports, at
+    any depth of its code except `if TYPE_CHECKING:` blocks. `from pkg import name` counts the
+    submodule `pkg.name` where there is one, else `pkg`; a package's `__init__` counts only where
+    the package itself is imported."""
+    with open(path, "rb") as f:
+        tree = ast.parse(f.read(), filename=path)
+    package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+    found: dict[str, str] = {}
+
+    def add(name: str) -> bool:
+        file = _module_file(name)
+        if file is not None:
+            found.setdefault(name, file)
+        return file is not None
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolved against this module's package
+                parts = package.split(".") if package else []
+                parts = parts[:len(parts) - (node.level - 1)] if node.level > 1 else parts
+                base = ".".join(parts + ([node.module] if node.module else []))
+            for alias in node.names:
+                if alias.name == "*" or not add(f"{base}.{alias.name}"):
+                    add(base)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return tuple(sorted(found.items()))
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _module_file(name: str) -> str | None:
+    """The source file of project module `name` (a package: its `__init__.py`), or None if `name`
+    is not a module of this project's packages."""
+    parts = name.split(".")
+    if parts[0] not in PROJECT_PACKAGES:
+        return None
+    spec = importlib.util.find_spec(parts[0])
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        base = os.path.join(root, *parts[1:])
+        for file in (base + ".py", os.path.join(base, "__init__.py")):
+            if os.path.isfile(file):
+                return os.path.realpath(file)
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def _file_digest(path: str) -> str:
     with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:16]
+        return hashlib.sha256(f.read()).hexdigest()

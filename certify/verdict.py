@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 from certify.errors import UserError
 from certify.curves import point_at
+from certify.registry import CONTROL
 from certify.validation import check_nonnegative, check_positive
 
 LEVELS = ("strong", "partial", "weak", "none")
-CONTROL = "none"
 SLACK = 1e-9  # float slack: a ratio of exactly a threshold meets it
 UNTRIED = ("no defense or recovery attack was tried: the level holds against training as usual only "
            "(JPEG-10, --defense jpeg, undid every l-inf poison measured in reports/POISONS.md)")

@@ -78,8 +78,7 @@ def defense_spec(ctx: RunContext, defense: str) -> dict:
     from defenses.base import DEFENSES
 
     cfg = ctx.cfg
-    return {"defense": defense, "params": DEFENSES.params(defense, cfg.defense_params.get(defense, {}),
-                                                          dataset=cfg.dataset, profile=cfg.profile),
+    return {"defense": defense, "params": DEFENSES.params_for(defense, cfg),
             "prepare_seed": derive(cfg.seed, "defense", defense)}
 
 

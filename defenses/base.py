@@ -13,7 +13,7 @@ import torch
 from certify.registry import Registry
 from certify.training import BatchTransform, LossFn
 
-DEFENSES = Registry("defense", package="defenses", group="certify.defenses")
+DEFENSES = Registry("defense", package="defenses", group="certify.defenses", overrides="defense_params")
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """CutMix (Yun et al., 2019) with beta = 1, through torchvision.transforms.v2.CutMix, soft labels.
 
-Seeded per batch from the training generator like MixUp (see defenses/mixup.py).
+Seeded per batch from the training generator, with soft labels and their loss: the mixing defense
+it shares with MixUp (`defenses/_common.py`).
 """
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from dataclasses import dataclass
 from torchvision.transforms import v2
 
 from certify.validation import check_positive
+from defenses._common import mixing_defense
 from defenses.base import DEFENSES, Defense
-from defenses.mixup import mixing_defense
 
 
 @dataclass

@@ -21,4 +21,8 @@ def digits():
 
 @pytest.fixture(autouse=True)
 def _threads():
+    """Each test runs with 2 torch threads (as on the CI machine); the count is restored after it."""
+    previous = torch.get_num_threads()
     torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from certify.audit import parse_budget
 from certify.cli import main
 from certify.errors import UserError
+from certify.plan.budgets import parse_budget
 
 TINY = "train: {epochs: 1}\n"
 

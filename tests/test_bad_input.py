@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from certify.cli import main
-from test_data import header_only_png, npz_with_member, write_idx
+from sample_files import header_only_png, npz_with_member, write_idx
 
 SUB, INPROC = "subprocess", "in-process"
 SENTINEL = "KEEP-ME.txt"
@@ -379,6 +379,9 @@ ROWS = [
      INPROC, None),
     ("poison-format", ["poison", "--poison", "random", "--out", "{OUT}", "--format", "jpg"], "invalid choice",
      INPROC, None),
+    ("plan-budget-off-grid", ["plan", "--executor", "serial", "--cache-dir", "{CACHE}", "--out", "{OUT}",
+                              "--dataset", "digits", "--poison", "em", "--budgets", "2/255,0.01"],
+     "an linf budget must be a whole number of 8-bit steps", INPROC, None),
     # second round (issue 18): sizes come from input, allocations must not
     ("npz-label-a-billion", RUN + DIGITS + ["--dataset", "npz:{W}/label-billion.npz"],
      "1,000,000,001 classes (labels 0..1,000,000,000) but only 20 images", INPROC, None),
@@ -494,9 +497,18 @@ def _check(rid, code, err, key, out, cache, before):
     assert artifacts == [] or rid in CRAFTS_FIRST, artifacts
 
 
-def test_table_size():
-    assert len(ROWS) >= 25
-    assert sum(r[3] == SUB for r in ROWS) >= 5
+def test_every_command_that_reads_input_has_rows():
+    """The table follows the CLI: a command added to it (or one whose rows are dropped) fails here until
+    its bad input has rows, and the console-script path (exit code and stderr as a user sees them) is
+    exercised for run and for the commands that read reports."""
+    import argparse
+
+    from certify.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    commands = set(sub.choices) - {"list"}  # `list` reads no input
+    assert commands and commands <= {r[1][0] for r in ROWS}, commands - {r[1][0] for r in ROWS}
+    assert {"run", "check", "report"} <= {r[1][0] for r in ROWS if r[3] == SUB}
 
 
 ORDERED = sorted(ROWS, key=lambda r: r[3] == SUB)  # in-process rows first, then the console-script ones

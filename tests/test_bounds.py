@@ -1,4 +1,5 @@
-"""Unit tests for certify.bounds: spec test vectors, brute-force order statistics, scipy cross-checks."""
+"""Unit tests for certify.certificate.bounds: feasibility vectors, brute-force order statistics, scipy
+cross-checks (and the report's Clopper-Pearson interval, certify.intervals)."""
 
 import json
 import math
@@ -9,6 +10,7 @@ from scipy import stats
 
 from certify.certificate import bounds
 from certify.errors import UserError
+from certify.intervals import binomial_interval
 
 ALPHA = 0.01
 
@@ -218,13 +220,17 @@ def test_empirical_quantile_is_inverted_cdf():
 
 
 def test_clopper_pearson():
-    lo, hi = bounds.clopper_pearson(30, 100, 0.05)
+    """The project's one exact binomial interval (an accuracy on n test images, certify.intervals;
+    statsmodels inside) against scipy's beta quantiles and its exact binomial test."""
+    lo, hi = binomial_interval(30 / 100, 100)
     assert lo == pytest.approx(stats.beta.ppf(0.025, 30, 71))
     assert hi == pytest.approx(stats.beta.ppf(0.975, 31, 70))
-    assert bounds.clopper_pearson(0, 10, 0.05)[0] == 0.0
-    assert bounds.clopper_pearson(10, 10, 0.05)[1] == 1.0
+    assert binomial_interval(0.0, 10)[0] == 0.0
+    assert binomial_interval(1.0, 10)[1] == 1.0
     ci = stats.binomtest(30, 100).proportion_ci(confidence_level=0.95, method="exact")
     assert (lo, hi) == pytest.approx((ci.low, ci.high))
+    ci = stats.binomtest(3, 10).proportion_ci(confidence_level=0.9, method="exact")
+    assert binomial_interval(0.3, 10, confidence=0.9) == pytest.approx((ci.low, ci.high))
 
 
 # ----------------------------------------------------------------------------- validation
@@ -277,5 +283,3 @@ def test_other_functions_validate():
         bounds.empirical_quantile([0.1], 1.0)
     with pytest.raises(UserError, match="sigma"):
         bounds.max_certified_eta(100, 0.0, 0.5, 0.01)
-    with pytest.raises(UserError, match="successes"):
-        bounds.clopper_pearson(11, 10, 0.05)

@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tarfile
 import tracemalloc
 import warnings
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ import certify.data.cifar10_mini as cifar10_mini
 from certify.data import DATASETS, SPEC_FORMS, Dataset, load_dataset, load_split, validate
 from certify.errors import UserError
 from certify.seeding import stratified_draw
+from sample_files import header_only_png, npz_with_member, write_idx
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
@@ -57,8 +55,14 @@ def test_registry_lists_every_named_source_with_a_summary():
     assert all(v and "\n" not in v for v in SPEC_FORMS.values())
 
 
-def test_default_dataset_is_cifar10_mini(mini):
-    assert mini.name == "cifar10-mini"
+def test_default_dataset_is_cifar10_mini():
+    """What the README and `--help` promise: a run without --dataset, and the loader without a name,
+    use the shipped cifar10-mini."""
+    from certify.config import load_config
+
+    assert load_config().dataset == "cifar10-mini"
+    d = load_dataset()
+    assert d.name == "cifar10-mini" and d.classes == CIFAR_CLASSES
 
 
 @pytest.mark.parametrize("spec", ["nope", "", "cifar10-mini:val", "folder:", "npz:", "idx:"])
@@ -568,17 +572,6 @@ def test_test_source_with_permuted_class_names(tmp_path):
 
 
 # ---------------------------------------------------------------- idx:DIR
-def write_idx(path: Path, a: np.ndarray, compress: bool = True, dims: tuple | None = None) -> None:
-    """An IDX file holding a's bytes; its header declares `dims` (default: a's shape)."""
-    dims = a.shape if dims is None else dims
-    raw = bytes([0, 0, 0x08, len(dims)]) + b"".join(int(d).to_bytes(4, "big") for d in dims) + a.tobytes()
-    if compress:
-        import gzip
-
-        raw = gzip.compress(raw)
-    path.write_bytes(raw)
-
-
 def idx_folder(tmp_path: Path, n_per_class: int = 10, compress: bool = True):
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(10, dtype=np.uint8), n_per_class)
@@ -637,18 +630,6 @@ def peak_traced_bytes(fn) -> int:
         tracemalloc.stop()
 
 
-def npz_with_member(path: Path, header_shape: tuple, payload: bytes) -> str:
-    """An npz whose x.npy declares `header_shape` (uint8) and holds `payload`; y is honest."""
-    head = io.BytesIO()
-    np.lib.format.write_array_header_1_0(head, {"descr": "|u1", "fortran_order": False, "shape": header_shape})
-    ys = io.BytesIO()
-    np.save(ys, NPZ_OK_Y)
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("x.npy", head.getvalue() + payload)
-        z.writestr("y.npy", ys.getvalue())
-    return f"npz:{path}"
-
-
 def test_npz_member_header_must_match_its_size(tmp_path):
     spec = npz_with_member(tmp_path / "long.npz", (4, 3, 3), bytes(36 + 100))  # 100 bytes more than declared
     one_line_error(lambda: load_split(spec), "header says (4, 3, 3)", "holds 136")
@@ -680,15 +661,6 @@ def test_idx_gzip_is_decompressed_no_further_than_its_header_declares(tmp_path):
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", padded, dims=x.shape)
     peak = peak_traced_bytes(lambda: load_dataset(f"idx:{tmp_path}", seed=0))
     assert peak < 4 << 20
-
-
-def header_only_png(path: Path, side: int) -> None:
-    """A PNG that declares side x side gray pixels and holds none: all Pillow reads before decoding."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
-
-    ihdr = side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
 
 
 def test_folder_image_sides_are_checked_from_the_header(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from certify.cli import main
 from certify.errors import UserError
 from certify.gate import check
-from test_report import make_report
+from sample_reports import make_report
 
 
 def _write(path, report):

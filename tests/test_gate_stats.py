@@ -14,7 +14,7 @@ from statsmodels.stats.proportion import proportions_ztest
 
 from certify.cli import main
 from certify.gate import OK, WEAKER, judge_accuracy, permutation_p, two_proportion_p, welch_p
-from test_report import _add_seeds as add_seeds, _summarize as summarize_seeds, make_report
+from sample_reports import add_seeds, make_report, summarize as summarize_seeds
 
 ALPHA, TOLERANCE, N = 0.05, 0.02, 1000  # make_report's test set has 1000 images
 

@@ -17,7 +17,7 @@ from certify.report.document import Bullets, Paragraph, Section
 from certify.report.figures import SAMPLE_CLASSES, plan, sample_grid, sample_indices
 from certify.training import evaluate, per_class_accuracy
 from certify.verdict import UNTRIED
-from test_report import make_report
+from sample_reports import make_report
 
 
 class Lookup(nn.Module):

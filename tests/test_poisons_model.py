@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from attacks._common import crafting_model
 from attacks.base import POISONS, CraftContext, measure
-from attacks.em import classwise_step, craft_em_delta, crafting_model
+from attacks.em import classwise_step, craft_em_delta
 from attacks.miue import craft_miue_delta, delta_steps, dist_loss, sim_loss
 from certify.data import load_dataset
 from certify.errors import UserError

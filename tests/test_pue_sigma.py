@@ -63,6 +63,6 @@ def test_auto_sigma_is_chosen_on_the_clean_model_before_pue_is_crafted(digits, t
     assert stages == [("craft", "none"), ("train", "none"), ("sigma", None), ("craft", "pue")]
     sigma_key = ctx.graph.tasks[key].inputs[1]
     assert ctx.graph.tasks[sigma_key].stage == "sigma"
-    chosen, _ = sigma_of(out.values[sigma_key], ctx.cfg.smoothing)
+    chosen, _ = sigma_of(out.values[sigma_key])
     assert out.values[key]["sigma"] == chosen
     assert budget_head(ctx, "pue", out.values[key])["parameters"]["sigma_max"] == chosen

@@ -9,7 +9,6 @@ import re
 import numpy as np
 import pytest
 
-from certify.certificate import bounds
 from certify.errors import UserError
 from certify.report import load_report, render, validate_report, write_report
 from certify.report.content import build_document, spread
@@ -18,128 +17,7 @@ from certify.report.figures import plan
 from certify.report.html import build_html
 from certify.report.markdown import build_markdown
 from certify.report.schema import SCHEMA_ID
-
-GRID = [0.05, 0.1, 0.25, 0.5, 1.0, 1.5]
-SIGMA = 0.02
-
-
-def _certificate(mean: float, seed: int) -> dict:
-    draws = np.random.default_rng(seed).normal(mean, 0.03, 200).clip(0, 1)
-    cert = {
-        "sigma": SIGMA, "q": 0.9, "alpha": 0.01,
-        "surrogate": "rwp", "surrogate_recipe": {"levels": [0.0, 0.01, 0.02], "epochs": 12},
-        "surrogate_accuracy": mean + 0.05,
-        "sigma_rule": {"rule": "auto", "tried": [{"sigma": 0.005, "median_ratio": 0.98},
-                                                 {"sigma": 0.01, "median_ratio": 0.96},
-                                                 {"sigma": 0.02, "median_ratio": 0.88},
-                                                 {"sigma": 0.05, "median_ratio": 0.56}]},
-        "theta_norm": 41.3, "independent_distance": 27.9,
-        "eta_scale": "eta is an absolute l2 radius over all trainable parameters",
-    }
-    cert.update(bounds.summarize(draws, 0.9, 0.01, SIGMA, GRID))
-    cert["draws"] = [float(a) for a in draws]
-    return cert
-
-
-def _poison(name: str, clean: float, protected: float, seed: int) -> dict:
-    control = name == "none"
-    return {
-        "budget": ({"norm": "none", "epsilon": 0, "measured": 0} if control
-                   else {"norm": "linf", "epsilon": 8 / 255, "measured": 8 / 255}),
-        "empirical": {
-            "clean_accuracy": clean, "protected_accuracy": protected, "peak_protected_accuracy": protected + 0.03,
-            "defenses": {"jpeg": {"accuracy": protected + 0.1, "peak_accuracy": protected + 0.12},
-                         "grayscale": {"accuracy": protected + 0.05, "peak_accuracy": protected + 0.06}},
-            "clean_history": [0.2, 0.35, 0.45, clean],
-            "protected_history": [0.15, 0.25, protected + 0.03, protected],
-        },
-        "certificate": _certificate(protected, seed),
-        "sal_ud": {"ud": 1.0 if control else 0.42, "ud_null_reason": None, "lp_protected": 0.3, "lp_clean": 0.3,
-                   "beta": 0.5, "rho": 0.05, "layers": 3, "profile": "quick",
-                   "sal_protected": [[0.1 * (i + j) for j in range(5)] for i in range(3)],
-                   "sal_clean": [[0.05 * (i + 2 * j) for j in range(5)] for i in range(3)]},
-        "mutual_information": {"estimator": "ksg", "projections": 128, "images": 1000,
-                               "clean": 0.8, "protected": 0.8 if control else 0.35,
-                               "gap": 0.0 if control else 0.45, "histogram_gap": 0.0 if control else 0.3},
-        "recovery": {"pgd": {"start": "surrogate", "bn": "frozen", "constraint": "ball",
-                             "curve": [{"eta": r * SIGMA, "eta_over_sigma": r, "accuracy": protected + 0.02 * r}
-                                       for r in GRID]}},
-    }
-
-
-def _interval(values: list[float], n_test: int) -> list[float]:
-    """The contract's 95 % interval: Clopper-Pearson over the test images for one seed, Student-t over several."""
-    from scipy import stats
-    from statsmodels.stats.proportion import proportion_confint
-
-    if len(values) == 1:
-        low, high = proportion_confint(round(values[0] * n_test), n_test, alpha=0.05, method="beta")
-    else:
-        h = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values))
-        low, high = np.mean(values) - h, np.mean(values) + h
-    return [max(0.0, float(low)), min(1.0, float(high))]
-
-
-def _summarize(values: list[float], n_test: int) -> tuple[float, list[float]]:
-    return float(np.mean(values)), _interval(values, n_test)
-
-
-def _add_seeds(report: dict, k: int) -> None:
-    """The fields of a run with `k` replicate seeds (contract-replicates.md): the first seed has the
-    report's numbers, seed i's accuracies lie 0, +, -, 2+, 2-, ... 0.015 away from them (1.5 times
-    that under a defense), its certified bounds 0.01·i below; the means, intervals and the
-    certificate's summary over the seeds follow from those."""
-    seeds = [report["seed"] + i for i in range(k)]
-    report["seeds"] = seeds
-    n = report["dataset"]["n_test"]
-    offsets = [0.015 * ((i + 1) // 2) * (1 if i % 2 else -1) for i in range(k)]
-    for sec in report["poisons"].values():
-        emp, cert = sec["empirical"], sec["certificate"]
-        reps = [{"seed": seed, "clean_accuracy": emp["clean_accuracy"] + o,
-                 "protected_accuracy": emp["protected_accuracy"] + o,
-                 "peak_protected_accuracy": emp["peak_protected_accuracy"] + o,
-                 "defenses": {d: v["accuracy"] + 1.5 * o for d, v in emp["defenses"].items()},
-                 "defenses_peak": {d: v["peak_accuracy"] + 1.5 * o for d, v in emp["defenses"].items()},
-                 "certified": {format(pt["eta_over_sigma"], "g"): None if pt["learnability"] is None
-                               else max(0.0, pt["learnability"] - 0.01 * i) for pt in cert["curve"]},
-                 "recovery": {m: max(pt["accuracy"] for pt in r["curve"]) + o for m, r in sec["recovery"].items()}}
-                for i, (seed, o) in enumerate(zip(seeds, offsets))]
-        sec["replicates"] = reps
-        for key in ("clean", "protected", "peak_protected"):
-            emp[f"{key}_accuracy"], emp[f"{key}_interval"] = _summarize([r[f"{key}_accuracy"] for r in reps], n)
-        for d, v in emp["defenses"].items():
-            v["accuracy"], v["interval"] = _summarize([r["defenses"][d] for r in reps], n)
-            v["peak_accuracy"], v["peak_interval"] = _summarize([r["defenses_peak"][d] for r in reps], n)
-        emp.update(interval_method="clopper-pearson" if k == 1 else "student-t", seeds=k, confidence=0.95)
-        for m, r in sec["recovery"].items():
-            r["best_accuracy"], r["best_interval"] = _summarize([rep["recovery"][m] for rep in reps], n)
-        cert.update(replicates=k, replicate_alpha=cert["alpha"] / k)  # the first seed's bounds are the largest
-
-
-def make_report(dataset_name: str = "cifar10-mini", poisons=("none", "miue"), seeds: int | None = None) -> dict:
-    """A synthetic report; with `seeds` (K >= 1) one of a run with K replicate seeds, else one from
-    before replicates."""
-    report = _base_report(dataset_name, poisons)
-    if seeds is not None:
-        _add_seeds(report, seeds)
-    return report
-
-
-def _base_report(dataset_name: str, poisons) -> dict:
-    values = {"none": (0.535, 0.535, 1), "miue": (0.535, 0.21, 2)}
-    return {
-        "schema": SCHEMA_ID,
-        "created": "2025-01-02T03:04:05+00:00",
-        "command": "certify run --poison miue --samples 200 --sigma 0.02 --seed 0",
-        "seed": 0,
-        "config": {"poisons": list(poisons), "samples": 200, "sigma": SIGMA, "q": 0.9, "alpha": 0.01},
-        "environment": {"python": "3.12.1", "torch": "2.14.1", "device": "cpu", "executor": "serial",
-                        "workers": 2},
-        "dataset": {"name": dataset_name, "n_train": 5000, "n_test": 1000, "shape": [3, 32, 32], "classes": 10},
-        "model": {"arch": "cnn-w8", "parameters": 6530},
-        "poisons": {p: _poison(p, *values.get(p, (0.5, 0.3, 3))) for p in poisons},
-        "timings": {"craft": 12.5, "train": 40.1, "certify": 8.25},
-    }
+from sample_reports import GRID, make_report
 
 
 # ----------------------------------------------------------------------------- schema

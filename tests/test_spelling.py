@@ -1,9 +1,8 @@
 """One spelling: "defense" (the package is `defenses/`), in code, messages, report keys, docs and paths.
 
 Every file git tracks or would track (so not .git, reports/runs/ or a virtual environment) is read
-for the British spelling (written below as a pattern, so this file does not hold it). Until
-certify/pipeline.py, which is being rewritten by its owner, drops its remaining British spellings,
-this test fails and names that file's lines; nothing is exempt.
+for the British spelling (written below as a pattern, so this file does not hold it); a hit fails the
+test with its file and line, and nothing is exempt.
 """
 import re
 import subprocess

@@ -29,7 +29,8 @@ def params_problem(params: type | None) -> str | None:
     return None
 
 
-RECOVERY = Registry("recovery attack", package="attacks.recovery", group="certify.recovery", check=params_problem)
+RECOVERY = Registry("recovery attack", package="attacks.recovery", group="certify.recovery", check=params_problem,
+                    overrides="recovery_params")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """What the recovery attacks share: the eta-ball around theta_ue.
 
-Distances are l2 over all trainable parameters flattened (`certify.smoothing.trainable`:
+Distances are l2 over all trainable parameters flattened (`certify.models.trainable`:
 conv/linear weights and biases, BN affine; never BN buffers).
 """
 from __future__ import annotations

@@ -12,6 +12,7 @@ weights (benchmarks use it), through the same tasks.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -39,14 +40,16 @@ def add_sigma(ctx: RunContext, clean: str) -> str:
     cfg = ctx.cfg
     if cfg.sigma != "auto":
         return ctx.graph.const(f"sigma-fixed-{float(cfg.sigma)!r}", fixed(cfg.sigma))
-    spec = {"seed": derive(cfg.seed, "sigma-rule"), "smoothing": cfg.smoothing, "grid": SIGMA_GRID}
+    sm = cfg.smoothing
+    spec = {"seed": derive(cfg.seed, "sigma-rule"), "draws": sm.sigma_draws, "ratio": sm.sigma_ratio,
+            "eval_batch": sm.eval_batch, "grid": SIGMA_GRID}
     return ctx.cached("sigma", spec, sigma_task, (ctx.data_key, clean))
 
 
 def surrogate_task(data: Dataset, released: dict, sigma_art: dict, *victim: dict, seed: int, training: TrainConfig,
-                   surrogate, smoothing, model: ModelSpec, device: str) -> dict:
+                   surrogate, eval_batch: int, model: ModelSpec, device: str) -> dict:
     """The weights to smooth: trained on the release (fine-tuned from its victim by default)."""
-    sigma, _ = sigma_of(sigma_art, smoothing)
+    sigma, _ = sigma_of(sigma_art)
     net = model.build(seed, task_device(device))
     if victim:
         net.load_state_dict(victim[0]["state"])
@@ -54,17 +57,17 @@ def surrogate_task(data: Dataset, released: dict, sigma_art: dict, *victim: dict
     net.eval()
     theta = torch.cat([p.flatten() for p in trainable(net).values()])
     return {"state": {k: v.cpu() for k, v in net.state_dict().items()}, "history": hist,
-            "accuracy": evaluate(net, data.x_test, data.y_test, smoothing.eval_batch),
+            "accuracy": evaluate(net, data.x_test, data.y_test, eval_batch),
             "theta_norm": float(theta.norm())}
 
 
 def draws_task(data: Dataset, surrogate: dict, sigma_art: dict, *, seed: int, start: int, stop: int,
-               smoothing, draws_per_pass: int, model: ModelSpec, device: str) -> dict:
-    """Accuracies of draws start..stop-1 (a chunk: the unit that is checkpointed and spread)."""
-    sigma, _ = sigma_of(sigma_art, smoothing)
+               eval_batch: int, draws_per_pass: int, model: ModelSpec, device: str) -> dict:
+    """Accuracies of draws start..stop-1 (a chunk: the unit that is checkpointed and spread; draw j
+    depends only on (seed, j), so how draws are chunked changes no accuracy)."""
+    sigma, _ = sigma_of(sigma_art)
     net = model.load(surrogate["state"], task_device(device))
-    acc = draw_accuracies(net, sigma, seed, start, stop, data.x_test, data.y_test, smoothing.eval_batch,
-                          draws_per_pass)
+    acc = draw_accuracies(net, sigma, seed, start, stop, data.x_test, data.y_test, eval_batch, draws_per_pass)
     return {"accuracies": torch.from_numpy(acc)}
 
 
@@ -77,7 +80,7 @@ class CertificatePlan:
 
 def _chunk_tasks(ctx: RunContext, surrogate: str, sigma: str, name: str | None) -> list[str]:
     cfg, sm = ctx.cfg, ctx.cfg.smoothing
-    spec = {"seed": derive(cfg.seed, "draws"), "smoothing": sm,
+    spec = {"seed": derive(cfg.seed, "draws"), "eval_batch": sm.eval_batch,
             "draws_per_pass": 1 if ctx.device == "cpu" else 16}  # batched passes pay on GPUs only
     return [ctx.cached("draws", {**spec, "start": lo, "stop": min(cfg.samples, lo + sm.chunk)}, draws_task,
                        (ctx.data_key, surrogate, sigma), poison=name, threads=sm.threads, quiet=True)
@@ -88,8 +91,10 @@ def plan(ctx: RunContext, name: str, release: str, victim: str, sigma: str, *, d
     """Add the surrogate of `release` and (with `draws`) the chunks of draws certifying it."""
     cfg = ctx.cfg
     warm = cfg.surrogate.init == "victim"
-    spec = {"seed": derive(cfg.seed, "surrogate"), "training": cfg.train, "surrogate": cfg.surrogate,
-            "smoothing": cfg.smoothing}
+    spec = {"seed": derive(cfg.seed, "surrogate"), "surrogate": cfg.surrogate,
+            # the training settings it trains with: its own epochs, never the run's train.epochs
+            "training": dataclasses.replace(cfg.train, epochs=cfg.surrogate.epochs),
+            "eval_batch": cfg.smoothing.eval_batch}  # its test accuracy is evaluated in batches of it
     inputs = (ctx.data_key, release, sigma) + ((victim,) if warm else ())
     sur = ctx.cached("surrogate", spec, surrogate_task, inputs, poison=name)
     return CertificatePlan(sigma, sur, _chunk_tasks(ctx, sur, sigma, name) if draws else [])
@@ -97,12 +102,13 @@ def plan(ctx: RunContext, name: str, release: str, victim: str, sigma: str, *, d
 
 def section(cfg: CertificateConfig, p: CertificatePlan, values: dict, independent_distance: float | None) -> dict:
     """The report's `certificate` section from the plan's artifacts."""
-    sigma, rule = sigma_of(values[p.sigma], cfg.smoothing)
+    sigma, rule = sigma_of(values[p.sigma])
     draws = np.concatenate([values[k]["accuracies"].numpy() for k in p.chunks])
     sur = values[p.surrogate]
     rec = recipe(cfg.surrogate, sigma)
     stats = bounds.summarize(draws, cfg.q, cfg.alpha, sigma, cfg.eta_sigma, cfg.coverage)
-    return {"sigma": sigma, "q": cfg.q, "alpha": cfg.alpha, "samples": cfg.samples, "surrogate": rec["kind"],
+    # `samples` once, from the draws, where the section has always placed it
+    return {"sigma": sigma, "q": cfg.q, "alpha": cfg.alpha, "samples": stats.pop("samples"), "surrogate": rec["kind"],
             "surrogate_recipe": rec, "surrogate_accuracy": sur["accuracy"], "sigma_rule": rule, **stats,
             "theta_norm": sur["theta_norm"], "independent_distance": independent_distance,
             "draws": [float(a) for a in draws]}

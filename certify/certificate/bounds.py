@@ -3,7 +3,8 @@
 Percentile smoothing (Chiang et al. 2020, Thm. 1) moved to parameter space: for every theta' within
 eta of theta_hat, h_q(theta') <= h_{q_bar}(theta_hat) with q_bar = Phi(Phi^-1(q) + eta/sigma), and an
 order statistic of N smoothed-accuracy draws bounds h_{q_bar}(theta_hat) with probability >= 1 - alpha.
-See docs/spec certification.md. numpy / scipy / statsmodels only: this module never imports torch.
+What the claim covers: the README's "What a certificate says"; its failure rate is simulated by
+`soundness.py`. numpy and scipy only: this module never imports torch.
 """
 
 from __future__ import annotations
@@ -213,20 +214,6 @@ def max_certified_eta(n: int, sigma: float, q: float, alpha: float) -> float | N
     while eta > 0.0 and not certifies(eta):
         eta *= 1.0 - 1e-9
     return float(eta) if certifies(eta) else None
-
-
-def clopper_pearson(successes: int, n: int, alpha: float) -> tuple[float, float]:
-    """Exact two-sided (1 - alpha) binomial interval for a proportion (e.g. P[smoothed acc > t])."""
-    from statsmodels.stats.proportion import proportion_confint
-
-    n = _check_n(n)
-    if isinstance(successes, bool) or not isinstance(successes, (int, np.integer)) or not (0 <= successes <= n):
-        raise UserError(f"successes must be an integer in 0..n ({n}), got {successes!r}")
-    alpha = _check_open_unit("alpha", alpha)
-    lo, hi = proportion_confint(int(successes), n, alpha=alpha, method="beta")
-    lo = 0.0 if not np.isfinite(lo) else float(lo)  # older statsmodels return NaN at the edges
-    hi = 1.0 if not np.isfinite(hi) else float(hi)
-    return lo, hi
 
 
 def summarize(

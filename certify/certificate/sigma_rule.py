@@ -6,41 +6,43 @@ from __future__ import annotations
 
 import numpy as np
 
-from certify.certificate.config import SIGMA_GRID, SmoothingConfig
+from certify.certificate.config import SIGMA_GRID
 from certify.certificate.draws import draw_accuracies
 from certify.context import ModelSpec, task_device
 from certify.data import Dataset
 from certify.training import evaluate
 
 
-def sigma_task(data: Dataset, clean: dict, *, seed: int, smoothing: SmoothingConfig, grid: tuple,
+def sigma_task(data: Dataset, clean: dict, *, seed: int, draws: int, ratio: float, eval_batch: int, grid: tuple,
                model: ModelSpec, device: str) -> dict:
-    sm = smoothing
+    """The auto rule on the clean model: `draws` draws per sigma of `grid`, kept while their median
+    accuracy is at least `ratio` x the unperturbed one (`smoothing.sigma_draws`, `sigma_ratio`)."""
     net = model.load(clean["state"], task_device(device))
-    base = evaluate(net, data.x_test, data.y_test, sm.eval_batch)
+    base = evaluate(net, data.x_test, data.y_test, eval_batch)
     tried, chosen = [], None
     for sigma in grid:
-        acc = draw_accuracies(net, sigma, seed, 0, sm.sigma_draws, data.x_test, data.y_test, sm.eval_batch)
-        ratio = float(np.median(acc)) / base if base > 0 else 0.0
-        tried.append({"sigma": sigma, "median_ratio": ratio, "median_accuracy": float(np.median(acc))})
-        if ratio < sm.sigma_ratio:
+        acc = draw_accuracies(net, sigma, seed, 0, draws, data.x_test, data.y_test, eval_batch)
+        median_ratio = float(np.median(acc)) / base if base > 0 else 0.0
+        tried.append({"sigma": sigma, "median_ratio": median_ratio, "median_accuracy": float(np.median(acc))})
+        if median_ratio < ratio:
             break
         chosen = sigma
-    return {"tried": tried, "chosen": chosen, "base": base}
+    return {"tried": tried, "chosen": chosen, "base": base, "ratio": ratio, "draws": draws}
 
 
 def fixed(sigma: float) -> dict:
     return {"fixed": float(sigma)}
 
 
-def sigma_of(art: dict, smoothing: SmoothingConfig) -> tuple[float, dict]:
-    """The sigma a rule's artifact chose, and the report's `sigma_rule`."""
+def sigma_of(art: dict) -> tuple[float, dict]:
+    """The sigma a rule's artifact chose, and the report's `sigma_rule` (the artifact records the
+    ratio and draws it was made with, so nothing else of the configuration is read)."""
     if "fixed" in art:
         return art["fixed"], {"rule": "fixed", "tried": []}
-    rule = {"rule": "auto", "ratio": smoothing.sigma_ratio, "draws": smoothing.sigma_draws,
+    rule = {"rule": "auto", "ratio": art["ratio"], "draws": art["draws"],
             "unperturbed_accuracy": art["base"], "tried": art["tried"]}
     if art["chosen"] is None:
-        rule["warning"] = (f"no sigma on the grid kept {smoothing.sigma_ratio} x the unperturbed accuracy; "
+        rule["warning"] = (f"no sigma on the grid kept {art['ratio']} x the unperturbed accuracy; "
                            f"using the smallest, {SIGMA_GRID[0]}")
         return SIGMA_GRID[0], rule
     return float(art["chosen"]), rule

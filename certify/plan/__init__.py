@@ -36,6 +36,7 @@ from certify.plan.budgets import VARIABLE_NORMS, Budget, parse_budgets, with_bud
 from certify.plan.perceptual import perceptual_task
 from certify.plan.targets import Targets, meets, recommend
 from certify.progress import say
+from certify.registry import CONTROL
 from certify.victims import add_defended, add_victim, distance
 
 SCHEMA = "ue-certify/plan/v1"
@@ -56,7 +57,7 @@ def load_request(cfg: RunConfig, poison: str, budgets: str, targets: Targets) ->
     if "," in poison:
         raise UserError("plan takes one --poison; run it once per poison (the second run takes the clean "
                         "model, sigma and the clean certificate from the cache)")
-    params = POISONS.params(poison, cfg.poison_params.get(poison, {}), dataset=cfg.dataset, profile=cfg.profile)
+    params = POISONS.params_for(poison, cfg)
     norm = type(params).norm if params is not None else "none"
     if norm not in VARIABLE_NORMS:
         raise UserError(f"poison {poison} has no {' or '.join(VARIABLE_NORMS)} budget (its norm is {norm}); "
@@ -70,12 +71,12 @@ def load_request(cfg: RunConfig, poison: str, budgets: str, targets: Targets) ->
 
 def _add_tasks(ctx: RunContext, request: PlanRequest) -> dict:
     """Every task of the plan; returns the keys of their artifacts."""
-    clean_release = add_release(ctx, "none")
-    clean = add_victim(ctx, clean_release, "none")
+    clean_release = add_release(ctx, CONTROL)
+    clean = add_victim(ctx, clean_release, CONTROL)
     sigma = certificate.add_sigma(ctx, clean)
     keys = {"clean": clean,
-            "independent": add_victim(ctx, clean_release, "none", "victim-independent", stage="independent"),
-            "clean_certificate": certificate.plan(ctx, "none", clean_release, clean, sigma), "budgets": []}
+            "independent": add_victim(ctx, clean_release, CONTROL, "victim-independent", stage="independent"),
+            "clean_certificate": certificate.plan(ctx, CONTROL, clean_release, clean, sigma), "budgets": []}
     params = poison_params(ctx, request.poison)
     for b in request.budgets:
         label = f"{request.poison}@{b.label}"
@@ -85,7 +86,8 @@ def _add_tasks(ctx: RunContext, request: PlanRequest) -> dict:
             "release": release, "victim": victim,
             "defended": {d: add_defended(ctx, release, label, d) for d in ctx.cfg.defenses},
             "certificate": certificate.plan(ctx, label, release, victim, sigma),
-            "perceptual": ctx.cached("perceptual", {}, perceptual_task, (ctx.data_key, release), poison=label)})
+            "perceptual": ctx.cached("perceptual", {}, perceptual_task, (ctx.data_key, release), poison=label,
+                                     cpu_only=True)})
     return keys
 
 

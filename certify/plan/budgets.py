@@ -1,16 +1,30 @@
-"""The budgets a plan tries: parsed from `--budgets`, checked against the poison, and put into the
+"""Budgets as typed (`NORM:VALUE`; the one parser, shared with `certify audit --budget`) and the
+budgets a plan tries: parsed from `--budgets`, checked against the poison, and put into the
 poison's own parameters (its `epsilon` field, l-inf or l2 by the poison's `norm`)."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from fractions import Fraction
 
 from attacks.base import STORAGE_LEVELS
-from certify.audit import parse_budget
 from certify.errors import UserError
 
 VARIABLE_NORMS = ("linf", "l2")  # l0 (OPS: one pixel) and none have no budget to vary
 GRID_TOLERANCE = 1e-6  # in 8-bit steps: 8/255 typed as 0.0313725 is still on the grid
+
+
+def parse_budget(spec: str) -> dict:
+    """`linf:8/255` or `l2:0.5` -> {"norm", "epsilon"} (`certify audit --budget`; each of `--budgets`)."""
+    norm, _, value = spec.partition(":")
+    try:
+        eps = float(Fraction(value.strip())) if value.strip() else -1.0
+    except (ValueError, ZeroDivisionError, OverflowError):
+        eps = -1.0
+    if norm not in VARIABLE_NORMS or not 0 < eps < float("inf"):
+        raise UserError(f"--budget {spec!r}: expected NORM:VALUE with NORM one of {', '.join(VARIABLE_NORMS)} and a "
+                        "positive VALUE such as 8/255 or 0.5")
+    return {"norm": norm, "epsilon": eps}
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from certify.cache import atomic_write
 from certify.report import figures as report_figures
-from certify.report.content import DASH
 from certify.report.document import Bullets, Code, Figure, Paragraph, Preformatted, Section, Strong, Table
 from certify.report.html import render_html
 from certify.report.markdown import render_markdown
+from certify.report.text import DASH
 
 NORM_NAMES = {"linf": "ℓ∞", "l2": "ℓ2"}
 

@@ -11,27 +11,16 @@ import json
 
 from certify.curves import close, point_at, reference_point
 from certify.plugins import BUILT_IN
+from certify.registry import CONTROL
 from certify.report import figures
 from certify.report.document import Bullets, Code, Figure, Paragraph, Preformatted, Section, Strong, Table
+from certify.report.literature import comparison_section
+from certify.report.text import DASH, acc, num, signed
 
-CONTROL = "none"
 PREFERRED_GRID = (0.1, 0.5)
-DASH = "—"
 
 
 # ----------------------------------------------------------------------------- numbers and lookups
-
-def acc(x) -> str | None:
-    return None if x is None else f"{x:.3f}"
-
-
-def num(x, digits: int = 4) -> str:
-    return DASH if x is None else f"{x:.{digits}g}"
-
-
-def signed(x) -> str:
-    return f"{x:+.3f}"
-
 
 # An accuracy with its 95 % interval (report.json's `*_interval` fields, from replicate seeds): a
 # Student-t interval over K >= 2 seeds is centred on the mean, so it reads as "mean ± half-width";
@@ -108,7 +97,7 @@ def best_recovery(section: dict) -> tuple[float, str, float] | None:
 
 
 def poison_title(name: str) -> str:
-    return "none (clean control)" if name == CONTROL else name
+    return f"{CONTROL} (clean control)" if name == CONTROL else name
 
 
 # ----------------------------------------------------------------------------- sections
@@ -256,7 +245,7 @@ def _certificate_table(name: str, sec: dict, control: dict | None) -> Table:
     twin = control.get("certificate") if (control is not None and name != CONTROL) else None
     headers = ["η", "η/σ", "q̄", f"certified upper ({name})"]
     if twin is not None:
-        headers += ["certified upper (none)", "gap"]
+        headers += [f"certified upper ({CONTROL})", "gap"]
     headers += ["lower bound"]
     rows = []
     for pt in cert["curve"]:
@@ -583,8 +572,6 @@ def build_document(report: dict) -> Section:
     if report.get("warnings"):
         children.append(Section("Warnings", [Bullets([[w] for w in report["warnings"]])]))
     children.append(_summary(report))
-    from certify.report.literature import comparison_section  # it builds on this module's helpers
-
     literature = comparison_section(report)
     if literature is not None:
         children.append(literature)

@@ -17,7 +17,8 @@ import math
 import re
 from dataclasses import dataclass
 
-CONTROL = "none"
+from certify.registry import CONTROL
+
 DPI = 100
 _RC = {
     "figure.dpi": DPI, "savefig.dpi": DPI, "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9,
@@ -178,7 +179,7 @@ def _certificate(report, name, fig):
     gs = fig.add_gridspec(1, 2, width_ratios=[3, 2])
     ax = fig.add_subplot(gs[0, 0])
     if twin is not None:
-        _plot_curve(ax, twin["curve"], CONTROL_COLOR, "none", mark_y=0.9)
+        _plot_curve(ax, twin["curve"], CONTROL_COLOR, CONTROL, mark_y=0.9)
     _plot_curve(ax, cert["curve"], POISON_COLOR, _t(name))
     if cert["max_certified_eta"] is not None:
         ax.axvline(cert["max_certified_eta"], color="k", ls=":", lw=1,
@@ -202,7 +203,7 @@ def _certificate(report, name, fig):
             lo, hi = lo - 0.005, hi + 0.005
         bins = [lo + (hi - lo) * i / 30 for i in range(31)]
         if twin_draws:
-            hx.hist(twin_draws, bins=bins, color=CONTROL_COLOR, alpha=0.55, label=f"none (N = {len(twin_draws)})")
+            hx.hist(twin_draws, bins=bins, color=CONTROL_COLOR, alpha=0.55, label=f"{CONTROL} (N = {len(twin_draws)})")
         if draws:
             hx.hist(draws, bins=bins, color=POISON_COLOR, alpha=0.55, label=_t(f"{name} (N = {len(draws)})"))
         hx.axvline(cert["empirical_quantile"], color=POISON_COLOR, ls="--", lw=1,
@@ -363,7 +364,7 @@ def _recovery(report, name, fig):
     cert = sec.get("certificate")
     twin = (poisons.get(CONTROL) or {}).get("certificate") if name != CONTROL else None
     if twin is not None:
-        _plot_curve(ax, twin["curve"], CONTROL_COLOR, "none", lower=False, mark_y=0.9)
+        _plot_curve(ax, twin["curve"], CONTROL_COLOR, CONTROL, lower=False, mark_y=0.9)
     if cert is not None:
         _plot_curve(ax, cert["curve"], POISON_COLOR, _t(name), lower=False)
     for i, (method, rec) in enumerate(sec["recovery"].items()):

@@ -8,8 +8,8 @@ correlations across poisons, and the definitions. A run with a single poison get
 """
 from __future__ import annotations
 
-from certify.report.content import DASH, acc, num, signed
 from certify.report.document import Bullets, Paragraph, Section, Strong, Table
+from certify.report.text import DASH, acc, num, signed
 
 ISS = ("jpeg", "grayscale")  # always shown: the defenses the MI-UE paper says it is weakest against
 

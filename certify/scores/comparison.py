@@ -10,9 +10,8 @@ and of covariance score with the accuracy drop, as the MI-UE paper correlates MI
 from __future__ import annotations
 
 from certify.curves import REFERENCE_ETA_SIGMA as ETA_OVER_SIGMA, point_at
+from certify.registry import CONTROL
 from certify.scores.ranking import spearman
-
-CONTROL = "none"
 
 
 def _certified(section: dict) -> tuple[float | None, str]:

@@ -1,6 +1,7 @@
 """The scores slice as tasks: SAL of each trained model (from its per-epoch weights), of each model
 trained under a defense, and the MI gap and covariance score of each protected model against the
-clean one; `sections` builds the report's sections."""
+clean one; `sections` builds the report's sections. They compute on the CPU (`cpu_only`: no GPU
+reserved, whatever device the run's other tasks use)."""
 from __future__ import annotations
 
 from certify.context import ModelSpec, RunContext, images
@@ -38,20 +39,20 @@ def mi_task(data: Dataset, clean: dict, *protected: dict, mi: MIConfig, seed: in
 
 def add_sal(ctx: RunContext, release: str, victim: str, name: str) -> str:
     spec = {"sal": ctx.cfg.sal, "seed": ctx.cfg.seed}
-    return ctx.cached("sal", spec, sal_task, (ctx.data_key, release, victim), poison=name)
+    return ctx.cached("sal", spec, sal_task, (ctx.data_key, release, victim), poison=name, cpu_only=True)
 
 
 def add_defended_sal(ctx: RunContext, release: str, defended: str, name: str, defense: str) -> str:
     spec = {**defense_spec(ctx, defense), "sal": ctx.cfg.sal, "seed": ctx.cfg.seed}
     return ctx.cached("sal-defended", spec, defended_sal_task, (ctx.data_key, release, defended), poison=name,
-                      defense=defense, stage="sal")
+                      defense=defense, stage="sal", cpu_only=True)
 
 
 def add_mi(ctx: RunContext, clean: str, victim: str, name: str) -> str:
     spec = {"mi": ctx.cfg.mi, "seed": ctx.cfg.seed}
     inputs = (ctx.data_key, clean) + ((victim,) if victim != clean else ())
     # stored MI artifacts from before the covariance score are computed again
-    return ctx.cached("mi", spec, mi_task, inputs, poison=name, accept=lambda a: "covariance" in a)
+    return ctx.cached("mi", spec, mi_task, inputs, poison=name, accept=lambda a: "covariance" in a, cpu_only=True)
 
 
 def sections(ctx: RunContext, sal_clean: dict, sal: dict, mi: dict, defended_sal: dict[str, dict]) -> dict:
