@@ -215,7 +215,8 @@ def _verdict(report: dict) -> Section | None:
                                    ("strong", "partial", "weak", "eta_over_sigma", "certified_gap")):
         children.append(Paragraph([
             "The level comes from the highest test accuracy an attacker reached (undefended, under each defense, "
-            f"or by a recovery attack) as a fraction of the clean model's: strong at most {t['strong']:g}, partial "
+            f"or by a recovery attack){', read at the upper end of its interval,' if emp else ''} as a fraction of "
+            f"the clean model's: strong at most {t['strong']:g}, partial "
             f"at most {t['partial']:g}, weak at most {t['weak']:g}, none above. Strong also needs the certified "
             f"learnability at η/σ = {t['eta_over_sigma']:g} to lie at least {t['certified_gap']:g} below the clean "
             "control's, where both were certified (otherwise partial). Thresholds: ", Code("verdict.*"),
