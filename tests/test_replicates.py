@@ -112,6 +112,14 @@ def test_the_certificate_is_one_claim_over_every_replicate():
     assert c["alpha"] == 0.01 and c["replicate_alpha"] == pytest.approx(0.01 / 3) and c["replicates"] == 3
 
 
+def test_seeds_with_different_sigmas_are_named_in_the_guarantee():
+    from certify.report.content import _sigmas
+
+    assert _sigmas({"replicates": [{"sigma": 0.02}, {"sigma": 0.02}]}) == ""
+    text = _sigmas({"replicates": [{"sigma": 0.02}, {"sigma": 0.01}, {"sigma": 0.02}]})
+    assert "σ = 0.02, 0.01, 0.02" in text and "first seed's (σ = 0.02)" in text
+
+
 def test_one_replicate_keeps_its_numbers():
     sec = _section(0.5, 0.2, 0.4, 0.3, _cert([0.3, 0.31, None], [0.1, 0.09, None], 0.02))
     sec["certificate"]["alpha"] = 0.01

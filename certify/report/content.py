@@ -312,6 +312,16 @@ def _union(cert: dict) -> str:
             f"holds around every one of the {k} surrogates together.")
 
 
+def _sigmas(sec: dict) -> str:
+    """Where the σ rule picked different σ for different seeds (it is seeded too): what η means then."""
+    sigmas = [r["sigma"] for r in sec.get("replicates") or [] if "sigma" in r]
+    if len(set(sigmas)) <= 1:
+        return ""
+    return (f" The σ rule picked σ = {', '.join(f'{v:g}' for v in sigmas)} for the seeds (in seed order): each "
+            f"seed's bound holds within η = (η/σ)·σ of its own surrogate; the η column is the first seed's "
+            f"(σ = {sigmas[0]:g}).")
+
+
 def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
     cert = sec["certificate"]
     control = report["poisons"].get(CONTROL)
@@ -337,7 +347,7 @@ def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
             f"deviation σ = {sigma:g} to every trainable parameter; the {q:g}-quantile of its accuracy on the fixed "
             f"test set ({ds['n_test']} images of {ds['name']}) is at most that row's certified upper value.")
     if k > 1:
-        text += _union(cert)
+        text += _union(cert) + _sigmas(sec)
     certified = [pt for pt in curve if pt["learnability"] is not None]
     if certified:
         pt = certified[0]
