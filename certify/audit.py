@@ -126,6 +126,7 @@ def audit(cfg: RunConfig, release: str, command: str, budget: str | None = None)
     out, ctx, t0 = begin(cfg, command, f"auditing {release}", data)
     clean = ctx.graph.const(f"release-{tensor_digest(x_clean)}", {"released": x_clean})
     given = ctx.graph.const(f"release-{tensor_digest(x_rel)}", {"released": x_rel})
-    releases = ([(CONTROL, clean)] if cfg.baseline else []) + [("release", given)]
-    heads = {CONTROL: {"budget": {"norm": "none", "epsilon": 0.0, "measured": 0.0}}, "release": {"budget": head}}
-    return evaluate_all(ctx, out, command, lambda rep: (clean, releases), heads, t0, warnings), out
+    poisons = ([{"name": CONTROL, "release": clean, "head": {"budget": {"norm": "none", "epsilon": 0.0,
+                                                                        "measured": 0.0}}}] if cfg.baseline else [])
+    poisons.append({"name": "release", "release": given, "head": {"budget": head}})
+    return evaluate_all(ctx, out, command, lambda rep: ({"clean_release": clean}, poisons), t0, warnings), out

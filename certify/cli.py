@@ -230,7 +230,7 @@ def _print_summary(report: dict, out, as_json: bool) -> None:
 
 def cmd_poison(ns, argv) -> int:
     from certify.config import load_config
-    from certify.pipeline import export_poison
+    from certify.poison import export_poison
 
     flags = _flags(ns, ["dataset", "seed", "model", "cache_dir", "data_root", "download", "image_size"])
     cfg = load_config(ns.config, {**flags, "poisons": [ns.poison]})

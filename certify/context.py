@@ -6,8 +6,9 @@ device and the task's thread count. Stages never build keys or touch the cache t
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -51,6 +52,19 @@ def images(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x
 
 
+class Viewed(NamedTuple):
+    """An input seen through `view`: the task's key hashes the artifact's `key` (so a key does not
+    change with how its tasks read the artifact), and the task receives `view(artifact)`, a plain
+    value (the run's σ: `certificate.sigma_input`)."""
+    key: str
+    view: Callable[[Any], Any]
+
+
+def _viewing(fn: Callable[..., dict], views: tuple, *inputs, **args) -> dict:
+    """`fn` called with each input seen through its view (None: as it is); runs where the task runs."""
+    return fn(*(v(x) if v is not None else x for v, x in zip(views, inputs)), **args)
+
+
 @dataclass
 class RunContext:
     cfg: RunConfig
@@ -62,7 +76,7 @@ class RunContext:
     test_digest: str
     graph: Graph = field(default_factory=Graph)
 
-    def cached(self, kind: str, spec: dict, fn: Callable[..., dict], inputs: tuple[str, ...] = (), *,
+    def cached(self, kind: str, spec: dict, fn: Callable[..., dict], inputs: tuple[str | Viewed, ...] = (), *,
                poison: str | None = None, defense: str | None = None, threads: int | None = None,
                accept: Callable[[dict], bool] | None = None, quiet: bool = False,
                unkeyed: dict | None = None, stage: str | None = None, code: str | None = None,
@@ -74,7 +88,12 @@ class RunContext:
         task in progress and records (default: `kind`); `code` (a method's source digest,
         `Registry.code`: its file and the project modules it imports) is hashed into the key only,
         so a changed method or helper makes its artifacts again. A `cpu_only` task computes on the
-        CPU wherever it runs: it reserves no GPU, and is keyed (and called) with device "cpu"."""
+        CPU wherever it runs: it reserves no GPU, and is keyed (and called) with device "cpu". An input
+        given as `Viewed(key, view)` is keyed by `key` and reaches `fn` as `view(artifact)`."""
+        views = tuple(i.view if isinstance(i, Viewed) else None for i in inputs)
+        inputs = tuple(i.key if isinstance(i, Viewed) else i for i in inputs)
+        if any(v is not None for v in views):
+            fn = functools.partial(_viewing, fn, views)
         threads = self.cfg.threads if threads is None else threads
         device = "cpu" if cpu_only else self.device
         key = key_of(kind, {"spec": spec, "inputs": list(inputs), "model": self.model.key(),
@@ -82,3 +101,22 @@ class RunContext:
         args = {**spec, **(unkeyed or {}), "model": self.model, "device": device}
         return self.graph.add(Task(key, stage or kind, fn, tuple(inputs), args, poison, defense, threads,
                                    0.0 if cpu_only else self.cfg.gpu_fraction, accept, quiet))
+
+
+class Slice(NamedTuple):
+    """One stage of an evaluation, as every slice offers it (listed in `certify.slices.SLICES`).
+
+    `keys` is one poison's plan: what the caller gave (`name`, the label its tasks and report section
+    carry; optionally `poison`, the registry name when it differs, `params`, `release`, `head`),
+    the run-level keys and the keys the earlier slices added (release, victim, sigma, surrogate, ...).
+
+      run(ctx, keys) -> dict              run-level tasks, once per replicate (the clean model, σ, the
+                                          independent model): the keys they add (None: none)
+      add(ctx, keys) -> dict              this slice's tasks for one poison: the keys they add
+      section(ctx, keys, values) -> dict  the report fields it contributes to that poison's section,
+                                          from the artifacts (`values`, by key) of one replicate
+    """
+    name: str
+    add: Callable[[RunContext, dict], dict]
+    section: Callable[[RunContext, dict, dict], dict]
+    run: Callable[[RunContext, dict], dict] | None = None

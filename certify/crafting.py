@@ -5,9 +5,12 @@ The released set is stored as 8-bit images, as a data owner would publish it. Th
 the two are one task.
 
 A poison crafted for a certificate (PUE) names, as `run_sigma` on its parameter class, the field
-that takes the run's σ when the user leaves it unset: its crafting task then takes the run's σ
-artifact as an input (the constant of `--sigma F`, or the auto rule's task on the clean model), so
-it runs after σ is known and its key follows σ's. A value the user sets wins.
+that takes the run's σ when the user leaves it unset: its crafting task then takes the run's σ as an
+input (`certificate.sigma_input`: the constant of `--sigma F`, or the auto rule's task on the clean
+model), so it runs after σ is known and its key follows σ's. A value the user sets wins.
+
+`SLICE`: its run part adds the clean release; per poison it crafts the release (unless one is given,
+as `certify audit` does), and its section is the budget head (or the head given).
 """
 from __future__ import annotations
 
@@ -17,12 +20,11 @@ import torch
 
 from attacks.base import POISONS, CraftContext, check_budget
 from certify import certificate
-from certify.context import ModelSpec, RunContext, images, task_device
+from certify.context import ModelSpec, RunContext, Slice, images, task_device
 from certify.data import Dataset
 from certify.registry import CONTROL
 from certify.seeding import derive
 from certify.training import TrainConfig
-from certify.victims import add_victim
 
 
 def sigma_field(params) -> str | None:
@@ -31,14 +33,14 @@ def sigma_field(params) -> str | None:
     return name if name and getattr(params, name) is None else None
 
 
-def craft_task(data: Dataset, *sigma: dict, poison: str, params, seed: int, model: ModelSpec, device: str,
+def craft_task(data: Dataset, *sigma: float, poison: str, params, seed: int, model: ModelSpec, device: str,
                training: TrainConfig | None = None) -> dict:
-    """The released set of `poison`; with the run's σ artifact as input, crafted at that σ (recorded).
+    """The released set of `poison`; with the run's σ as input, crafted at that σ (recorded).
     A poison that uses no model (`uses_model = False`) gets no model factory and no `training`."""
     dev = task_device(device)
     extra = {}
     if sigma:
-        extra["sigma"], _ = certificate.sigma_of(sigma[0])
+        extra["sigma"] = sigma[0]
         params = dataclasses.replace(params, **{sigma_field(params): extra["sigma"]})
     make_model = (lambda s: model.build(s, dev)) if type(params).uses_model else None
     ctx = CraftContext(data.x_train, data.y_train, data.num_classes, make_model, training, seed, dev)
@@ -51,29 +53,26 @@ def poison_params(ctx: RunContext, name: str):
     return POISONS.params_for(name, ctx.cfg)
 
 
-def run_sigma(ctx: RunContext) -> str:
-    """The run's σ: a graph constant, or the auto rule's task on the clean model (added with it)."""
-    clean = add_victim(ctx, add_release(ctx, CONTROL), CONTROL) if ctx.cfg.sigma == "auto" else None
-    return certificate.add_sigma(ctx, clean)
-
-
-def add_release(ctx: RunContext, name: str, params=None, label: str | None = None) -> str:
+def add_release(ctx: RunContext, name: str, params=None, label: str | None = None, sigma: str | None = None) -> str:
     """The task crafting poison `name` from the run's clean training split; `params` replace the
-    run's parameters of it (`certify plan` varies the budget), `label` names the task in progress."""
+    run's parameters of it (`certify plan` varies the budget), `label` names the task in progress,
+    `sigma` is the key of the run's σ (needed where the poison takes it)."""
     params = poison_params(ctx, name) if params is None else params
     spec = {"poison": name, "params": params, "seed": derive(ctx.cfg.seed, "poison", name),
             **({"training": ctx.cfg.train} if type(params).uses_model else {})}  # model-free: not read
     if sigma_field(params) is None:
         return ctx.cached("craft", spec, craft_task, (ctx.data_key,), poison=label or name, code=POISONS.code(name))
-    return ctx.cached("craft", spec, craft_task, (ctx.data_key, run_sigma(ctx)), poison=label or name,
-                      code=POISONS.code(name))
+    if sigma is None:
+        raise ValueError(f"poison {name} is crafted at the run's sigma: give its key")
+    return ctx.cached("craft", spec, craft_task, (ctx.data_key, certificate.sigma_input(sigma)),
+                      poison=label or name, code=POISONS.code(name))
 
 
-def budget_head(ctx: RunContext, name: str, crafted: dict) -> dict:
+def budget_head(ctx: RunContext, name: str, crafted: dict, params=None) -> dict:
     """The report's budget (checked against the poison's), parameters and origin (built-in or a
     plugin's distribution) of a crafted release; the parameters carry the σ it was crafted at, where
-    it took the run's."""
-    params = poison_params(ctx, name)
+    it took the run's. `params`: the poison's parameters it was crafted with (default: the run's)."""
+    params = poison_params(ctx, name) if params is None else params
     if "sigma" in crafted:
         params = dataclasses.replace(params, **{sigma_field(params): crafted["sigma"]})
     norm = type(params).norm
@@ -81,3 +80,31 @@ def budget_head(ctx: RunContext, name: str, crafted: dict) -> dict:
     measured = check_budget(name, ctx.data.x_train, images(crafted["released"]), norm, epsilon)
     return {"budget": {"norm": norm, "epsilon": epsilon, "measured": measured},
             "parameters": dataclasses.asdict(params) if params else {}, "origin": POISONS.get(name).origin}
+
+
+def run(ctx: RunContext, keys: dict) -> dict:
+    """The clean release (`none`'s: the clean images), unless one is given."""
+    return {} if "clean_release" in keys else {"clean_release": add_release(ctx, CONTROL)}
+
+
+def add(ctx: RunContext, keys: dict) -> dict:
+    """The release of `keys["poison"]` (default: its `name`) at `params` (default: the run's), unless
+    one is given. A poison crafted at the run's σ adds σ's task where the run plans none."""
+    if "release" in keys:
+        return {}
+    name = keys.get("poison", keys["name"])
+    params = keys.get("params") or poison_params(ctx, name)
+    sigma = keys.get("sigma")
+    if sigma is None and sigma_field(params) is not None:
+        sigma = certificate.add_sigma(ctx, keys.get("clean"))  # a fixed σ needs no clean model
+    return {"release": add_release(ctx, name, params, keys["name"], sigma)}
+
+
+def section(ctx: RunContext, keys: dict, values: dict) -> dict:
+    """The poison's head: the one given, or its crafted release's budget, parameters and origin."""
+    if "head" in keys:
+        return dict(keys["head"])
+    return budget_head(ctx, keys.get("poison", keys["name"]), values[keys["release"]], keys.get("params"))
+
+
+SLICE = Slice("crafting", add, section, run)

@@ -1,12 +1,14 @@
-"""The training slice: victims trained normally on a release, under each defense, and the
-independent clean model whose distance gives the report its weight-space scale."""
+"""The training slice: the clean model (run-level), the victim trained normally on each release and
+one trained under each defense; its section is the report's `empirical`. `add_victim` also trains
+the independent clean model the certificate slice plans (the report's weight-space scale)."""
 from __future__ import annotations
 
 import torch
 
-from certify.context import ModelSpec, RunContext, images, task_device
+from certify.context import ModelSpec, RunContext, Slice, images, task_device
 from certify.data import Dataset
 from certify.models import trainable
+from certify.registry import CONTROL
 from certify.seeding import derive
 from certify.training import TrainConfig, per_class_accuracy, train
 
@@ -107,3 +109,22 @@ def empirical_section(clean: dict, protected: dict, defended: dict[str, dict]) -
         section["defenses"] = {d: {"accuracy": art["accuracy"], "peak_accuracy": art["peak_accuracy"]}
                                for d, art in defended.items()}
     return section
+
+
+def run(ctx: RunContext, keys: dict) -> dict:
+    """The clean model: the control's victim (one task with it)."""
+    return {"clean": add_victim(ctx, keys["clean_release"], CONTROL)}
+
+
+def add(ctx: RunContext, keys: dict) -> dict:
+    name, release = keys["name"], keys["release"]
+    return {"victim": add_victim(ctx, release, name),
+            "defended": {d: add_defended(ctx, release, name, d) for d in ctx.cfg.defenses}}
+
+
+def section(ctx: RunContext, keys: dict, values: dict) -> dict:
+    return {"empirical": empirical_section(values[keys["clean"]], values[keys["victim"]],
+                                           {d: values[k] for d, k in keys["defended"].items()})}
+
+
+SLICE = Slice("victims", add, section, run)

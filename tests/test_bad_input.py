@@ -230,7 +230,7 @@ def world(tmp_path_factory) -> Path:
 def _resume_other_config(out: Path, world: Path) -> None:
     """An interrupted run started with another seed: its run.json and a report.json that must survive."""
     from certify.config import load_config
-    from certify.pipeline import _comparable
+    from certify.rundir import comparable as _comparable
 
     cfg = load_config(str(world / "tiny.yaml"), {"dataset": "digits", "seed": 5, "samples": 20,
                                                  "skip": ["scores", "recovery"], "poisons": ["random"]})

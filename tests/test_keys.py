@@ -15,15 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from certify import certificate
 from certify.cache import Cache
 from certify.cli import main
 from certify.config import load_config
 from certify.context import ModelSpec, RunContext
-from certify.crafting import add_release
-from certify.recovery import add_recovery
+from certify.pipeline import add_tasks
 from certify.scores.stages import add_mi, add_sal
-from certify.victims import add_victim
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "train: {epochs: 2}\nsurrogate: {epochs: 1}\nsmoothing: {chunk: 10, sigma_draws: 5}\n"
@@ -38,17 +35,7 @@ def _graph(digits, tmp_path, poisons=("random", "em"), device="cpu", **overrides
     ctx = RunContext(cfg, digits, Cache(tmp_path / "cache"), ModelSpec("cnn", digits.shape, digits.num_classes),
                      device, "data-digits", "test-digits")
     ctx.graph.const(ctx.data_key, digits)
-    clean_release = add_release(ctx, "none")
-    clean = add_victim(ctx, clean_release, "none")
-    add_sal(ctx, clean_release, clean, "none")
-    sigma = certificate.add_sigma(ctx, clean)
-    for name in ("none", *poisons):
-        release = add_release(ctx, name)
-        victim = add_victim(ctx, release, name)
-        add_sal(ctx, release, victim, name)
-        add_mi(ctx, clean, victim, name)
-        plan = certificate.plan(ctx, name, release, victim, sigma)
-        add_recovery(ctx, plan.surrogate, sigma, name)
+    add_tasks(ctx, {}, [{"name": name} for name in ("none", *poisons)])
     return ctx.graph.tasks
 
 

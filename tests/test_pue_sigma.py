@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from certify.cache import Cache
-from certify.certificate import sigma_of
+from certify.certificate import add_sigma, sigma_of
 from certify.config import load_config
 from certify.context import ModelSpec, RunContext
 from certify.crafting import add_release, budget_head
+from certify.victims import add_victim
 from certify.graph import run_graph
 from certify.progress import set_quiet
 
@@ -34,7 +35,9 @@ def _context(digits, cache_dir, **flags) -> RunContext:
 
 def _craft(digits, cache_dir, **flags):
     ctx = _context(digits, cache_dir, **flags)
-    key = add_release(ctx, "pue")
+    auto = ctx.cfg.sigma == "auto" and "sigma_max" not in ctx.cfg.poison_params.get("pue", {})
+    clean = add_victim(ctx, add_release(ctx, "none"), "none") if auto else None  # the auto rule's input
+    key = add_release(ctx, "pue", sigma=add_sigma(ctx, clean))
     outcome = run_graph(ctx.graph, ctx.cache, executor="serial", t0=time.time())
     return ctx, key, outcome
 

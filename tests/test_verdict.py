@@ -183,7 +183,7 @@ def test_defaults_on_the_stored_reports(report, levels):
 
 def test_thresholds_do_not_block_a_resume(tmp_path):
     """The verdict only reads the results: a run resumed with other thresholds is the same run."""
-    from certify.pipeline import _comparable
+    from certify.rundir import comparable as _comparable
 
     base = {"dataset": "digits", "poisons": ["random"]}
     judged = load_config(None, {**base, "verdict": {"strong": 0.3}})

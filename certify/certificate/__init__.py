@@ -5,37 +5,49 @@ Modules: `config` (the run config's certificate section), `sigma_rule` (`--sigma
 copies), `bounds` (order-statistic bounds: numpy in, numbers out), `soundness` (the simulation
 that checks the bound's failure rate).
 
-The one entry point is `plan` + `section`: `plan` adds the certificate's tasks for one release to
-the run's graph (sigma rule, surrogate, chunks of draws), and `section` turns their artifacts into
-the report's `certificate` section. `certify_weights` runs just the draws and bounds for given
-weights (benchmarks use it), through the same tasks.
+`SLICE` is the slice (`certify.context.Slice`): its run part adds σ (the auto rule on the clean
+model, or a constant) and the independent model; per poison it adds the surrogate and the chunks of
+draws, and its section is the report's `certificate`. σ reaches every task that needs it as a plain
+number through `sigma_input` (the one place the rule's artifact is read for it). `certify_weights`
+runs just the draws and bounds for given weights (benchmarks use it), through the same tasks.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from certify.cache import tensor_digest
 from certify.certificate import bounds
-from certify.certificate.config import SIGMA_GRID, CertificateConfig
+from certify.certificate.config import SIGMA_GRID
 from certify.certificate.draws import draw_accuracies
 from certify.certificate.sigma_rule import fixed, sigma_of, sigma_task
 from certify.certificate.surrogate import recipe, train_surrogate
-from certify.context import ModelSpec, RunContext, images, task_device
+from certify.context import ModelSpec, RunContext, Slice, Viewed, images, task_device
 from certify.data import Dataset
 from certify.graph import run_graph
 from certify.models import trainable
+from certify.registry import CONTROL
 from certify.seeding import derive
 from certify.training import TrainConfig, evaluate
+from certify.victims import add_victim, distance
 
-__all__ = ["plan", "section", "add_sigma", "sigma_of", "certify_weights", "CertificatePlan"]
+__all__ = ["SLICE", "add_sigma", "sigma_input", "sigma_value", "sigma_of", "certify_weights"]
 
 
-def add_sigma(ctx: RunContext, clean: str) -> str:
+def sigma_value(art: dict) -> float:
+    """The run's σ as a plain number, from the σ rule's artifact (or the constant of `--sigma F`)."""
+    return sigma_of(art)[0]
+
+
+def sigma_input(sigma: str) -> Viewed:
+    """The σ artifact `sigma` as a task input: keyed by it, received as its value (`sigma_value`)."""
+    return Viewed(sigma, sigma_value)
+
+
+def add_sigma(ctx: RunContext, clean: str | None) -> str:
     """The sigma of every certificate of the run: fixed, or the auto rule on the clean model."""
     cfg = ctx.cfg
     if cfg.sigma != "auto":
@@ -46,10 +58,9 @@ def add_sigma(ctx: RunContext, clean: str) -> str:
     return ctx.cached("sigma", spec, sigma_task, (ctx.data_key, clean))
 
 
-def surrogate_task(data: Dataset, released: dict, sigma_art: dict, *victim: dict, seed: int, training: TrainConfig,
+def surrogate_task(data: Dataset, released: dict, sigma: float, *victim: dict, seed: int, training: TrainConfig,
                    surrogate, eval_batch: int, model: ModelSpec, device: str) -> dict:
     """The weights to smooth: trained on the release (fine-tuned from its victim by default)."""
-    sigma, _ = sigma_of(sigma_art)
     net = model.build(seed, task_device(device))
     if victim:
         net.load_state_dict(victim[0]["state"])
@@ -61,21 +72,13 @@ def surrogate_task(data: Dataset, released: dict, sigma_art: dict, *victim: dict
             "theta_norm": float(theta.norm())}
 
 
-def draws_task(data: Dataset, surrogate: dict, sigma_art: dict, *, seed: int, start: int, stop: int,
+def draws_task(data: Dataset, surrogate: dict, sigma: float, *, seed: int, start: int, stop: int,
                eval_batch: int, draws_per_pass: int, model: ModelSpec, device: str) -> dict:
     """Accuracies of draws start..stop-1 (a chunk: the unit that is checkpointed and spread; draw j
     depends only on (seed, j), so how draws are chunked changes no accuracy)."""
-    sigma, _ = sigma_of(sigma_art)
     net = model.load(surrogate["state"], task_device(device))
     acc = draw_accuracies(net, sigma, seed, start, stop, data.x_test, data.y_test, eval_batch, draws_per_pass)
     return {"accuracies": torch.from_numpy(acc)}
-
-
-@dataclass
-class CertificatePlan:
-    sigma: str  # keys of the graph's artifacts
-    surrogate: str
-    chunks: list[str]
 
 
 def _chunk_tasks(ctx: RunContext, surrogate: str, sigma: str, name: str | None) -> list[str]:
@@ -83,35 +86,58 @@ def _chunk_tasks(ctx: RunContext, surrogate: str, sigma: str, name: str | None) 
     spec = {"seed": derive(cfg.seed, "draws"), "eval_batch": sm.eval_batch,
             "draws_per_pass": 1 if ctx.device == "cpu" else 16}  # batched passes pay on GPUs only
     return [ctx.cached("draws", {**spec, "start": lo, "stop": min(cfg.samples, lo + sm.chunk)}, draws_task,
-                       (ctx.data_key, surrogate, sigma), poison=name, threads=sm.threads, quiet=True)
+                       (ctx.data_key, surrogate, sigma_input(sigma)), poison=name, threads=sm.threads, quiet=True)
             for lo in range(0, cfg.samples, sm.chunk)]
 
 
-def plan(ctx: RunContext, name: str, release: str, victim: str, sigma: str, *, draws: bool = True) -> CertificatePlan:
-    """Add the surrogate of `release` and (with `draws`) the chunks of draws certifying it."""
-    cfg = ctx.cfg
+def run(ctx: RunContext, keys: dict) -> dict:
+    """σ (certificates and recovery read it) and the independent clean model (the report's
+    weight-space scale)."""
+    skip = ctx.cfg.skip
+    out = {}
+    if "certify" not in skip or "recovery" not in skip:
+        out["sigma"] = add_sigma(ctx, keys["clean"])
+    if "certify" not in skip:
+        out["independent"] = add_victim(ctx, keys["clean_release"], CONTROL, "victim-independent",
+                                        stage="independent")
+    return out
+
+
+def add(ctx: RunContext, keys: dict) -> dict:
+    """The surrogate of the release (where σ is planned) and, unless certificates are skipped, the
+    chunks of draws certifying it: {"surrogate": key, "draws": [keys]}."""
+    if "sigma" not in keys:
+        return {}
+    cfg, name, sigma = ctx.cfg, keys["name"], keys["sigma"]
     warm = cfg.surrogate.init == "victim"
     spec = {"seed": derive(cfg.seed, "surrogate"), "surrogate": cfg.surrogate,
             # the training settings it trains with: its own epochs, never the run's train.epochs
             "training": dataclasses.replace(cfg.train, epochs=cfg.surrogate.epochs),
             "eval_batch": cfg.smoothing.eval_batch}  # its test accuracy is evaluated in batches of it
-    inputs = (ctx.data_key, release, sigma) + ((victim,) if warm else ())
+    inputs = (ctx.data_key, keys["release"], sigma_input(sigma)) + ((keys["victim"],) if warm else ())
     sur = ctx.cached("surrogate", spec, surrogate_task, inputs, poison=name)
-    return CertificatePlan(sigma, sur, _chunk_tasks(ctx, sur, sigma, name) if draws else [])
+    return {"surrogate": sur, "draws": _chunk_tasks(ctx, sur, sigma, name) if "certify" not in cfg.skip else []}
 
 
-def section(cfg: CertificateConfig, p: CertificatePlan, values: dict, independent_distance: float | None) -> dict:
-    """The report's `certificate` section from the plan's artifacts."""
-    sigma, rule = sigma_of(values[p.sigma])
-    draws = np.concatenate([values[k]["accuracies"].numpy() for k in p.chunks])
-    sur = values[p.surrogate]
+def section(ctx: RunContext, keys: dict, values: dict) -> dict:
+    """The report's `certificate` (at `ctx.cfg.alpha`: a replicate's level) where draws were made."""
+    if not keys.get("draws"):
+        return {}
+    cfg = ctx.cfg
+    sigma, rule = sigma_of(values[keys["sigma"]])
+    draws = np.concatenate([values[k]["accuracies"].numpy() for k in keys["draws"]])
+    sur = values[keys["surrogate"]]
+    indep = distance(ctx.model, values[keys["clean"]]["state"], values[keys["independent"]]["state"])
     rec = recipe(cfg.surrogate, sigma)
     stats = bounds.summarize(draws, cfg.q, cfg.alpha, sigma, cfg.eta_sigma, cfg.coverage)
     # `samples` once, from the draws, where the section has always placed it
-    return {"sigma": sigma, "q": cfg.q, "alpha": cfg.alpha, "samples": stats.pop("samples"), "surrogate": rec["kind"],
-            "surrogate_recipe": rec, "surrogate_accuracy": sur["accuracy"], "sigma_rule": rule, **stats,
-            "theta_norm": sur["theta_norm"], "independent_distance": independent_distance,
-            "draws": [float(a) for a in draws]}
+    return {"certificate": {
+        "sigma": sigma, "q": cfg.q, "alpha": cfg.alpha, "samples": stats.pop("samples"), "surrogate": rec["kind"],
+        "surrogate_recipe": rec, "surrogate_accuracy": sur["accuracy"], "sigma_rule": rule, **stats,
+        "theta_norm": sur["theta_norm"], "independent_distance": indep, "draws": [float(a) for a in draws]}}
+
+
+SLICE = Slice("certificate", add, section, run)
 
 
 def certify_weights(ctx: RunContext, state: dict, sigma: float, *, cluster=None) -> tuple[np.ndarray, dict]:

@@ -22,25 +22,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from attacks.base import POISONS
-from certify import certificate, replicates
+from certify import certificate, replicates, slices
 from certify.cache import atomic_write
 from certify.config import RunConfig, to_dict
 from certify.context import RunContext
-from certify.crafting import add_release, poison_params
+from certify.crafting import poison_params
 from certify.curves import reference_point
 from certify.errors import UserError
 from certify.intervals import summarize
 from certify.models import count_parameters
-from certify.pipeline import begin, environment, run_tasks, timings
+from certify.pipeline import begin, run_tasks
 from certify.plan.budgets import VARIABLE_NORMS, Budget, parse_budgets, with_budget
-from certify.plan.perceptual import perceptual_task
+from certify.plan import perceptual
 from certify.plan.targets import Targets, meets, recommend
 from certify.progress import say
 from certify.registry import CONTROL
-from certify.victims import add_defended, add_victim, distance
+from certify.report.assemble import environment, timings
 
 SCHEMA = "ue-certify/plan/v1"
 ISS_DEFENSES = ["jpeg", "grayscale"]  # image shortcut squeezing: the defenses a plan applies by default
+# the slices of a plan: the run's, less scores and recovery, and the perceptual distances
+SLICES = slices.only("crafting", "victims", "certificate") + (perceptual.SLICE,)
 
 __all__ = ["PlanRequest", "load_request", "run_plan", "budget_row", "Targets", "SCHEMA"]
 
@@ -70,25 +72,18 @@ def load_request(cfg: RunConfig, poison: str, budgets: str, targets: Targets) ->
 
 
 def _add_tasks(ctx: RunContext, request: PlanRequest) -> dict:
-    """Every task of the plan; returns the keys of their artifacts."""
-    clean_release = add_release(ctx, CONTROL)
-    clean = add_victim(ctx, clean_release, CONTROL)
-    sigma = certificate.add_sigma(ctx, clean)
-    keys = {"clean": clean,
-            "independent": add_victim(ctx, clean_release, CONTROL, "victim-independent", stage="independent"),
-            "clean_certificate": certificate.plan(ctx, CONTROL, clean_release, clean, sigma), "budgets": []}
+    """Every task of the plan for one replicate context: the run-level tasks of its slices (clean
+    release, clean model, σ, independent model), the clean control's certificate, then per budget
+    its slices (a release at that budget, victims, certificate, perceptual distances)."""
+    run = slices.add_run(ctx, SLICES)
+    control = {**run, "name": CONTROL, "release": run["clean_release"], "victim": run["clean"]}
     params = poison_params(ctx, request.poison)
+    budgets = []
     for b in request.budgets:
         label = f"{request.poison}@{b.label}"
-        release = add_release(ctx, request.poison, with_budget(params, b, label), label)
-        victim = add_victim(ctx, release, label)
-        keys["budgets"].append({
-            "release": release, "victim": victim,
-            "defended": {d: add_defended(ctx, release, label, d) for d in ctx.cfg.defenses},
-            "certificate": certificate.plan(ctx, label, release, victim, sigma),
-            "perceptual": ctx.cached("perceptual", {}, perceptual_task, (ctx.data_key, release), poison=label,
-                                     cpu_only=True)})
-    return keys
+        budgets.append(slices.add_poison(ctx, SLICES, run, {"name": label, "poison": request.poison,
+                                                            "params": with_budget(params, b, label)}))
+    return {"run": run, "control": {**control, **certificate.SLICE.add(ctx, control)}, "budgets": budgets}
 
 
 def budget_row(budget: Budget, applied_epsilon: float, protected: dict, defended: dict[str, dict], cert: dict,
@@ -124,32 +119,33 @@ def _assemble(ctx: RunContext, request: PlanRequest, keys: list[dict], outcome, 
     n_test = len(ctx.data.y_test)
     level = replicates.replicate_alpha(cfg.alpha, len(reps))
 
-    def certificate_of(pick) -> dict:  # pick(keys of one replicate) -> that replicate's certificate plan
-        sections = []
-        for r, k in zip(reps, keys):
-            indep = distance(ctx.model, v[k["clean"]]["state"], v[k["independent"]]["state"])
-            sections.append(certificate.section(dataclasses.replace(r.cfg, alpha=level), pick(k), v, indep))
-        return replicates.combine_certificate(sections, cfg.alpha)
+    def at_level(r: RunContext) -> RunContext:  # each replicate's certificate at α/K
+        return dataclasses.replace(r, cfg=dataclasses.replace(r.cfg, alpha=level))
 
-    def accuracy(pick) -> dict:  # pick(keys of one replicate) -> that replicate's final test accuracy
-        return summarize([pick(k) for k in keys], n_test)
+    # per replicate (seed order): the control's certificate section and each budget's slice sections
+    control = [certificate.SLICE.section(at_level(r), k["control"], v) for r, k in zip(reps, keys)]
+    budgets = [[slices.sections(at_level(r), SLICES, p, v) for p in k["budgets"]] for r, k in zip(reps, keys)]
 
-    clean_cert = certificate_of(lambda k: k["clean_certificate"])
+    def accuracy(values: list[float]) -> dict:  # one accuracy per replicate -> mean and interval
+        return summarize(values, n_test)
+
+    clean_cert = replicates.combine_certificate([c["certificate"] for c in control], cfg.alpha)
     clean_point = reference_point(clean_cert["curve"])
     params = poison_params(ctx, request.poison)
     rows = []
     for j, b in enumerate(request.budgets):
         applied = float(with_budget(params, b, b.label).epsilon_for(ctx.data.shape))
-        first = keys[0]["budgets"][j]
-        protected = accuracy(lambda k: v[k["budgets"][j]["victim"]]["history"]["final_test_accuracy"])
-        defended = {d: accuracy(lambda k, d=d: v[k["budgets"][j]["defended"][d]]["accuracy"]) for d in first["defended"]}
-        row = budget_row(b, applied, protected, defended, certificate_of(lambda k: k["budgets"][j]["certificate"]),
-                         clean_point["learnability"], v[first["perceptual"]])
+        secs = [rep[j] for rep in budgets]
+        protected = accuracy([s["empirical"]["protected_accuracy"] for s in secs])
+        defended = {d: accuracy([s["empirical"]["defenses"][d]["accuracy"] for s in secs])
+                    for d in secs[0]["empirical"].get("defenses", {})}
+        cert = replicates.combine_certificate([s["certificate"] for s in secs], cfg.alpha)
+        row = budget_row(b, applied, protected, defended, cert, clean_point["learnability"], secs[0]["perceptual"])
         row["meets_targets"] = meets(row, request.targets) if request.targets.given else None
         rows.append(row)
     warnings = [f"budget {r['budget']}: the release equals the clean images (no perturbation survives 8-bit "
                 "storage at this budget)" for r in rows if r["measured"]["linf_max"] == 0]
-    clean = accuracy(lambda k: v[k["clean"]]["history"]["final_test_accuracy"])
+    clean = accuracy([v[k["run"]["clean"]]["history"]["final_test_accuracy"] for k in keys])
     return {"schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": command, "poison": request.poison, "norm": request.budgets[0].norm, "seed": cfg.seed,
             "seeds": replicates.seeds_of(cfg), "interval_method": clean["method"],

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from attacks.base import per_image_norm
-from certify.context import ModelSpec, images
+from certify.context import ModelSpec, RunContext, Slice, images
 from certify.data import Dataset
 
 SSIM_WINDOW = 7  # scikit-image's default window; smaller images use their largest odd side
@@ -33,3 +33,16 @@ def distances(clean: torch.Tensor, released: torch.Tensor) -> dict:
 
 def perceptual_task(data: Dataset, released: dict, *, model: ModelSpec, device: str) -> dict:
     return distances(data.x_train, images(released["released"]))
+
+
+def add(ctx: RunContext, keys: dict) -> dict:
+    """One task per release (on the CPU: it compares pixels)."""
+    return {"perceptual": ctx.cached("perceptual", {}, perceptual_task, (ctx.data_key, keys["release"]),
+                                     poison=keys["name"], cpu_only=True)}
+
+
+def section(ctx: RunContext, keys: dict, values: dict) -> dict:
+    return {"perceptual": values[keys["perceptual"]]}
+
+
+SLICE = Slice("perceptual", add, section)  # a slice of `certify plan` only

@@ -1,10 +1,11 @@
 """The scores slice as tasks: SAL of each trained model (from its per-epoch weights), of each model
 trained under a defense, and the MI gap and covariance score of each protected model against the
-clean one; `sections` builds the report's sections. They compute on the CPU (`cpu_only`: no GPU
+clean one; `SLICE.section` builds the report's `sal_ud`, `mutual_information` and `covariance`. They compute on the CPU (`cpu_only`: no GPU
 reserved, whatever device the run's other tasks use)."""
 from __future__ import annotations
 
-from certify.context import ModelSpec, RunContext, images
+from certify.context import ModelSpec, RunContext, Slice, images
+from certify.registry import CONTROL
 from certify.data import Dataset
 from certify.scores.covariance import covariance_section
 from certify.scores.mutual_info import MIConfig, mi_from_features, paired_features
@@ -55,10 +56,30 @@ def add_mi(ctx: RunContext, clean: str, victim: str, name: str) -> str:
     return ctx.cached("mi", spec, mi_task, inputs, poison=name, accept=lambda a: "covariance" in a, cpu_only=True)
 
 
-def sections(ctx: RunContext, sal_clean: dict, sal: dict, mi: dict, defended_sal: dict[str, dict]) -> dict:
+def run(ctx: RunContext, keys: dict) -> dict:
+    """SAL of the clean model (every UD's threshold), unless scores are skipped."""
+    if "scores" in ctx.cfg.skip:
+        return {}
+    return {"sal_clean": add_sal(ctx, keys["clean_release"], keys["clean"], CONTROL)}
+
+
+def add(ctx: RunContext, keys: dict) -> dict:
+    if "scores" in ctx.cfg.skip:
+        return {}
+    name, release = keys["name"], keys["release"]
+    return {"sal": add_sal(ctx, release, keys["victim"], name),
+            "defended_sal": {d: add_defended_sal(ctx, release, k, name, d) for d, k in keys["defended"].items()},
+            "mi": add_mi(ctx, keys["clean"], keys["victim"], name)}
+
+
+def section(ctx: RunContext, keys: dict, values: dict) -> dict:
     """`sal_ud` (with `defended`: UD of each defense's model against the same clean threshold),
     `mutual_information` and `covariance`."""
+    if "sal" not in keys:
+        return {}
     cfg = ctx.cfg
+    sal_clean, sal, mi = values[keys["sal_clean"]], values[keys["sal"]], values[keys["mi"]]
+    defended_sal = {d: values[k] for d, k in keys["defended_sal"].items()}
     ud = ud_section(sal_clean["sal"], sal["sal"], cfg.sal, cfg.profile)
     if defended_sal:
         ud["defended"] = {d: _defended_ud(ud_section(sal_clean["sal"], a["sal"], cfg.sal, cfg.profile))
@@ -69,3 +90,6 @@ def sections(ctx: RunContext, sal_clean: dict, sal: dict, mi: dict, defended_sal
 def _defended_ud(s: dict) -> dict:
     """The part of a defended model's UD section the report keeps (threshold and clean #LP are the run's)."""
     return {k: s[k] for k in ("ud", "ud_null_reason", "lp_protected", "sal_protected")}
+
+
+SLICE = Slice("scores", add, section, run)
