@@ -244,7 +244,7 @@ def cmd_poison(ns, argv) -> int:
 def cmd_check(ns, argv) -> int:
     from certify.gate import check
 
-    return check(ns.baseline, ns.report, tolerance=ns.tolerance, junit=ns.junit, alpha=ns.alpha)
+    return check(ns.baseline, ns.report, tolerance=ns.tolerance, junit=ns.junit, alpha=ns.alpha, as_json=ns.json)
 
 
 def cmd_report(ns, argv) -> int:

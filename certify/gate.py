@@ -30,6 +30,7 @@ judges is CheckFailed (exit 1).
 """
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -431,8 +432,16 @@ def _require_settings(tolerance, alpha) -> None:
         raise UserError(f"--alpha must be a number strictly between 0 and 1, got {alpha!r}")
 
 
-def check(baseline_path, report_path, tolerance: float = 0.02, junit=None, alpha: float = 0.05) -> int:
-    """Print the comparison table; return 1 if any judged poison got weaker or went missing, else 0.
+def as_dict(r: Row) -> dict:
+    """One row for `certify --json check`."""
+    return {"poison": r.poison, "metric": r.metric, "seeds": list(r.seeds), "baseline": r.baseline,
+            "report": r.report, "delta": r.delta, "p": r.p, "test": r.test, "verdict": r.verdict}
+
+
+def check(baseline_path, report_path, tolerance: float = 0.02, junit=None, alpha: float = 0.05,
+          as_json: bool = False) -> int:
+    """Print the comparison table (`as_json`: one JSON document with every row, the result and the
+    test behind each row); return 1 if any judged poison got weaker or went missing, else 0.
     CheckFailed (exit 1) if the report holds nothing the baseline judges."""
     _require_settings(tolerance, alpha)
     baseline = load_report(baseline_path)
@@ -440,22 +449,30 @@ def check(baseline_path, report_path, tolerance: float = 0.02, junit=None, alpha
     _require_judged(baseline, baseline_path)
     note = require_comparable(baseline, report)
     rows = compare(baseline, report, float(tolerance), float(alpha))
-    print(f"certify check: baseline {baseline_path} against report {report_path} "
-          f"(alpha {alpha:g}, tolerance {tolerance:g})")
-    if note:
-        print(note)
-    print(rule_line(alpha, tolerance))
-    print(format_table(rows))
     failed = [r for r in rows if r.verdict in FAILING]
+    compared = _compared_anything(rows)
     if junit:
         write_junit(rows, junit, float(tolerance), float(alpha))
-    if not _compared_anything(rows):
+    if as_json:
+        print(json.dumps({"baseline": str(baseline_path), "report": str(report_path), "alpha": alpha,
+                          "tolerance": tolerance, "rule": rule_line(alpha, tolerance), "note": note,
+                          "result": "failed" if failed or not compared else "passed",
+                          "rows": [as_dict(r) for r in rows]}, indent=1))
+    else:
+        print(f"certify check: baseline {baseline_path} against report {report_path} "
+              f"(alpha {alpha:g}, tolerance {tolerance:g})")
+        if note:
+            print(note)
+        print(rule_line(alpha, tolerance))
+        print(format_table(rows))
+    if not compared:
         raise CheckFailed(f"the report judges nothing the baseline judges: baseline poisons "
                           f"{_shown(_judged(baseline))}, report poisons {_shown(list(report['poisons']))}")
     if failed:
         names = sorted({r.poison for r in failed})
-        print(f"FAILED: {len(failed)} metric(s) weaker, abstaining or missing for {', '.join(names)}")
+        if not as_json:
+            print(f"FAILED: {len(failed)} metric(s) weaker, abstaining or missing for {', '.join(names)}")
         return 1
-    judged = sum(r.verdict == OK for r in rows)
-    print(f"passed: {judged} judged metric(s) not shown weaker")
+    if not as_json:
+        print(f"passed: {sum(r.verdict == OK for r in rows)} judged metric(s) not shown weaker")
     return 0

@@ -372,3 +372,20 @@ def test_a_report_with_replicates_is_valid_and_renders(tmp_path, capsys):
     path.write_text(json.dumps(doc))
     assert main(["report", str(path)]) == 0, capsys.readouterr().err
     assert (tmp_path / "report.md").is_file()
+
+
+def test_json_check_prints_every_row_the_result_and_the_test(tmp_path, capsys):
+    base = with_replicates(make_report(), [0.2, 0.209, 0.192])
+    rep = with_replicates(make_report(), [0.35, 0.359, 0.342])
+    paths = tmp_path / "baseline.json", tmp_path / "report.json"
+    for path, doc in zip(paths, (base, rep)):
+        path.write_text(json.dumps(doc))
+    code = main(["--json", "check", *map(str, paths)])
+    out = json.loads(capsys.readouterr().out)  # the whole of stdout is one JSON document
+    assert code == 1 and out["result"] == "failed" and out["alpha"] == 0.05 and out["tolerance"] == 0.02
+    row = next(r for r in out["rows"] if r["poison"] == "miue" and r["metric"] == "protected_accuracy")
+    assert row["verdict"] == "WEAKER" and row["test"] == "welch-t" and row["seeds"] == [3, 3]
+    assert row["delta"] == pytest.approx(0.15) and 0 < row["p"] < 0.05
+    assert {r["test"] for r in out["rows"]} >= {"welch-t", "bound"}
+    assert main(["--json", "check", str(paths[0]), str(paths[0])]) == 0
+    assert json.loads(capsys.readouterr().out)["result"] == "passed"
