@@ -93,6 +93,11 @@ def test_audit_of_a_perturbation_file_from_the_cli(tmp_path, capsys, digits):
     assert cert["samples"] == 50 and len(cert["draws"]) == 50
     assert "sal_ud" not in report["poisons"]["release"] and "recovery" not in report["poisons"]["release"]
     assert report["dataset"]["n_train"] == len(x) and "resized_to" not in report["dataset"]
+    # the guarantee names the test set the audit was given, not the clean set it was paired with
+    assert report["dataset"]["test_source"] == "digits:test"
+    md = (out / "report.md").read_text()
+    assert f"({report['dataset']['n_test']} images of digits:test)" in md and "(test set: digits:test)" in md
+    assert "images of digits:train)" not in md
 
 
 def test_a_perturbation_in_pixel_units_is_one_line_and_writes_nothing(tmp_path, capsys, files):

@@ -214,6 +214,7 @@ def test_replicates_end_to_end_reuse_the_cache_and_ray_equals_serial(tmp_path, c
     one = _run(tmp_path, capsys, "one", "cache", "--executor", "serial")
     two = _run(tmp_path, capsys, "two", "cache", "--executor", "serial", "--seeds", "2")
     assert one["seeds"] == [3] and two["seeds"] == [3, 4]
+    assert one["dataset"]["test_source"] == "digits:test"  # the dataset's own split, named in the guarantee
     for name in ("none", "random"):
         a, b = one["poisons"][name], two["poisons"][name]
         assert [r["seed"] for r in b["replicates"]] == [3, 4]

@@ -27,6 +27,11 @@ from certify.verdict import verdicts
 SCHEMA = "ue-certify/report/v1"
 
 
+def test_set_of(cfg) -> str:
+    """What the accuracies and the certificate were measured on: `--test`, or the dataset's own split."""
+    return cfg.test or f"{cfg.dataset}:test"
+
+
 def environment(cfg: RunConfig, device: str) -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "device": devices.describe(torch.device(device)) if device == "cuda" and torch.cuda.is_available() else device,
@@ -101,7 +106,8 @@ def assemble(ctx: RunContext, reps: list[RunContext], plans: list[dict], outcome
     report = {"schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": command, "seed": cfg.seed, "seeds": replicates.seeds_of(cfg), "config": to_dict(cfg),
               "environment": environment(cfg, ctx.device),
-              "dataset": {**data.info(), "test_digest": ctx.test_digest, "class_names": list(map(str, data.classes))},
+              "dataset": {**data.info(), "test_digest": ctx.test_digest, "test_source": test_set_of(cfg),
+                          "class_names": list(map(str, data.classes))},
               "model": {"arch": ctx.model.arch, "parameters": count_parameters(ctx.model.build(0))}, "poisons": {}}
     if warnings:
         report["warnings"] = list(warnings)

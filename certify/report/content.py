@@ -233,7 +233,8 @@ def _header(report: dict) -> list:
         [Strong("Schema"), f": {report['schema']}"],
         [Strong("Environment"), f": {env_text}"],
         [Strong("Dataset"), ": ", Code(str(ds["name"])),
-         f" — {ds['n_train']} training and {ds['n_test']} test images, shape "
+         f" — {ds['n_train']} training and {ds['n_test']} test images"
+         + (f" (test set: {ds['test_source']})" if ds.get("test_source") else "") + ", shape "
          f"{'×'.join(str(s) for s in ds['shape'])}, {ds['classes']} classes"
          + (f"; every image resized to {ds['resized_to']}×{ds['resized_to']} (shorter side, then a centre crop)"
             if ds.get("resized_to") else "")],
@@ -345,7 +346,8 @@ def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
     text = (f"With probability at least {1 - alpha:g} over the {n} random weight draws{per_seed}, {coverage}: take "
             f"any model θ′ whose parameters lie within ℓ2 distance η of {around} and add Gaussian noise of standard "
             f"deviation σ = {sigma:g} to every trainable parameter; the {q:g}-quantile of its accuracy on the fixed "
-            f"test set ({ds['n_test']} images of {ds['name']}) is at most that row's certified upper value.")
+            f"test set ({ds['n_test']} images of {ds.get('test_source', ds['name'])}) is at most that row's certified "
+            "upper value.")
     if k > 1:
         text += _union(cert) + _sigmas(sec)
     certified = [pt for pt in curve if pt["learnability"] is not None]

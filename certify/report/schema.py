@@ -249,6 +249,7 @@ REPORT_SCHEMA: dict = {
                 "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
                 "classes": _COUNT,
             }, {"test_digest": {"type": "string", "minLength": 1},  # of the test images and labels; newer reports
+                "test_source": _STR,  # `--test`, or the dataset's own `NAME:test` split; newer reports
                 "resized_to": {"type": "integer", "minimum": 1},  # --image-size
                 "class_names": {"type": "array", "items": _STR}}),  # in label order; newer reports
             "model": _obj({"arch": _STR, "parameters": _COUNT}),
