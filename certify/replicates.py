@@ -33,6 +33,11 @@ def replicate_alpha(alpha: float, k: int) -> float:
     return alpha / k
 
 
+def certifying(rep, k: int):
+    """Replicate context `rep` with its certificate level α/K (what its report sections are made at)."""
+    return dataclasses.replace(rep, cfg=dataclasses.replace(rep.cfg, alpha=replicate_alpha(rep.cfg.alpha, k)))
+
+
 def _eta_key(r: float) -> str:
     return format(r, "g")
 

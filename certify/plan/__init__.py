@@ -118,13 +118,11 @@ def _assemble(ctx: RunContext, request: PlanRequest, keys: list[dict], outcome, 
     reps = replicates.contexts(ctx)
     n_test = len(ctx.data.y_test)
     level = replicates.replicate_alpha(cfg.alpha, len(reps))
-
-    def at_level(r: RunContext) -> RunContext:  # each replicate's certificate at α/K
-        return dataclasses.replace(r, cfg=dataclasses.replace(r.cfg, alpha=level))
+    at_level = [replicates.certifying(r, len(reps)) for r in reps]  # each replicate's certificate at α/K
 
     # per replicate (seed order): the control's certificate section and each budget's slice sections
-    control = [certificate.SLICE.section(at_level(r), k["control"], v) for r, k in zip(reps, keys)]
-    budgets = [[slices.sections(at_level(r), SLICES, p, v) for p in k["budgets"]] for r, k in zip(reps, keys)]
+    control = [certificate.SLICE.section(r, k["control"], v) for r, k in zip(at_level, keys)]
+    budgets = [[slices.sections(r, SLICES, p, v) for p in k["budgets"]] for r, k in zip(at_level, keys)]
 
     def accuracy(values: list[float]) -> dict:  # one accuracy per replicate -> mean and interval
         return summarize(values, n_test)

@@ -4,7 +4,6 @@ slice's section per replicate (certificates at α/K), combined over the seeds
 timings and environment; then `write_report`."""
 from __future__ import annotations
 
-import dataclasses
 import platform
 import time
 from datetime import datetime, timezone
@@ -83,9 +82,7 @@ def _poison_section(ctx: RunContext, reps: list[RunContext], plans: list[dict], 
     """Poison `name`'s report section: each replicate's slice sections (certificates at α/K) combined."""
     cfg = ctx.cfg
     seeds = replicates.seeds_of(cfg)
-    level = replicates.replicate_alpha(cfg.alpha, len(seeds))
-    measured = [slices.sections(dataclasses.replace(r, cfg=dataclasses.replace(r.cfg, alpha=level)), slices.SLICES,
-                                plan["poisons"][name], v)
+    measured = [slices.sections(replicates.certifying(r, len(reps)), slices.SLICES, plan["poisons"][name], v)
                 for r, plan in zip(reps, plans)]
     section = {k: measured[0][k] for k in _HEAD if k in measured[0]}
     if name != CONTROL:  # the control's released images are the clean ones
