@@ -11,7 +11,9 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from certify import device as devices
@@ -28,7 +30,38 @@ def abandoned() -> bool:
     return _abandoned
 
 
+AUTH_HINT = ("if the cluster uses Ray's token authentication, give this machine its token (`ray get-auth-token` "
+             "on the head node) in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
+
+
+def _token_present() -> bool:
+    """A token where Ray looks for one (its precedence: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, the default file)."""
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
+
+
+def use_token(address: str | None) -> bool:
+    """Join with token authentication where a token is present and the user set no mode.
+
+    A `ray start --head` that finds a token (one is written by any local `ray.init()` of Ray 2.59 and
+    later) requires it, but a client sends its token only when RAY_AUTH_MODE=token; a token sent to
+    a cluster without authentication is ignored, so sending one where present joins both."""
+    if not address or "RAY_AUTH_MODE" in os.environ or not _token_present():
+        return False
+    os.environ["RAY_AUTH_MODE"] = "token"
+    return True
+
+
+def cpus() -> int | None:
+    """The CPUs of the Ray instance this process joined or started (None where Ray is not running)."""
+    ray = sys.modules.get("ray")  # never imported just to ask
+    if ray is None or not ray.is_initialized():
+        return None
+    return int(ray.cluster_resources().get("CPU", 0))
+
+
 def _init(address: str | None, workers: int | None) -> None:
+    use_token(address)  # before Ray is imported: it reads the mode once
     import ray
 
     if ray.is_initialized():
@@ -96,12 +129,10 @@ def _muted_stderr(mute: bool):
 def connect(address: str | None, workers: int | None, timeout: float) -> bool:
     """Wait until Ray is up (at most `timeout` seconds for a cluster); return whether the cluster
     has GPUs (logical ones count)."""
-    import ray
-
     if address:
         probe(address, timeout)
-    start(address, workers)
     with _muted_stderr(bool(address)):
+        start(address, workers)
         ready = _ready.wait(timeout if address else None)
     if not ready:
         global _abandoned
@@ -109,5 +140,8 @@ def connect(address: str | None, workers: int | None, timeout: float) -> bool:
         raise UserError(f"Ray cluster at {address} did not answer within {timeout:g} s (connect_timeout)")
     if _error is not None:
         where = f"at {address}" if address else "locally"
-        raise UserError(f"could not start or join Ray {where}: {str(_error).splitlines()[0]}")
+        hint = f"; {AUTH_HINT}" if address else ""
+        raise UserError(f"could not start or join Ray {where}: {str(_error).splitlines()[0]}{hint}")
+    import ray  # after `_init`: Ray reads the authentication mode when first imported
+
     return ray.cluster_resources().get("GPU", 0) > 0

@@ -89,9 +89,10 @@ def begin(cfg: RunConfig, command: str, what: str, data: Dataset | None = None) 
     t0 = time.time()
     out = check_out(cfg)
     if cfg.executor == "ray":
-        if cfg.address:
+        if cfg.address:  # joined once the data are loaded, with the client's own logging muted
             cluster.probe(cfg.address, cfg.connect_timeout)  # before any work
-        cluster.start(cfg.address, cfg.workers)  # overlaps Ray's start-up with loading and planning
+        else:
+            cluster.start(None, cfg.workers)  # overlaps Ray's start-up with loading and planning
     ctx = load_context(cfg, data)
     create_out(out)
     mark_started(out, cfg, command)

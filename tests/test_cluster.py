@@ -38,7 +38,8 @@ def _ray() -> str:
 
 
 class Cluster:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, env: dict | None = None):
+        self.env = env or ENV  # of its nodes and of `wait_for`'s driver
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.tmp = tmp
@@ -52,13 +53,13 @@ class Cluster:
                  self.ray_tmp] if head else ["--address", self.address])
         log = open(self.tmp / f"node{len(self.procs)}.log", "w")
         self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                          env=ENV))
+                                          env=self.env))
 
     def wait_for(self, nodes: int) -> None:
         code = (f"import ray, time\nray.init(address='{self.address}', log_to_driver=False)\n"
                 f"t = time.time()\nwhile len([n for n in ray.nodes() if n['Alive']]) < {nodes}:\n"
                 f"    assert time.time() - t < 120\n    time.sleep(0.5)\n")
-        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=ENV)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=self.env)
         assert all(p.poll() is None for p in self.procs), self._logs()
         assert res.returncode == 0, res.stderr[-2000:] + self._logs()
 
@@ -84,13 +85,17 @@ def cluster(tmp_path):
     c.stop()
 
 
-def _run(tmp_path: Path, name: str, *extra: str) -> dict:
+def _certify(tmp_path: Path, name: str, *extra: str, env: dict = ENV) -> subprocess.CompletedProcess:
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
-    res = subprocess.run([sys.executable, "-m", "certify.cli", "--quiet", "run", "--poison", "random,em",
+    return subprocess.run([sys.executable, "-m", "certify.cli", "--quiet", "run", "--poison", "random,em",
                           "--dataset", "digits", "--config", str(cfg), "--samples", "40", "--skip", "scores,recovery",
                           "--seed", "5", "--out", str(tmp_path / name), "--cache-dir", str(tmp_path / f"{name}-cache"),
-                          *extra], capture_output=True, text=True, timeout=900, env=ENV)
+                          *extra], capture_output=True, text=True, timeout=900, env=env)
+
+
+def _run(tmp_path: Path, name: str, *extra: str, env: dict = ENV) -> dict:
+    res = _certify(tmp_path, name, *extra, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads((tmp_path / name / "report.json").read_text())
 
@@ -128,3 +133,30 @@ def test_gpu_tasks_ask_for_their_fraction_and_run_without_cuda(tmp_path, cluster
     assert all(len(t["gpus"]) == 1 and t["gpus"][0] in ("0", "1") for t in tasks)  # placed on a GPU
     assert report["config"]["gpu_fraction"] == 0.25
     assert report["poisons"]["random"]["certificate"]["samples"] == 40  # and it ran, on the CPU
+
+
+def test_joins_a_token_protected_cluster_and_records_its_cpus(tmp_path):
+    """Ray's default: a head that finds a token in ~/.ray/auth_token requires it. certify joins with
+    the token it finds (no RAY_AUTH_MODE set), records the cluster's one CPU (not this machine's
+    cores), and without a token says in one line what to set."""
+    home, empty = tmp_path / "home", tmp_path / "empty"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | {"HOME": str(home)}
+    subprocess.run([_ray(), "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=120)
+    assert (home / ".ray" / "auth_token").is_file()
+    c = Cluster(tmp_path, env | {"RAY_AUTH_MODE": "token"})  # `wait_for`'s own driver sends the token
+    c.env = env  # the head: Ray's defaults only
+    try:
+        c.node("--num-cpus", "1", head=True)
+        c.env = env | {"RAY_AUTH_MODE": "token"}
+        c.wait_for(1)
+        report = _run(tmp_path, "token", "--address", c.address, env=env)
+        assert report["environment"]["workers"] == 1
+        refused = _certify(tmp_path, "refused", "--address", c.address, "--connect-timeout", "60",
+                           env=env | {"HOME": str(empty)})
+        assert refused.returncode == 2
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and "RAY_AUTH_TOKEN" in lines[0] and "Traceback" not in refused.stderr, refused.stderr
+        assert not (tmp_path / "refused").exists()
+    finally:
+        c.stop()

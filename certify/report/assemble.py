@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from certify import device as devices, replicates, slices
+from certify import cluster, device as devices, replicates, slices
 from certify.config import RunConfig, to_dict
 from certify.context import RunContext, images
 from certify.curves import reference_point
@@ -31,10 +31,18 @@ def test_set_of(cfg) -> str:
     return cfg.test or f"{cfg.dataset}:test"
 
 
+def _workers(cfg: RunConfig) -> int:
+    """The CPUs the run's tasks had: the Ray instance's own count where it ran (a cluster's real
+    resources, not a flag), else what a local instance would have been given."""
+    if cfg.executor != "ray":
+        return 1
+    return cluster.cpus() or cfg.workers or devices.default_threads()
+
+
 def environment(cfg: RunConfig, device: str) -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "device": devices.describe(torch.device(device)) if device == "cuda" and torch.cuda.is_available() else device,
-            "executor": cfg.executor, "workers": (cfg.workers or devices.default_threads()) if cfg.executor == "ray" else 1,
+            "executor": cfg.executor, "workers": _workers(cfg),
             "threads": cfg.smoothing.threads}
 
 
