@@ -85,6 +85,9 @@ def probe(address: str, timeout: float) -> None:
         raise UserError(f"--address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
+    except UnicodeError:  # a hostname label over 63 characters, or an empty one, fails IDNA encoding
+        raise UserError(f"--address {address!r}: not a valid hostname (each dot-separated label is "
+                        "1 to 63 characters)") from None
     except OSError as e:
         reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
         raise UserError(f"Ray cluster at {address} does not answer ({reason}); is `ray start` running there?") from None

@@ -16,6 +16,7 @@ import yaml
 from attacks.recovery import RECOVERY, RecoveryConfig
 from certify.certificate.config import CertificateConfig
 from certify.errors import UserError
+from certify.files import read_small_text
 from certify.params import for_dataset, from_dict
 from certify.scores.mutual_info import MIConfig
 from certify.scores.sal_ud import SalConfig
@@ -25,6 +26,7 @@ from certify.verdict import VerdictConfig
 
 STAGES = ("certify", "scores", "recovery")
 MAX_SEEDS = 20  # replicates of one run: each one repeats the whole run's work
+MAX_CONNECT_TIMEOUT = 86_400  # seconds: a day; far past it, the socket's own timeout overflows time_t
 
 
 @dataclass
@@ -79,6 +81,7 @@ class RunConfig(CertificateConfig):
                                 f"({self.smoothing.threads}) must not exceed workers ({self.workers}): "
                                 "a task asks for one CPU per thread")
         check_positive(where, connect_timeout=self.connect_timeout)
+        check_at_most(where, MAX_CONNECT_TIMEOUT, connect_timeout=self.connect_timeout)
         if self.image_size is not None:
             from certify.data._common import MAX_SIDE
 
@@ -150,18 +153,7 @@ MAX_CONFIG_BYTES = 2**18  # a configuration is a few hundred bytes; PyYAML build
 
 
 def _read_text(path: str) -> str:
-    p = Path(path)
-    try:
-        if not p.is_file():
-            raise UserError(f"config file not found: {path}")
-        size = p.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise UserError(f"config file {path}: {size:,} bytes, over the limit of {MAX_CONFIG_BYTES:,}")
-        return p.read_text()
-    except OSError as e:  # e.g. a name too long
-        raise UserError(f"config file {path}: cannot be read ({e.strerror or type(e).__name__})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"config file {path}: not a text file") from None
+    return read_small_text(path, MAX_CONFIG_BYTES, "config file")
 
 
 def read_yaml(path: str) -> dict:

@@ -10,6 +10,7 @@ import typing
 from typing import Any, Union
 
 from certify.errors import UserError
+from certify.validation import shown
 
 
 def for_dataset(table: dict[str, Any], dataset: str, default: Any = None) -> Any:
@@ -50,8 +51,11 @@ def coerce(value: Any, tp: Any, key: str, where: str = "config") -> Any:
         return from_dict(tp, value, where, key)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{where}: {key} must be a number, got {value!r}")
-        return float(value)
+            raise UserError(f"{where}: {key} must be a number, got {shown(value)}")
+        try:
+            return float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise UserError(f"{where}: {key} must be a finite number, got {shown(value)}") from None
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise UserError(f"{where}: {key} must be an integer, got {value!r}")

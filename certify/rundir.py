@@ -10,6 +10,10 @@ from pathlib import Path
 from certify.cache import atomic_write
 from certify.config import RunConfig, to_dict
 from certify.errors import UserError
+from certify.files import read_small_text
+
+
+MAX_CHECKPOINT_BYTES = 2**20  # run.json holds one configuration
 
 
 def check_out(cfg: RunConfig) -> Path:
@@ -23,9 +27,11 @@ def check_out(cfg: RunConfig) -> Path:
         if not stored.is_file():
             raise UserError(f"--resume: {out} holds no interrupted run (no run.json)")
         try:
-            previous = json.loads(stored.read_text())["config"]
-        except (ValueError, KeyError, OSError):
-            raise UserError(f"--resume: {stored} is not a run checkpoint of this tool") from None
+            previous = json.loads(read_small_text(stored, MAX_CHECKPOINT_BYTES, "--resume: checkpoint"))["config"]
+        except (ValueError, KeyError, TypeError, RecursionError):  # not JSON, or JSON of another shape
+            previous = None
+        if not isinstance(previous, dict):
+            raise UserError(f"--resume: {stored} is not a run checkpoint of this tool")
         if previous != resolved:
             changed = sorted(k for k in set(previous) | set(resolved) if previous.get(k) != resolved.get(k))
             raise UserError(f"--resume: {out} was started with another configuration "

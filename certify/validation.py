@@ -12,7 +12,7 @@ MAX_THREADS = 1024  # threads, smoothing.threads, workers: each thread asks the 
 MAX_CROP = 64  # random-crop padding (train.crop, rem.crop, ar.crop) sizes a padded copy of every batch
 
 
-def _show(value) -> str:
+def shown(value) -> str:
     """A value for a message: a number of thousands of digits is shown by its length."""
     text = repr(value)
     return text if len(text) <= 40 else f"{text[:12]}… ({len(text)} characters)"
@@ -22,44 +22,44 @@ def _num(where, name, value):
     # ints are finite (math.isfinite would overflow on one of thousands of digits)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (
             isinstance(value, float) and not math.isfinite(value)):
-        raise UserError(f"{where}: {name} must be a finite number, got {_show(value)}")
+        raise UserError(f"{where}: {name} must be a finite number, got {shown(value)}")
 
 
 def check_positive(where: str, **values) -> None:
     for name, v in values.items():
         _num(where, name, v)
         if v <= 0:
-            raise UserError(f"{where}: {name} must be > 0, got {_show(v)}")
+            raise UserError(f"{where}: {name} must be > 0, got {shown(v)}")
 
 
 def check_nonnegative(where: str, **values) -> None:
     for name, v in values.items():
         _num(where, name, v)
         if v < 0:
-            raise UserError(f"{where}: {name} must be >= 0, got {_show(v)}")
+            raise UserError(f"{where}: {name} must be >= 0, got {shown(v)}")
 
 
 def check_open_unit(where: str, **values) -> None:
     for name, v in values.items():
         _num(where, name, v)
         if not 0 < v < 1:
-            raise UserError(f"{where}: {name} must be in (0, 1), got {_show(v)}")
+            raise UserError(f"{where}: {name} must be in (0, 1), got {shown(v)}")
 
 
 def check_choice(where: str, name: str, value, allowed) -> None:
     if value not in allowed:
-        raise UserError(f"{where}: {name} must be one of {', '.join(map(str, allowed))}, got {_show(value)}")
+        raise UserError(f"{where}: {name} must be one of {', '.join(map(str, allowed))}, got {shown(value)}")
 
 
 def check_at_most(where: str, limit, **values) -> None:
     for name, v in values.items():
         _num(where, name, v)
         if v > limit:
-            raise UserError(f"{where}: {name} must be at most {limit:,}, got {_show(v)}")
+            raise UserError(f"{where}: {name} must be at most {limit:,}, got {shown(v)}")
 
 
 def check_at_least(where: str, limit, **values) -> None:
     for name, v in values.items():
         _num(where, name, v)
         if v < limit:
-            raise UserError(f"{where}: {name} must be at least {limit:g}, got {_show(v)}")
+            raise UserError(f"{where}: {name} must be at least {limit:g}, got {shown(v)}")

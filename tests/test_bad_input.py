@@ -119,6 +119,21 @@ def _hostile_config(w: Path) -> None:
     (w / "mi-bins-huge.yaml").write_text("mi: {bins: 100000}\n")
 
 
+def _hostile_round3(w: Path) -> None:
+    """Third round (issue 32): numbers past what a socket or a float holds, special files, odd checkpoints."""
+    (w / "verdict-400-digits.yaml").write_text("verdict: {strong: " + "1" * 400 + "}\n")
+    (w / "lr-400-digits.yaml").write_text("train: {lr: " + "9" * 400 + "}\n")
+    os.mkfifo(w / "fifo")  # a reader that opens it would wait for a writer forever
+
+
+def _resume_list(out: Path, world: Path) -> None:
+    (out / "run.json").write_text("[1, 2]\n")
+
+
+def _resume_config_list(out: Path, world: Path) -> None:
+    (out / "run.json").write_text('{"config": [1]}\n')
+
+
 def minimal_report(poison: str = "random") -> dict:
     """A small valid report.json document (schema ue-certify/report/v1), built by hand."""
     from certify.certificate import bounds
@@ -224,6 +239,7 @@ def world(tmp_path_factory) -> Path:
     (w / "latin1.json").write_bytes('{"schema": "caf\xe9"}'.encode("latin-1"))
     _hostile_data(w)
     _hostile_config(w)
+    _hostile_round3(w)
     return w
 
 
@@ -260,10 +276,10 @@ ROWS = [
     # YAML
     ("yaml-malformed", RUN + DIGITS[:2] + ["--config", "{W}/malformed.yaml"], "malformed YAML", INPROC, None),
     ("yaml-tab-indent", RUN + DIGITS[:2] + ["--config", "{W}/tab.yaml"], "malformed YAML", INPROC, None),
-    ("yaml-not-text", RUN + ["--config", "{W}/binary.yaml"], "not a text file", INPROC, None),
+    ("yaml-not-text", RUN + ["--config", "{W}/binary.yaml"], "not a text (UTF-8) file", INPROC, None),
     ("yaml-unknown-nested-key", RUN + ["--config", "{W}/unknown-nested.yaml"], "unknown key 'smoothing.chunks'",
      INPROC, None),
-    ("yaml-config-is-a-folder", RUN + ["--config", "{W}"], "config file not found", INPROC, None),
+    ("yaml-config-is-a-folder", RUN + ["--config", "{W}"], "is a directory, expected a file", INPROC, None),
     # wrong types
     ("type-samples-float", RUN + ["--config", "{W}/samples-float.yaml"], "samples must be an integer", INPROC, None),
     ("type-seed-bool", RUN + ["--config", "{W}/seed-bool.yaml"], "seed must be an integer", INPROC, None),
@@ -444,6 +460,22 @@ ROWS = [
      INPROC, None),
     ("mi-bins-huge", RUN + DIGITS + ["--config", "{W}/mi-bins-huge.yaml"], "mi.bins must be at most 1,024",
      INPROC, None),
+    # third round (issue 32)
+    ("connect-timeout-1e300", RUN + DIGITS + ["--address", "127.0.0.1:1", "--connect-timeout", "1e300"],
+     "connect_timeout must be at most 86,400", INPROC, None),
+    ("address-label-too-long", ["run", "--cache-dir", "{CACHE}", "--out", "{OUT}"] + DIGITS + ["--address", "a" * 70 + ".example:6379"], "not a valid hostname",
+     INPROC, None),
+    ("verdict-400-digits", RUN + DIGITS[:2] + ["--config", "{W}/verdict-400-digits.yaml"],
+     "verdict.strong must be a finite number", INPROC, None),
+    ("lr-400-digits", RUN + DIGITS[:2] + ["--config", "{W}/lr-400-digits.yaml"], "train.lr must be a finite number",
+     INPROC, None),
+    ("config-fifo", RUN + ["--config", "{W}/fifo"], "not a regular file", INPROC, None),
+    ("config-dev-zero", RUN + ["--config", "/dev/zero"], "not a regular file", INPROC, None),
+    ("report-dev-zero", ["report", "/dev/zero"], "not a regular file", INPROC, None),
+    ("report-fifo", ["report", "{W}/fifo"], "not a regular file", INPROC, None),
+    ("check-dev-zero", ["check", "{W}/valid.json", "/dev/zero"], "not a regular file", INPROC, None),
+    ("resume-run-json-list", RUN + DIGITS + ["--resume"], "not a run checkpoint", INPROC, _resume_list),
+    ("resume-config-list", RUN + DIGITS + ["--resume"], "not a run checkpoint", INPROC, _resume_config_list),
 ]
 assert len({r[0] for r in ROWS}) == len(ROWS)
 # `certify poison` crafts (and caches the released set) before it looks at --out: the folder is

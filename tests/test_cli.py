@@ -46,7 +46,7 @@ def test_console_script_help_and_list():
     (["run", "--defense", "magic"], "unknown defense 'magic'"),
     (["run", "--model", "vgg"], "unknown model 'vgg'"),
     (["run", "--samples", "many"], "invalid int value"),
-    (["run", "--config", "/nonexistent.yaml"], "config file not found"),
+    (["run", "--config", "/nonexistent.yaml"], "no such file"),
     (["frobnicate"], "invalid choice"),
     (["check", "/nonexistent/a.json", "/nonexistent/b.json"], "a.json"),
     (["report", "/nonexistent/report.json"], "report.json"),

@@ -58,7 +58,7 @@ def test_bad_config_is_one_line(tmp_path, text, message):
 
 
 def test_missing_file():
-    with pytest.raises(UserError, match="config file not found"):
+    with pytest.raises(UserError, match="no such file"):
         load_config("/nonexistent/c.yaml")
 
 

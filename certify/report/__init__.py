@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from certify.errors import UserError
+from certify.files import read_small_text
 from certify.report.schema import SCHEMA_ID, format_path, validate_report
 
 __all__ = ["write_report", "render", "load_report", "validate_report", "SCHEMA_ID"]
@@ -95,19 +96,13 @@ def write_report(report: dict, out_dir, pictures: dict[str, bytes] | None = None
     _render_into(doc, out)
 
 
+MAX_REPORT_BYTES = 64 * 2**20  # a 20-seed report of every poison is a few MB
+
+
 def load_report(path) -> dict:
     """The validated report dict from a report.json; UserError (one line) naming the file otherwise."""
     p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: no such file")
-    if p.is_dir():
-        raise UserError(f"{p}: is a directory, expected a report.json file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{p}: not a text (UTF-8) file, expected a report.json") from None
-    except OSError as e:
-        raise UserError(f"{p}: cannot be read: {e.strerror or e}") from None
+    text = read_small_text(p, MAX_REPORT_BYTES, "report")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:

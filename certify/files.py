@@ -1,0 +1,39 @@
+"""Reading a small file a user names (a configuration, a report, a run checkpoint): a regular file
+only, its size checked before a byte is read, so /dev/zero, a FIFO or a huge file is one line, not
+a hang or an exhausted memory."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from certify.errors import UserError
+
+
+def read_small_text(path, limit: int, what: str) -> str:
+    """The UTF-8 text of `path`; UserError naming `what` and the file unless it is a regular file of
+    at most `limit` bytes."""
+    p = Path(path)
+    try:
+        st = os.stat(p)  # follows links: a link to a regular file is read
+    except FileNotFoundError:
+        raise UserError(f"{what} {p}: no such file") from None
+    except OSError as e:  # a name too long, a loop of links
+        raise UserError(f"{what} {p}: cannot be read ({e.strerror or type(e).__name__})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UserError(f"{what} {p}: is a directory, expected a file")
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read, a device never end it
+        raise UserError(f"{what} {p}: not a regular file")
+    if st.st_size > limit:
+        raise UserError(f"{what} {p}: {st.st_size:,} bytes, over the limit of {limit:,}")
+    try:
+        with open(p, "rb") as f:
+            data = f.read(limit + 1)  # the file may have grown since the check
+    except OSError as e:
+        raise UserError(f"{what} {p}: cannot be read ({e.strerror or type(e).__name__})") from None
+    if len(data) > limit:
+        raise UserError(f"{what} {p}: over the limit of {limit:,} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {p}: not a text (UTF-8) file") from None
