@@ -40,7 +40,7 @@ def early_stop(curve: list[dict]) -> dict | None:
     key = "attacker_accuracy" if on == "attacker" else "accuracy"
     i = max(range(len(curve)), key=lambda j: (curve[j][key], -j))
     pt = curve[i]
-    return {"index": i, "eta": pt["eta"], "eta_over_sigma": pt["eta_over_sigma"], "accuracy": pt["accuracy"],
+    return {"index": i, "eta": pt.get("eta"), "eta_over_sigma": pt["eta_over_sigma"], "accuracy": pt["accuracy"],
             "attacker_accuracy": pt.get("attacker_accuracy"), "on": on}
 
 
