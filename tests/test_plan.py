@@ -177,7 +177,7 @@ def test_plan_on_digits(tmp_path, capsys):
     assert (out / "plan.json").read_bytes() == before
     # the 8/255 budget is the run's own poison: a run with the same settings finds every artifact cached
     run_out = tmp_path / "run"
-    args = _plan(tmp_path, "--poison", "random", "--defense", "jpeg,grayscale", "--skip", "scores,recovery",
+    args = _plan(tmp_path, "--poison", "random", "--skip", "scores,recovery",
                  "--no-baseline", "--out", str(run_out))
     args[0] = "run"
     capsys.readouterr()
