@@ -29,6 +29,12 @@ def _list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _defenses(value: str) -> list[str]:
+    """--defense: a list; '' or `none` alone is no defense (the default is the verdict's minimum suite)."""
+    names = _list(value)
+    return [] if names == ["none"] else names
+
+
 def _floats(value: str) -> list[float]:
     try:
         return [float(v) for v in _list(value)]
@@ -55,7 +61,8 @@ def _evaluation_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `audit` (they run the same stages)."""
     p.add_argument("--config", help="YAML file of settings (flags override it)")
     p.add_argument("--model", help="architecture (see `certify list`); default: the dataset's")
-    p.add_argument("--defense", dest="defenses", type=_list, help="comma-separated defenses to apply")
+    p.add_argument("--defense", dest="defenses", type=_defenses,
+                   help="comma-separated defenses to apply (default jpeg,jpeg50,grayscale; '' or none: none)")
     p.add_argument("--samples", type=int, help="Monte-Carlo draws N for the certificate (default 1000)")
     p.add_argument("--out", help="report directory (default reports/runs/<timestamp>-<poisons>/)")
     p.add_argument("--seed", type=int, help="run seed (default 0)")
@@ -124,12 +131,15 @@ def build_parser() -> Parser:
     pl.add_argument("--budgets", required=True, help="comma-separated budgets in the poison's norm, "
                     "e.g. 2/255,4/255,8/255,16/255 (l-inf) or 0.5,1 (l2; NORM:VALUE also accepted)")
     pl.add_argument("--target-accuracy", dest="target_accuracy", type=float,
-                    help="protected test accuracy must be at most this (in [0, 1])")
+                    help="the attacker's best test accuracy (upper end) must be at most this (in [0, 1])")
     pl.add_argument("--target-gap", dest="target_gap", type=float,
                     help="certified gap to the clean control must be at least this (in [0, 1])")
+    pl.add_argument("--target-undefended", dest="target_undefended", action="store_true",
+                    help="apply --target-accuracy to the protected accuracy without a defense (default: the "
+                    "attacker's best over training normally and each defense)")
     pl.add_argument("--dataset", help="dataset (default cifar10-mini)")
     pl.add_argument("--test", help="a separate test source (default: the dataset's own test split)")
-    _evaluation_options(pl)  # --defense defaults to the ISS defenses jpeg,grayscale here
+    _evaluation_options(pl)
 
     c = sub.add_parser("check", help="CI gate: exit 1 if protection got weaker than a baseline")
     c.add_argument("baseline")
@@ -188,13 +198,15 @@ def cmd_plan(ns, argv) -> int:
                         "against the clean control)")
     flags = _flags(ns, [f for f in RUN_FLAGS if f not in ("poisons", "skip", "baseline")])
     cfg = load_config(ns.config, {**flags, "poisons": [ns.poison]})
-    request = load_request(cfg, ns.poison, ns.budgets, Targets(ns.target_accuracy, ns.target_gap))
+    request = load_request(cfg, ns.poison, ns.budgets, Targets(ns.target_accuracy, ns.target_gap,
+                                                                  "undefended" if ns.target_undefended
+                                                                  else "best-defended"))
     doc, out = run_plan(cfg, request, "certify " + " ".join(shlex.quote(a) for a in argv))
     if ns.json:
         print(json.dumps({"plan": str(out / "plan.json"), "recommended": doc["recommended"],
                           "budgets": doc["budgets"]}, indent=1))
     else:
-        given = any(v is not None for v in doc["targets"].values())
+        given = request.targets.given
         rec = doc["recommended"] or ("none meets the targets" if given else "none (no targets given)")
         print(f"plan: {out / 'plan.json'} (also plan.md, plan.html); recommended budget: {rec}")
     return EXIT_OK

@@ -22,7 +22,7 @@ from certify.scores.mutual_info import MIConfig
 from certify.scores.sal_ud import SalConfig
 from certify.training import TrainConfig
 from certify.validation import MAX_THREADS, check_at_most, check_choice, check_positive
-from certify.verdict import VerdictConfig
+from certify.verdict import MINIMUM_SUITE, VerdictConfig
 
 STAGES = ("certify", "scores", "recovery")
 MAX_SEEDS = 20  # replicates of one run: each one repeats the whole run's work
@@ -40,7 +40,8 @@ class RunConfig(CertificateConfig):
     data_root: Union[str, None] = None
     download: bool = False
     model: str = "cnn"  # the architecture (`certify list`); a dataset's row of DATASET_DEFAULTS may name another
-    defenses: list[str] = field(default_factory=list)
+    # the verdict's minimum suite, so that a default run can read strong (`--defense ''` skips it)
+    defenses: list[str] = field(default_factory=lambda: list(MINIMUM_SUITE.defenses))
     out: Union[str, None] = None
     cache_dir: Union[str, None] = None
     seed: int = 0

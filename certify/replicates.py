@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from certify.intervals import CONFIDENCE, method, summarize
+from certify.recovery import early_stop
 
 ACCURACIES = (("clean_accuracy", "clean_interval"), ("protected_accuracy", "protected_interval"),
               ("peak_protected_accuracy", "peak_protected_interval"))
@@ -42,10 +43,6 @@ def _eta_key(r: float) -> str:
     return format(r, "g")
 
 
-def _best(curve: list[dict]) -> float:
-    return max(p["accuracy"] for p in curve)
-
-
 def record(seed: int, section: dict) -> dict:
     """The per-seed entry of `replicates`: what the run measured at this seed."""
     emp = section["empirical"]
@@ -57,7 +54,8 @@ def record(seed: int, section: dict) -> dict:
         out["certified"] = {_eta_key(p["eta_over_sigma"]): p["learnability"] for p in section["certificate"]["curve"]}
         out["sigma"] = section["certificate"]["sigma"]  # the σ rule is seeded too
     if "recovery" in section:
-        out["recovery"] = {m: _best(r["curve"]) for m, r in section["recovery"].items() if r["curve"]}
+        # the test accuracy at the point the attacker early-stops on (its own split), never a test-set pick
+        out["recovery"] = {m: early_stop(r["curve"])["accuracy"] for m, r in section["recovery"].items() if r["curve"]}
     return out
 
 

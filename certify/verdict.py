@@ -3,77 +3,165 @@ the measured reasons, a pure function of the poison's report section, the clean 
 thresholds of `VerdictConfig` (the README says which measured tables each default comes from).
 
 The rule:
-- the protection is judged by the highest test accuracy an attacker reaches: the model trained
-  normally on the release, under each defense of the run, and each recovery attack at any η (final
-  accuracies: a peak is chosen on the test set, which an attacker does not have); where none was
-  tried, the reasons say that the level holds against training as usual only;
+- the protection is judged by the attacker's best: the model trained normally on the release (its
+  final accuracy: the peak `peak_protected_accuracy` is chosen on the test set, which an attacker
+  does not have), the model trained under each defense of the run, and each recovery attack at the
+  point it early-stops on (the η whose accuracy on the attacker's own clean split is highest,
+  `recovery.M.chosen`; its test accuracy is what counts);
 - each accuracy is read at the upper end of its 95 % interval (over the run's seeds, or the test
-  set's binomial interval with one seed), the conservative reading for a data owner: the attack
-  with the highest upper end is the attacker's best (reports without intervals: the value itself);
-- that upper end as a fraction of the clean model's accuracy (the mean over seeds) gives the level: at most `strong` × clean is
-  strong, at most `partial` × partial, at most `weak` × weak, above it none;
+  set's binomial interval with one seed), the conservative reading for a data owner (reports without
+  intervals: the value itself);
+- each is compared with what the attacker would get from clean data the same way: a defense's with
+  the clean control trained under that defense (the control's `empirical.defenses[d]`, where the run
+  has it; else the clean model, and the reasons say so), undefended training and recovery with the
+  clean model (means over seeds); the highest of these ratios gives the level: at most `strong` is
+  strong, at most `partial` partial, at most `weak` weak, above it none;
+- strong needs the minimum attacker suite (`MINIMUM_SUITE`: JPEG at two qualities, grayscale, a
+  recovery attack) to have run; where part of it did not, the level is at most partial and the
+  reasons say what is untried and which flags would run it;
 - strong also needs the certificate to agree: the poison's certified learnability at
   η/σ = `eta_over_sigma` at least `certified_gap` below the clean control's; when it is not, the
   verdict is partial. Where no certificate can be compared (skipped, no clean control, the point
   absent or abstaining), the verdict rests on the measured accuracies alone and the reasons say so.
+  Where the certificate's surrogate and the victim differ by more than `surrogate_gap` in test
+  accuracy, a reason says the certificate does not speak for this victim.
 The clean control `none` gets none.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from certify.errors import UserError
 from certify.curves import point_at
+from certify.errors import UserError
+from certify.recovery import early_stop
 from certify.registry import CONTROL
 from certify.validation import check_nonnegative, check_positive
 
 LEVELS = ("strong", "partial", "weak", "none")
 SLACK = 1e-9  # float slack: a ratio of exactly a threshold meets it
-UNTRIED = ("no defense or recovery attack was tried: the level holds against training as usual only "
-           "(JPEG-10, --defense jpeg, undid every l-inf poison measured in reports/POISONS.md)")
+
+
+@dataclass(frozen=True)
+class Suite:
+    """The attacks a strong verdict needs to have survived."""
+    defenses: tuple[str, ...]
+    recovery: bool  # at least one recovery attack
+
+
+# JPEG at two qualities (ISS's JPEG-10, and 50 for a poison tuned to survive one quality), grayscale,
+# and one recovery attack: JPEG-10 alone restored AR, PUE, EM and TAP to 0.73-0.96 of clean
+# (reports/POISONS.md) while undefended they read strong. It is also the run's default `defenses`.
+MINIMUM_SUITE = Suite(defenses=("jpeg", "jpeg50", "grayscale"), recovery=True)
 
 
 @dataclass
 class VerdictConfig:
-    """Thresholds of the verdict (ratios are the attacker's best accuracy / the clean model's)."""
+    """Thresholds of the verdict (ratios are the attacker's best accuracy / the clean model's under
+    the same defense)."""
     strong: float = 0.5  # at most half of clean: the project's target (reports/POISONS.md)
     partial: float = 0.8  # defenses that restore only part of the accuracy (grayscale, AT) stay below
     weak: float = 0.95  # above it the accuracy is within the spread of no protection (random noise)
     eta_over_sigma: float = 0.1  # the certificate's point compared with the clean control
     certified_gap: float = 0.05  # how far below the control's it must certify (random: within 0.007)
+    # surrogate vs victim test accuracy beyond which the certificate does not speak for the victim
+    # (OPS: surrogate 0.299, victim 0.497)
+    surrogate_gap: float = 0.1
 
     def validate(self, where: str = "config") -> None:
         check_positive(where, **{"verdict.strong": self.strong, "verdict.eta_over_sigma": self.eta_over_sigma})
-        check_nonnegative(where, **{"verdict.certified_gap": self.certified_gap})
+        check_nonnegative(where, **{"verdict.certified_gap": self.certified_gap,
+                                    "verdict.surrogate_gap": self.surrogate_gap})
         if not self.strong <= self.partial <= self.weak <= 1:
             raise UserError(f"{where}: verdict thresholds must satisfy 0 < strong <= partial <= weak <= 1, got "
                             f"strong {self.strong!r}, partial {self.partial!r}, weak {self.weak!r}")
-        if self.certified_gap > 1:
-            raise UserError(f"{where}: verdict.certified_gap must be at most 1 (an accuracy), "
-                            f"got {self.certified_gap!r}")
+        for name in ("certified_gap", "surrogate_gap"):
+            if getattr(self, name) > 1:
+                raise UserError(f"{where}: verdict.{name} must be at most 1 (an accuracy), "
+                                f"got {getattr(self, name)!r}")
 
 
-def attacks(section: dict) -> list[tuple[str, float, list | None]]:
-    """(what the attacker did, test accuracy reached, its 95 % interval or None in reports without
-    one): undefended, each defense, each recovery's best."""
-    emp = section["empirical"]
-    out = [("undefended", emp["protected_accuracy"], emp.get("protected_interval"))]
-    out += [(d, v["accuracy"], v.get("interval")) for d, v in (emp.get("defenses") or {}).items()]
-    for method, rec in (section.get("recovery") or {}).items():
-        if rec["curve"]:
-            pt = max(rec["curve"], key=lambda p: p["accuracy"])
-            value = rec.get("best_accuracy", pt["accuracy"])
-            out.append((f"recovery {method} at η/σ = {pt['eta_over_sigma']:g}", value, rec.get("best_interval")))
-    return out
+@dataclass(frozen=True)
+class Attack:
+    what: str  # what the attacker did
+    accuracy: float  # the test accuracy it reached (mean over seeds)
+    interval: list | None  # its 95 % interval (None in reports without one)
+    reference: float  # the clean model's accuracy the same way (under the same defense)
+    against: str  # how `reference` is named in the reasons
 
+    @property
+    def upper(self) -> float:
+        """The conservative reading for a data owner: the upper end of the accuracy's interval."""
+        return self.interval[1] if self.interval else self.accuracy
 
-def _upper(attack: tuple[str, float, list | None]) -> float:
-    """The conservative reading for a data owner: the upper end of the accuracy's interval."""
-    return attack[2][1] if attack[2] else attack[1]
+    @property
+    def ratio(self) -> float:
+        return self.upper / self.reference
 
 
 def _shown(value: float, interval: list | None) -> str:
     return f"{value:.3f}" if interval is None else f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _defended(section: dict, control: dict | None, clean: float) -> tuple[list[Attack], list[str]]:
+    """Each defense's attack against the clean control under the same defense, and the reasons for
+    those compared with the clean model instead (no control under that defense)."""
+    emp = section["empirical"]
+    twins = ((control or {}).get("empirical") or {}).get("defenses") or {}
+    out, notes = [], []
+    for d, v in (emp.get("defenses") or {}).items():
+        twin = (twins.get(d) or {}).get("accuracy")
+        if twin is not None and twin > 0:
+            out.append(Attack(d, v["accuracy"], v.get("interval"), twin, f"the clean control under {d}"))
+        else:
+            out.append(Attack(d, v["accuracy"], v.get("interval"), clean, "clean"))
+            why = "trained to 0 under it" if twin is not None else "not trained under it in this run"
+            notes.append(f"{d} compared with the clean model trained normally: the clean control was {why}")
+    return out, notes
+
+
+def _recovered(section: dict, clean: float) -> tuple[list[Attack], list[str]]:
+    """Each recovery attack at the point it early-stops on, and the reasons for curves that could
+    not be early-stopped (their test-set peak stands in)."""
+    out, notes = [], []
+    for method, rec in (section.get("recovery") or {}).items():
+        chosen = rec.get("chosen") or early_stop(rec["curve"])
+        if chosen is None:
+            continue
+        value = rec.get("best_accuracy", chosen["accuracy"])
+        r = f"{chosen['eta_over_sigma']:g}"
+        if chosen["on"] == "attacker":
+            held = rec.get("attacker_images")
+            what = (f"recovery {method} early-stopped on the attacker's "
+                    f"{f'{held} ' if held is not None else ''}clean images (η/σ = {r})")
+        else:
+            what = f"recovery {method} at its test-set peak (η/σ = {r})"
+            notes.append(f"recovery {method} records no accuracy on the attacker's own split: its test-set peak "
+                         "stands in, an upper bound on what the attacker can pick")
+        out.append(Attack(what, value, rec.get("best_interval"), clean, "clean"))
+    return out, notes
+
+
+def untried(section: dict, suite: Suite = MINIMUM_SUITE) -> str | None:
+    """The reason naming what of the minimum suite did not run, and how to run it (None: all ran)."""
+    ran = set((section["empirical"].get("defenses") or {}))
+    missing = [d for d in suite.defenses if d not in ran]
+    recovered = any(r.get("curve") for r in (section.get("recovery") or {}).values())
+    if suite.recovery and not recovered:
+        missing.append("a recovery attack")
+    if not missing:
+        return None
+    how = []
+    if any(d not in ran for d in suite.defenses):
+        how.append(f"run with --defense {','.join(sorted(ran | set(suite.defenses), key=_suite_order(suite)))}")
+    if suite.recovery and not recovered:
+        how.append("drop recovery and certify from --skip (recovery starts from the certificate's surrogate)")
+    return (f"untried: {', '.join(missing)}: strong needs the minimum attacker suite, so the level is at most "
+            f"partial ({'; '.join(how)})")
+
+
+def _suite_order(suite: Suite):
+    """The suite's defenses first in its order, then the run's others by name."""
+    return lambda d: (suite.defenses.index(d), "") if d in suite.defenses else (len(suite.defenses), d)
 
 
 def _seeds_reason(emp: dict) -> str | None:
@@ -120,6 +208,17 @@ def _certificate(section: dict, control: dict | None, cfg: VerdictConfig) -> tup
                    f"control's {theirs:.3f} at η/σ = {r:g} (gap {gap:+.3f})")
 
 
+def _surrogate_reason(section: dict, cfg: VerdictConfig) -> str | None:
+    """Where the certified surrogate and the victim differ by more than `surrogate_gap`: the
+    certificate bounds a model unlike the one an attacker trains."""
+    surrogate = (section.get("certificate") or {}).get("surrogate_accuracy")
+    victim = section["empirical"]["protected_accuracy"]
+    if surrogate is None or abs(surrogate - victim) <= cfg.surrogate_gap + SLACK:
+        return None
+    return (f"the certificate's surrogate reaches {surrogate:.3f} while the victim reaches {victim:.3f} "
+            f"(more than {cfg.surrogate_gap:g} apart): the certificate does not speak for this victim")
+
+
 def judge(section: dict, control: dict | None, cfg: VerdictConfig) -> dict:
     """{"level", "reasons"} of one poison's report section; `control` is the clean control's section
     (None where the run has none)."""
@@ -127,31 +226,43 @@ def judge(section: dict, control: dict | None, cfg: VerdictConfig) -> dict:
     clean = emp["clean_accuracy"]
     if clean <= 0:
         return {"level": "none", "reasons": ["the clean model's test accuracy is 0: there is nothing to protect"]}
-    tried = attacks(section)
-    _, protected, interval = tried[0]
-    reasons = [f"protected accuracy {_shown(protected, interval)} = {protected / clean:.2f} × clean ({clean:.3f})"]
-    reasons += [f"{what} reaches {_shown(a, i)}" for what, a, i in tried[1:]]
-    best = max(tried, key=_upper)  # the first of equals: undefended before any defense
-    what, value, interval = best
-    upper = _upper(best)
-    level = _level(upper / clean, cfg)
+    undefended = Attack("undefended", emp["protected_accuracy"], emp.get("protected_interval"), clean, "clean")
+    defended, notes = _defended(section, control, clean)
+    recovered, rec_notes = _recovered(section, clean)
+    tried = [undefended, *defended, *recovered]
+    reasons = [f"protected accuracy {_shown(undefended.accuracy, undefended.interval)} = "
+               f"{undefended.accuracy / clean:.2f} × clean ({clean:.3f})"]
+    for a in tried[1:]:
+        under = "" if a.against == "clean" else f" = {a.accuracy / a.reference:.2f} × {a.against} ({a.reference:.3f})"
+        reasons.append(f"{a.what} reaches {_shown(a.accuracy, a.interval)}{under}")
+    reasons += notes + rec_notes
+    best = max(tried, key=lambda a: a.ratio)  # the first of equals: undefended before any defense
+    level = _level(best.ratio, cfg)
     limit = {"strong": cfg.strong, "partial": cfg.partial, "weak": cfg.weak}.get(level)
     bound = f"at most {limit:g}" if limit is not None else f"above {cfg.weak:g}"
-    if interval is None:
-        reasons.append(f"attacker's best: {value:.3f} ({what}) = {value / clean:.2f} × clean ({bound} × clean: {level})")
+    against = f"{best.against} ({best.reference:.3f})" if best.against != "clean" else f"clean ({clean:.3f})"
+    if best.interval is None:
+        reasons.append(f"attacker's best: {best.accuracy:.3f} ({best.what}) = {best.ratio:.2f} × {against} "
+                       f"({bound}: {level})")
     else:
-        reasons.append(f"attacker's best: {_shown(value, interval)} ({what}); the upper end {upper:.3f} = "
-                       f"{upper / clean:.2f} × clean ({bound} × clean: {level})")
+        reasons.append(f"attacker's best: {_shown(best.accuracy, best.interval)} ({best.what}); the upper end "
+                       f"{best.upper:.3f} = {best.ratio:.2f} × {against} ({bound}: {level})")
     seeds = _seeds_reason(emp)
     if seeds:
         reasons.append(seeds)
     confirmed, why = _certificate(section, control, cfg)
     reasons.append(why)
+    surrogate = _surrogate_reason(section, cfg)
+    if surrogate:
+        reasons.append(surrogate)
     if level == "strong" and confirmed is False:
         level = "partial"
         reasons.append("strong needs the certificate to confirm the protection: partial")
-    if len(tried) == 1:  # nothing tried against it: the level is the most it can be
-        reasons.append(UNTRIED)
+    missing = untried(section)
+    if missing:
+        reasons.append(missing)
+        if level == "strong":
+            level = "partial"
     return {"level": level, "reasons": reasons}
 
 

@@ -118,3 +118,16 @@ def test_output_cut_short_by_its_reader_is_no_traceback():
     proc.stdout.close()  # the reader leaves before anything is written
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("flag, defenses", [
+    (None, ["jpeg", "jpeg50", "grayscale"]),  # the default: the verdict's minimum suite
+    ("", []), ("none", []), ("jpeg", ["jpeg"]), ("at8,jpeg50", ["at8", "jpeg50"]),
+])
+def test_defense_flag_defaults_to_the_suite_and_empty_or_none_skips_it(flag, defenses):
+    from certify.cli import RUN_FLAGS, _flags, build_parser
+    from certify.config import load_config
+
+    args = ["run", "--dataset", "digits"] + ([] if flag is None else ["--defense", flag])
+    ns = build_parser().parse_args(args)
+    assert load_config(None, _flags(ns, RUN_FLAGS)).defenses == defenses

@@ -144,3 +144,14 @@ def test_bad_params_raise_user_error(name, bad):
     with pytest.raises(UserError) as e:
         DEFENSES.params(name, bad)
     assert "\n" not in str(e.value)
+
+
+def test_jpeg50_is_jpeg_at_quality_50_and_milder_than_jpeg10():
+    from defenses.jpeg import jpeg_compress
+
+    x = _rgb()
+    out = DEFENSES.get("jpeg50").factory(DEFENSES.params("jpeg50", {})).prepare(x, torch.zeros(len(x)), 0)[0]
+    assert torch.equal(out, jpeg_compress(x, 50))
+    assert (out - x).abs().mean() < (jpeg_compress(x, 10) - x).abs().mean()
+    with pytest.raises(UserError, match="quality"):
+        DEFENSES.params("jpeg50", {"quality": 0})

@@ -14,7 +14,7 @@ from certify.cli import main
 from certify.errors import UserError
 from certify.plan.budgets import parse_budgets
 from certify.plan.perceptual import distances
-from certify.plan.targets import Targets, recommend
+from certify.plan.targets import Targets, attacker_best, recommend
 
 FAST = "train:\n  epochs: 3\nsurrogate:\n  epochs: 2\nsmoothing:\n  chunk: 10\n  sigma_draws: 10\n"
 
@@ -66,6 +66,20 @@ ROWS = [  # deliberately unsorted; 8/255's certificate abstains (no gap)
 ])
 def test_recommend_is_the_smallest_budget_meeting_every_target(accuracy, gap, expected):
     assert recommend(ROWS, Targets(accuracy, gap)) == expected
+
+
+def test_the_accuracy_target_reads_the_attackers_best_over_the_defenses_by_default():
+    """MI-UE and EM at 8/255: undefended below 0.25, but JPEG restores them above 0.36 at every budget."""
+    rows = [{"budget": b, "epsilon": e / 255, "protected_accuracy": p, "protected_interval": [p - 0.02, p + 0.02],
+             "defenses": {"jpeg": j, "grayscale": 0.2}, "defense_intervals": {"jpeg": [j - 0.02, j + 0.03]},
+             "certified_gap": 0.2} for b, e, p, j in (("4/255", 4, 0.30, 0.40), ("8/255", 8, 0.20, 0.37))]
+    assert attacker_best(rows[1]) == {"accuracy": pytest.approx(0.40), "by": "jpeg"}  # the upper end
+    assert attacker_best({**rows[1], "defenses": {}}) == {"accuracy": pytest.approx(0.22), "by": "undefended"}
+    assert recommend(rows, Targets(0.25, 0.1)) is None
+    assert recommend(rows, Targets(0.25, 0.1, "undefended")) == "8/255"
+    assert recommend(rows, Targets(0.4, None)) == "8/255"  # 0.40 at most 0.4; 4/255 reaches 0.43
+    with pytest.raises(UserError, match="targets reading must be one of best-defended, undefended"):
+        Targets(0.25, None, "peak").validate()
 
 
 @pytest.mark.parametrize("targets, flag", [(Targets(2.0, None), "--target-accuracy"),
@@ -127,8 +141,9 @@ def test_plan_on_digits(tmp_path, capsys):
                       "--out", str(out)))
     assert code == 0, capsys.readouterr().err
     doc = json.loads((out / "plan.json").read_text())
-    assert doc["poison"] == "random" and doc["norm"] == "linf" and doc["defenses"] == ["jpeg", "grayscale"]
-    assert doc["targets"] == {"protected_accuracy_at_most": 1.0, "certified_gap_at_least": None}
+    assert doc["poison"] == "random" and doc["norm"] == "linf" and doc["defenses"] == ["jpeg", "jpeg50", "grayscale"]
+    assert doc["targets"] == {"protected_accuracy_at_most": 1.0, "certified_gap_at_least": None,
+                              "reading": "best-defended"}
     small, large = doc["budgets"]
     assert (small["budget"], large["budget"]) == ("2/255", "8/255")
     assert (small["epsilon"], large["epsilon"]) == (2 / 255, 8 / 255)
@@ -136,6 +151,7 @@ def test_plan_on_digits(tmp_path, capsys):
         assert 0 < row["measured"]["linf_max"] <= row["epsilon"] + 1e-6
         assert row["defended_accuracy"] == max(row["defenses"].values())
         assert row["defenses"][row["best_defense"]] == row["defended_accuracy"]
+        assert row["attacker_best"] == attacker_best(row)
         assert row["certified"] is not None  # q = 0.5: 40 draws certify at eta/sigma = 0.1
         assert row["certified_gap"] == pytest.approx(doc["clean"]["certified"] - row["certified"])
         assert row["meets_targets"] is True
@@ -161,7 +177,7 @@ def test_plan_on_digits(tmp_path, capsys):
     assert (out / "plan.json").read_bytes() == before
     # the 8/255 budget is the run's own poison: a run with the same settings finds every artifact cached
     run_out = tmp_path / "run"
-    args = _plan(tmp_path, "--poison", "random", "--defense", "jpeg,grayscale", "--skip", "scores,recovery",
+    args = _plan(tmp_path, "--poison", "random", "--skip", "scores,recovery",
                  "--no-baseline", "--out", str(run_out))
     args[0] = "run"
     capsys.readouterr()

@@ -130,6 +130,7 @@ def test_pgd_larger_eta_recovers_more(digits):
     tiny, large = RECOVERY.get("pgd").factory(
         RecoveryInputs(model, xa, ya, digits.x_test, digits.y_test, [1e-3, 1.0], 0), p)
     assert large["accuracy"] >= tiny["accuracy"] + 0.1
+    assert large["attacker_accuracy"] >= tiny["attacker_accuracy"] + 0.1  # its own split shows it too
 
 
 def test_bad_params_raise_user_error():
@@ -144,3 +145,26 @@ def test_bad_params_raise_user_error():
     for bad in (-1.0, float("nan"), True, "1"):
         with pytest.raises(UserError, match="every eta"):
             RecoveryInputs(model, x, y, x, y, [bad], 0)
+
+
+def test_early_stop_picks_the_attackers_split_peak_not_the_test_peak():
+    from certify.recovery import early_stop
+
+    curve = [{"eta": 0.01, "eta_over_sigma": 0.5, "accuracy": 0.2, "attacker_accuracy": 0.6},
+             {"eta": 0.1, "eta_over_sigma": 5.0, "accuracy": 0.45, "attacker_accuracy": 0.5},
+             {"eta": 0.4, "eta_over_sigma": 20.0, "accuracy": 0.1, "attacker_accuracy": 0.6}]
+    assert early_stop(curve) == {"index": 0, "eta": 0.01, "eta_over_sigma": 0.5, "accuracy": 0.2,
+                                 "attacker_accuracy": 0.6, "on": "attacker"}  # first of equals
+    test_only = [{k: v for k, v in p.items() if k != "attacker_accuracy"} for p in curve]
+    assert early_stop(test_only)["index"] == 1 and early_stop(test_only)["on"] == "test"
+    assert early_stop([]) is None
+
+
+def test_pgd_records_the_attackers_own_accuracy(toy):
+    from certify.training import evaluate
+
+    model, xa, ya, xt, yt = toy
+    p = RECOVERY.params("pgd", {"epochs": 1, "lr": 0.05})
+    curve = RECOVERY.get("pgd").factory(RecoveryInputs(model, xa, ya, xt, yt, [0.0, 1.0], seed=0), p)
+    assert curve[0]["attacker_accuracy"] == evaluate(model, xa, ya)  # η = 0: the start itself
+    assert 0 <= curve[1]["attacker_accuracy"] <= 1

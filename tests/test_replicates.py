@@ -137,9 +137,14 @@ def test_one_replicate_keeps_its_numbers():
 # ----------------------------------------------------------------------------- the verdict
 
 def test_the_verdict_reads_the_upper_end_of_the_interval():
-    clean = {"clean_accuracy": 0.5, "seeds": 3}
-    tight = {"empirical": {**clean, "protected_accuracy": 0.24, "protected_interval": [0.23, 0.25]}}
-    wide = {"empirical": {**clean, "protected_accuracy": 0.24, "protected_interval": [0.20, 0.28]}}
+    from certify.verdict import MINIMUM_SUITE
+
+    # the minimum attacker suite ran and reached little, so the undefended interval decides
+    clean = {"clean_accuracy": 0.5, "seeds": 3,
+             "defenses": {d: {"accuracy": 0.1, "interval": [0.09, 0.11]} for d in MINIMUM_SUITE.defenses}}
+    pgd = {"pgd": {"curve": [{"eta": 0.1, "eta_over_sigma": 5.0, "accuracy": 0.1, "attacker_accuracy": 0.3}]}}
+    tight = {"empirical": {**clean, "protected_accuracy": 0.24, "protected_interval": [0.23, 0.25]}, "recovery": pgd}
+    wide = {"empirical": {**clean, "protected_accuracy": 0.24, "protected_interval": [0.20, 0.28]}, "recovery": pgd}
     assert judge(tight, None, VerdictConfig())["level"] == "strong"
     v = judge(wide, None, VerdictConfig())
     assert v["level"] == "partial"  # the mean alone would read strong

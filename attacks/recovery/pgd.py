@@ -86,10 +86,12 @@ def recover_one(model: nn.Module, x_attack: torch.Tensor, y_attack: torch.Tensor
 @RECOVERY.register("pgd", "projected SGD on the attacker's clean set within ||theta - theta_ue|| <= eta",
                    PGDRecoveryParams)
 def recover(inputs: RecoveryInputs, params: PGDRecoveryParams) -> list[dict]:
-    """[{"eta": eta, "accuracy": clean test accuracy of the recovered model}] in the order of `etas`."""
+    """[{"eta", "accuracy" (clean test accuracy of the recovered model), "attacker_accuracy" (its
+    accuracy on the attacker's own set D_r: what the attacker can choose η by)}] in the order of `etas`."""
     out = []
     for eta in inputs.etas:
         m = recover_one(inputs.model, inputs.x_attack, inputs.y_attack, eta, params,
                         derive(inputs.seed, "recovery", "pgd", repr(eta)))
-        out.append({"eta": eta, "accuracy": evaluate(m, inputs.x_test, inputs.y_test)})
+        out.append({"eta": eta, "accuracy": evaluate(m, inputs.x_test, inputs.y_test),
+                    "attacker_accuracy": evaluate(m, inputs.x_attack, inputs.y_attack) if len(inputs.x_attack) else 0.0})
     return out

@@ -34,13 +34,12 @@ from certify.models import count_parameters
 from certify.pipeline import begin, run_tasks
 from certify.plan.budgets import VARIABLE_NORMS, Budget, parse_budgets, with_budget
 from certify.plan import perceptual
-from certify.plan.targets import Targets, meets, recommend
+from certify.plan.targets import Targets, attacker_best, meets, recommend
 from certify.progress import say
 from certify.registry import CONTROL
 from certify.report.assemble import environment, timings
 
 SCHEMA = "ue-certify/plan/v1"
-ISS_DEFENSES = ["jpeg", "grayscale"]  # image shortcut squeezing: the defenses a plan applies by default
 # the slices of a plan: the run's, less scores and recovery, and the perceptual distances
 SLICES = slices.only("crafting", "victims", "certificate") + (perceptual.SLICE,)
 
@@ -95,19 +94,20 @@ def budget_row(budget: Budget, applied_epsilon: float, protected: dict, defended
     point = reference_point(cert["curve"])
     certified = point["learnability"]
     best = max(defended, key=lambda d: defended[d]["mean"]) if defended else None
-    return {"budget": budget.label, "norm": budget.norm, "epsilon": budget.epsilon,
-            "applied_epsilon": applied_epsilon,
-            "measured": {k: perceptual[k] for k in ("linf_max", "linf_mean", "l2_max", "l2_mean")},
-            "protected_accuracy": protected["mean"], "protected_interval": protected["interval"],
-            "defended_accuracy": defended[best]["mean"] if best else None, "best_defense": best,
-            "defenses": {d: s["mean"] for d, s in defended.items()},
-            "defense_intervals": {d: s["interval"] for d, s in defended.items()},
-            "certified": certified,
-            "certified_gap": None if certified is None or clean_certified is None else clean_certified - certified,
-            "certified_curve": [{"eta_over_sigma": p["eta_over_sigma"], "learnability": p["learnability"]}
-                                for p in cert["curve"]],
-            "max_certified_eta": cert["max_certified_eta"], "surrogate_accuracy": cert["surrogate_accuracy"],
-            "psnr": perceptual["psnr"], "ssim": perceptual["ssim"]}
+    row = {"budget": budget.label, "norm": budget.norm, "epsilon": budget.epsilon,
+           "applied_epsilon": applied_epsilon,
+           "measured": {k: perceptual[k] for k in ("linf_max", "linf_mean", "l2_max", "l2_mean")},
+           "protected_accuracy": protected["mean"], "protected_interval": protected["interval"],
+           "defended_accuracy": defended[best]["mean"] if best else None, "best_defense": best,
+           "defenses": {d: s["mean"] for d, s in defended.items()},
+           "defense_intervals": {d: s["interval"] for d, s in defended.items()},
+           "certified": certified,
+           "certified_gap": None if certified is None or clean_certified is None else clean_certified - certified,
+           "certified_curve": [{"eta_over_sigma": p["eta_over_sigma"], "learnability": p["learnability"]}
+                               for p in cert["curve"]],
+           "max_certified_eta": cert["max_certified_eta"], "surrogate_accuracy": cert["surrogate_accuracy"],
+           "psnr": perceptual["psnr"], "ssim": perceptual["ssim"]}
+    return {**row, "attacker_best": attacker_best(row)}
 
 
 def _assemble(ctx: RunContext, request: PlanRequest, keys: list[dict], outcome, command: str, t0: float) -> dict:
@@ -176,7 +176,6 @@ def run_plan(cfg: RunConfig, request: PlanRequest, command: str) -> tuple[dict, 
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     cfg = dataclasses.replace(cfg, poisons=[request.poison], skip=["scores", "recovery"],  # SAL keeps no epochs
-                              defenses=list(cfg.defenses) or ISS_DEFENSES,
                               out=cfg.out or f"reports/plans/{stamp}-{request.poison}")
     labels = ", ".join(b.label for b in request.budgets)
     out, ctx, t0 = begin(cfg, command, f"plan for {request.poison} at {request.budgets[0].norm} budgets {labels}")

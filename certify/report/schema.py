@@ -177,9 +177,17 @@ RECOVERY_METHOD = _obj(
         "bn": {"enum": ["frozen", "re-estimated"]},
         "constraint": {"enum": ["ball", "sphere"]},
         "curve": {"type": "array",
-                  "items": _obj({"eta": _NONNEG, "eta_over_sigma": _NONNEG, "accuracy": _FRACTION})},
+                  "items": _obj({"eta": _NONNEG, "eta_over_sigma": _NONNEG, "accuracy": _FRACTION},
+                                # newer reports: the accuracy on the attacker's own split D_r
+                                {"attacker_accuracy": _FRACTION})},
     },
-    {"best_accuracy": _FRACTION, "best_interval": _INTERVAL},  # over replicates; newer reports
+    {"best_accuracy": _FRACTION, "best_interval": _INTERVAL,  # over replicates; newer reports
+     "attacker_images": _COUNT,
+     # newer reports: the point the attacker early-stops on (certify.recovery.early_stop); "on": "test"
+     # where the curve has no attacker-split accuracies (the test-set peak stands in)
+     "chosen": {"oneOf": [{"type": "null"}, _obj({"index": _COUNT, "eta": _NONNEG, "eta_over_sigma": _NONNEG,
+                                                  "accuracy": _FRACTION, "attacker_accuracy": _FRACTION_OR_NULL,
+                                                  "on": {"enum": ["attacker", "test"]}})]}},
 )
 
 VERDICT = _obj({"level": {"enum": ["strong", "partial", "weak", "none"]}, "reasons": {"type": "array", "items": _STR}})
