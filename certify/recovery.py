@@ -2,7 +2,7 @@
 certificate slice's) and reports clean test accuracy against eta (multiples of the run's sigma).
 
 Early stopping: the attacker holds its own clean split D_r (`attacker_images`), so it can pick the
-point of the curve that does best there; `early_stop` is that choice, and `chosen` in the report is
+point of the curve that does best there; `certify.curves.early_stop` is that choice, and `chosen` in the report is
 the point it picks, with its test accuracy (what the verdict and the replicates read). A curve
 without attacker-split accuracies (an attack that does not record them, or an older report) cannot
 be early-stopped: its test-set peak stands in, an upper bound on what the attacker can reach."""
@@ -26,22 +26,6 @@ def recovery_task(data: Dataset, surrogate: dict, sigma: float, *, method: str, 
     net = model.load(surrogate["state"], task_device(device))
     inputs = RecoveryInputs(net, x_att, y_att, data.x_test, data.y_test, [r * sigma for r in eta_sigma], seed)
     return {"curve": RECOVERY.get(method).factory(inputs, params), "attacker_images": len(x_att)}
-
-
-def early_stop(curve: list[dict]) -> dict | None:
-    """The point the attacker picks on its own split: the highest `attacker_accuracy` (the first of
-    equals, in grid order), as {"index", "eta", "eta_over_sigma", "accuracy" (its test accuracy),
-    "attacker_accuracy", "on": "attacker"}; where a point lacks `attacker_accuracy`, the test-set
-    peak with "on": "test" (never a choice the attacker could make: the conservative stand-in).
-    None for an empty curve."""
-    if not curve:
-        return None
-    on = "attacker" if all(p.get("attacker_accuracy") is not None for p in curve) else "test"
-    key = "attacker_accuracy" if on == "attacker" else "accuracy"
-    i = max(range(len(curve)), key=lambda j: (curve[j][key], -j))
-    pt = curve[i]
-    return {"index": i, "eta": pt.get("eta"), "eta_over_sigma": pt["eta_over_sigma"], "accuracy": pt["accuracy"],
-            "attacker_accuracy": pt.get("attacker_accuracy"), "on": on}
 
 
 def add_recovery(ctx: RunContext, surrogate: str, sigma: str, name: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from certify.intervals import CONFIDENCE, method, summarize
-from certify.recovery import early_stop
+from certify.curves import early_stop
 
 ACCURACIES = (("clean_accuracy", "clean_interval"), ("protected_accuracy", "protected_interval"),
               ("peak_protected_accuracy", "peak_protected_interval"))

@@ -31,9 +31,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from certify.curves import point_at
+from certify.curves import early_stop, point_at
 from certify.errors import UserError
-from certify.recovery import early_stop
 from certify.registry import CONTROL
 from certify.validation import check_nonnegative, check_positive
 

@@ -148,7 +148,7 @@ def test_bad_params_raise_user_error():
 
 
 def test_early_stop_picks_the_attackers_split_peak_not_the_test_peak():
-    from certify.recovery import early_stop
+    from certify.curves import early_stop
 
     curve = [{"eta": 0.01, "eta_over_sigma": 0.5, "accuracy": 0.2, "attacker_accuracy": 0.6},
              {"eta": 0.1, "eta_over_sigma": 5.0, "accuracy": 0.45, "attacker_accuracy": 0.5},

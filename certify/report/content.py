@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from certify.curves import close, point_at, reference_point
+from certify.curves import close, early_stop, point_at, reference_point
 from certify.plugins import BUILT_IN
 from certify.registry import CONTROL
 from certify.report import figures
@@ -88,11 +88,13 @@ def summary_grid(report: dict) -> list[float]:
 
 
 def best_recovery(section: dict) -> tuple[float, str, float] | None:
+    """(test accuracy, method, η/σ) of the recovery attack the attacker does best with, each at the
+    point it early-stops on (the verdict's reading, certify.recovery.early_stop)."""
     best = None
     for method, rec in (section.get("recovery") or {}).items():
-        for pt in rec["curve"]:
-            if best is None or pt["accuracy"] > best[0]:
-                best = (pt["accuracy"], method, pt["eta_over_sigma"])
+        pt = rec.get("chosen") or early_stop(rec["curve"])
+        if pt is not None and (best is None or pt["accuracy"] > best[0]):
+            best = (pt["accuracy"], method, pt["eta_over_sigma"])
     return best
 
 
@@ -214,13 +216,15 @@ def _verdict(report: dict) -> Section | None:
     if isinstance(t, dict) and all(isinstance(t.get(k), (int, float)) for k in
                                    ("strong", "partial", "weak", "eta_over_sigma", "certified_gap")):
         children.append(Paragraph([
-            "The level comes from the highest test accuracy an attacker reached (undefended, under each defense, "
-            f"or by a recovery attack){', read at the upper end of its interval,' if emp else ''} as a fraction of "
-            f"the clean model's: strong at most {t['strong']:g}, partial "
-            f"at most {t['partial']:g}, weak at most {t['weak']:g}, none above. Strong also needs the certified "
-            f"learnability at η/σ = {t['eta_over_sigma']:g} to lie at least {t['certified_gap']:g} below the clean "
-            "control's, where both were certified (otherwise partial). Thresholds: ", Code("verdict.*"),
-            " in the configuration."]))
+            "The level comes from the attacker's best: the test accuracy reached undefended, under each defense, "
+            "or by a recovery attack early-stopped on the attacker's own clean images"
+            f"{', read at the upper end of its interval,' if emp else ''} as a fraction of what clean data gives "
+            "the same way (a defense's against the clean control trained under that defense): strong at most "
+            f"{t['strong']:g}, partial at most {t['partial']:g}, weak at most {t['weak']:g}, none above. Strong "
+            "also needs the minimum attacker suite to have run (JPEG-10, JPEG-50, grayscale and a recovery attack; "
+            f"otherwise partial at most) and the certified learnability at η/σ = {t['eta_over_sigma']:g} to lie at "
+            f"least {t['certified_gap']:g} below the clean control's, where both were certified (otherwise "
+            "partial). Thresholds: ", Code("verdict.*"), " in the configuration."]))
     return Section("Verdict" + (f" (over {k} seeds)" if k >= 2 else ""), children)
 
 
