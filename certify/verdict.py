@@ -218,9 +218,29 @@ def _surrogate_reason(section: dict, cfg: VerdictConfig) -> str | None:
             f"(more than {cfg.surrogate_gap:g} apart): the certificate does not speak for this victim")
 
 
-def judge(section: dict, control: dict | None, cfg: VerdictConfig) -> dict:
+def remedy(best: Attack, name: str) -> str:
+    """What would raise a level the attacker's best holds down: the reason that names the attack
+    also names the next thing to try (a larger budget is measured by `certify plan`)."""
+    plan = f"`certify plan --poison {name} --budgets 8/255,16/255` measures larger budgets"
+    what = best.what
+    if what == "undefended":
+        return f"to raise the level: a larger budget ({plan}) or a stronger poison (reports/POISONS.md ranks them)"
+    if what.startswith("jpeg"):
+        restores, instead = "JPEG compression of the training set", "a JPEG-robust poison (low-frequency or larger-scale patterns)"
+    elif what == "grayscale":
+        restores, instead = "grayscale conversion", "a poison that perturbs luminance, not colour alone"
+    elif what.startswith("recovery"):
+        restores, instead = "a recovery attack near the trained weights", "a poison crafted against weight perturbation (pue)"
+    elif what.startswith("at"):
+        restores, instead = "adversarial training", "a poison crafted against adversarial training (rem)"
+    else:
+        restores, instead = f"training under {what}", "a poison crafted to survive it (with its augmentations in the loop)"
+    return f"to raise the level: {restores} restores the accuracy, so try {instead} or a larger budget ({plan})"
+
+
+def judge(section: dict, control: dict | None, cfg: VerdictConfig, name: str = "POISON") -> dict:
     """{"level", "reasons"} of one poison's report section; `control` is the clean control's section
-    (None where the run has none)."""
+    (None where the run has none); `name` the poison's, for the commands the reasons suggest."""
     emp = section["empirical"]
     clean = emp["clean_accuracy"]
     if clean <= 0:
@@ -246,6 +266,8 @@ def judge(section: dict, control: dict | None, cfg: VerdictConfig) -> dict:
     else:
         reasons.append(f"attacker's best: {_shown(best.accuracy, best.interval)} ({best.what}); the upper end "
                        f"{best.upper:.3f} = {best.ratio:.2f} × {against} ({bound}: {level})")
+    if level != "strong":
+        reasons.append(remedy(best, name))
     seeds = _seeds_reason(emp)
     if seeds:
         reasons.append(seeds)
@@ -256,7 +278,8 @@ def judge(section: dict, control: dict | None, cfg: VerdictConfig) -> dict:
         reasons.append(surrogate)
     if level == "strong" and confirmed is False:
         level = "partial"
-        reasons.append("strong needs the certificate to confirm the protection: partial")
+        reasons.append("strong needs the certificate to confirm the protection: partial (more draws, "
+                       "--samples, tighten the bound; a poison crafted for the certificate, pue, lowers it)")
     missing = untried(section)
     if missing:
         reasons.append(missing)
@@ -269,5 +292,5 @@ def verdicts(poisons: dict[str, dict], cfg: VerdictConfig) -> dict[str, dict]:
     """The verdict of every section of a report's `poisons` (the clean control gets none)."""
     control = poisons.get(CONTROL)
     return {name: ({"level": "none", "reasons": ["the clean control: no perturbation"]} if name == CONTROL
-                   else judge(sec, control, cfg))
+                   else judge(sec, control, cfg, name))
             for name, sec in poisons.items()}

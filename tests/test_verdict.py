@@ -84,7 +84,7 @@ def test_each_level_and_its_boundaries(protected, level):
     v = judge(section(protected), CONTROL, CFG)
     assert v["level"] == level
     assert v["reasons"][0] == f"protected accuracy {protected:.3f} = {protected / CLEAN:.2f} × clean (0.500)"
-    assert v["reasons"][-2].endswith(f": {level})")
+    assert next(r for r in v["reasons"] if r.startswith("attacker's best")).endswith(f": {level})")
 
 
 def test_the_issues_example_reads_as_measured():
@@ -189,7 +189,7 @@ def test_strong_needs_the_certificate_to_confirm():
     v = judge(section(0.2, certified=at - 0.049), CONTROL, CFG)
     assert v["level"] == "partial"
     assert v["reasons"][-2].startswith("certified learnability 0.401 is not 0.05 below the clean control's 0.450")
-    assert v["reasons"][-1] == "strong needs the certificate to confirm the protection: partial"
+    assert v["reasons"][-1].startswith("strong needs the certificate to confirm the protection: partial (more draws")
     # it never lowers partial or weak
     assert judge(section(0.35, certified=at), CONTROL, CFG)["level"] == "partial"
     assert judge(section(0.45, certified=at + 0.1), CONTROL, CFG)["level"] == "weak"
@@ -287,3 +287,26 @@ def test_thresholds_do_not_block_a_resume(tmp_path):
     assert judged.verdict.strong == 0.3
     assert _comparable(judged) == _comparable(load_config(None, base))
     assert _comparable(load_config(None, {**base, "seed": 5})) != _comparable(load_config(None, base))
+
+
+@pytest.mark.parametrize("defenses, recovery, says", [
+    ({**SUITE, "jpeg": 0.44}, None, "JPEG compression of the training set restores the accuracy, so try a JPEG-robust"),
+    ({**SUITE, "grayscale": 0.44}, None, "grayscale conversion restores the accuracy"),
+    ({**SUITE, "at8": 0.44}, None, "adversarial training restores the accuracy, so try a poison crafted against "
+                                   "adversarial training (rem)"),
+    ({**SUITE, "cutout": 0.44}, None, "training under cutout restores the accuracy"),
+    (SUITE, {"pgd": [(0.5, 0.44, 0.9)]}, "a recovery attack near the trained weights restores the accuracy"),
+])
+def test_a_level_held_down_by_an_attack_names_what_would_raise_it(defenses, recovery, says):
+    v = judge(section(0.1, defenses=defenses, recovery=recovery), CONTROL, CFG, "em")
+    assert v["level"] == "weak"
+    remedy = next(r for r in v["reasons"] if r.startswith("to raise the level: "))
+    assert says in remedy and "`certify plan --poison em --budgets 8/255,16/255`" in remedy
+
+
+def test_an_undefended_level_suggests_a_larger_budget_and_strong_suggests_nothing():
+    v = judge(section(0.3), CONTROL, CFG, "miue")  # 0.6 × clean undefended, every defense lower
+    assert v["level"] == "partial"
+    assert any(r.startswith("to raise the level: a larger budget (`certify plan --poison miue") for r in v["reasons"])
+    strong = judge(section(0.2), CONTROL, CFG, "miue")
+    assert strong["level"] == "strong" and not any("to raise the level" in r for r in strong["reasons"])
