@@ -16,7 +16,6 @@ from certify.report.content import build_document
 from certify.report.document import Bullets, Paragraph, Section
 from certify.report.figures import SAMPLE_CLASSES, plan, sample_grid, sample_indices
 from certify.training import evaluate, per_class_accuracy
-from certify.verdict import UNTRIED
 from sample_reports import make_report
 
 
@@ -144,8 +143,8 @@ def test_run_and_poison_end_to_end_on_digits(tmp_path, capsys, digits):
     none, rnd = report["poisons"]["none"], report["poisons"]["random"]
     assert none["verdict"]["level"] == "none"
     assert rnd["verdict"]["level"] in ("strong", "partial", "weak", "none")
-    assert rnd["verdict"]["reasons"][-2:] == ["certificate not computed: judged on the measured accuracies alone",
-                                              UNTRIED]
+    assert "certificate not computed: judged on the measured accuracies alone" in rnd["verdict"]["reasons"]
+    assert rnd["verdict"]["reasons"][-1].startswith("untried: a recovery attack: strong needs the minimum attacker suite")
     # per-class accuracies are of the test set: weighted by its class counts they give the accuracy
     counts = np.bincount(digits.y_test.numpy(), minlength=10)
     for key, total in (("clean", rnd["empirical"]["clean_accuracy"]),
