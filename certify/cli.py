@@ -121,7 +121,7 @@ def build_parser() -> Parser:
                    "NAME:train, or delta:PATH (a perturbation of --clean in .pt, .npy or .npz)")
     a.add_argument("--clean", dest="dataset", required=True, help="the clean set it pairs with, image for image")
     a.add_argument("--test", required=True, help="a clean test source")
-    a.add_argument("--budget", help="the budget the release was made with, e.g. linf:8/255 or l2:0.5 "
+    a.add_argument("--budget", help="the budget the release was made with, e.g. linf:8/255, l2:0.5 or l0:1 (pixels) "
                    "(a warning when the measured perturbation exceeds it)")
     _evaluation_options(a)
 

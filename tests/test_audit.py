@@ -40,13 +40,15 @@ def _audit(tmp_path, capsys, files, release, *extra):
                  "--cache-dir", str(tmp_path / "cache"), *extra])
     err = capsys.readouterr().err
     assert code == 0, err
+    _audit.err = err  # the whole of stderr, for the lines that are no warning
     return json.loads((out / "report.json").read_text()), [l for l in err.splitlines() if "warning:" in l]
 
 
 def test_over_budget_and_duplicated_test_images_are_warned(tmp_path, capsys, files):
     report, lines = _audit(tmp_path, capsys, files, files["release"], "--budget", "linf:2/255")
     assert len(lines) == 2 and all(line.startswith("certify: warning: ") for line in lines)
-    assert "exceeds the declared budget" in lines[0] and "200 of 200 images" in lines[0]
+    # in the units of the report's Budget line (k/255), not as fractions of 1
+    assert "linf perturbation 3/255 exceeds the declared budget 2/255 (200 of 200 images over it)" in lines[0]
     assert lines[1].startswith("certify: warning: 5 of 60 test images also occur in the training data")
     assert report["warnings"] == [line.removeprefix("certify: warning: ") for line in lines]
     budget = report["poisons"]["release"]["budget"]
@@ -108,3 +110,106 @@ def test_a_perturbation_in_pixel_units_is_one_line_and_writes_nothing(tmp_path, 
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("certify: error: ")
     assert "divide it by 255" in err and not out.exists()
+
+
+def _export(path, x, y, manifest=None):
+    from certify.export import export_released
+
+    export_released(x, y, [str(c) for c in range(10)], path, "png", manifest or {})
+    return f"folder:{path}"
+
+
+def _shifted(x):
+    shift = ((torch.arange(x[0].numel()).reshape(x[0].shape) % 2) * 2 - 1).float() * 3 / 255  # ±3/255
+    return (x + shift).clamp(0, 1)
+
+
+def test_an_exported_folder_release_pairs_by_the_index_in_its_file_names(tmp_path, capsys, files, digits):
+    """`certify poison --format png` groups images by class; the file names hold their training index."""
+    x, y = digits.x_train[:200], digits.y_train[:200]
+    release = _export(tmp_path / "release", _shifted(x), y)
+    report, lines = _audit(tmp_path, capsys, files, release)
+    budget = report["poisons"]["release"]["budget"]
+    assert budget["measured"] == pytest.approx(3 / 255, abs=1e-6)  # paired wrongly, it would be far larger
+    assert budget["changed_fraction"] == 1.0 and not any("equal their clean twin" in line for line in lines)
+
+
+def test_folder_releases_pair_by_path_with_a_folder_clean_set(tmp_path, digits):
+    from certify.data import load_split
+    from certify.data.release import load_release
+
+    x, y = digits.x_train[:60], digits.y_train[:60]
+    clean = _export(tmp_path / "clean", x, y)
+    release = tmp_path / "release"
+    _export(release, _shifted(x), y)
+    cls = sorted(p for p in release.iterdir() if p.is_dir())[0]
+    first, second = sorted(cls.iterdir())[:2]
+    first.rename(cls / "renamed.png")  # the clean set has no file of that path
+    x_clean, y_clean, _ = load_split(clean)
+    with pytest.raises(UserError, match=rf"pair by path only in part \(1 release files .* e\.g\. {cls.name}/"
+                                        rf"renamed\.png; 1 clean files .* e\.g\. {cls.name}/{first.name}\)"):
+        load_release(f"folder:{release}", x_clean, y_clean, clean_spec=clean)
+    (cls / "renamed.png").rename(first)
+    from PIL import Image
+
+    with Image.open(second) as im:  # the same path in another format (the extension aside) still pairs
+        im.save(cls / f"{second.stem}.bmp")
+    second.unlink()
+    released, labels = load_release(f"folder:{release}", x_clean, y_clean, clean_spec=clean)
+    assert torch.equal(labels, y_clean) and torch.equal(released, torch.round(_shifted(x_clean) * 255) / 255)
+
+
+def test_a_folder_release_that_cannot_pair_says_how_to(tmp_path, capsys, files, digits):
+    """Pairing by order fails when the clean set is in another order: the error gives the export command."""
+    x, y = digits.x_train[:200], digits.y_train[:200]
+    release = _export(tmp_path / "release", _shifted(x), y, {"dataset": "digits", "seed": 3})
+    for p in (tmp_path / "release").rglob("*.png"):
+        p.rename(p.with_name(f"image-{p.name}"))  # names that are no index
+    code = main(["audit", "--release", release, "--clean", files["clean"], "--test", files["test"],
+                 "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "release and clean labels differ" in err and "paired by order" in err
+    assert "(certify poison --poison none --dataset digits --seed 3 --format png --out CLEAN)" in err
+    assert "delta:PATH" in err and not (tmp_path / "out").exists()
+
+
+def test_a_release_half_unperturbed_is_warned_and_l0_budgets_are_read(tmp_path, capsys, files, digits):
+    """An OPS-like release: one pixel changed in every other image, the rest left clean."""
+    x, y = digits.x_train[:200], digits.y_train[:200]
+    released = x.clone()
+    released[::2, :, 3, 4] = (x[::2, :, 3, 4] < 0.5).float()  # a changed pixel in images 0, 2, 4, ...
+    report, lines = _audit(tmp_path, capsys, files, _npz(tmp_path / "ops.npz", released, y), "--budget", "l0:1")
+    assert lines[0] == ("certify: warning: 100 of 200 released images (50.0%) equal their clean twin (no pixel "
+                        "differs by half a gray level): they carry no protection")
+    assert not any("exceeds" in line for line in lines)  # one pixel each: within l0:1
+    assert "; l0 max 1 pixels; 50.0% of the images changed" in _audit.err
+    budget = report["poisons"]["release"]["budget"]
+    assert budget["norm"] == "l0" and budget["epsilon"] == 1 and budget["measured"] == 1
+    assert budget["changed_fraction"] == 0.5
+    assert budget["per_image_percentiles"] == {"0": 0.0, "25": 0.0, "50": 0.0, "75": 1.0, "100": 1.0}
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert ("l0, ε = 1 pixel; measured largest per-image norm of released − clean: 1 pixel (on the images as given); "
+            "per image at 0/25/50/75/100 %: 0 pixels, 0 pixels, 0 pixels, 1 pixel, 1 pixel; 50.0% of the images "
+            "changed") in md
+
+
+def test_l0_over_budget_is_in_pixels():
+    from certify.audit import measure_release, parse_declared
+
+    l0 = torch.tensor([1.0, 3.0, 0.0, 1.0])
+    _, warnings = measure_release({"linf": l0, "l2": l0, "l0": l0}, parse_declared("l0:1"))
+    assert warnings[1] == "the measured l0 perturbation 3 pixels exceeds the declared budget 1 pixel (1 of 4 images over it)"
+    for spec in ("l0:0", "l0:1.5", "l0:", "l0:-1", "l0:1/2"):
+        with pytest.raises(UserError, match="whole number of pixels"):
+            parse_declared(spec)
+    with pytest.raises(UserError, match="l0:1"):
+        parse_declared("l1:3")
+
+
+def test_without_a_budget_the_budget_line_says_none_was_declared(tmp_path, capsys, files):
+    report, _ = _audit(tmp_path, capsys, files, files["release"])
+    assert report["poisons"]["release"]["budget"]["declared"] is False
+    section = (tmp_path / "out" / "report.md").read_text().split("## Poison: release")[1]
+    line = next(l for l in section.splitlines() if "**Budget**" in l)
+    assert "none declared (linf measured); measured largest per-image norm of released − clean: 0.01176 (= 3/255)" in line
+    assert "ε" not in line and "255/255" not in line

@@ -80,6 +80,13 @@ def _files(root: Path, where: str) -> tuple[list[tuple[Path, int]], list[str]]:
     return files, classes
 
 
+def image_paths(root: str | Path, where: str) -> list[Path]:
+    """The image files of a folder source relative to it (class folder / file name), in the order
+    `read_folder` reads them (an audit pairs a folder release with a folder clean set by them)."""
+    root = Path(root).expanduser()
+    return [p.relative_to(root) for p, _ in _files(root, where)[0]]
+
+
 def read_folder(root: str | Path, where: str, image_size: int | None = None, mixed_ok: bool = False):
     """Images, int64 labels and class names of an image folder. The images are float32 N×C×H×W on the
     1/255 grid, or (only where `mixed_ok` and their sizes differ) a list of C×H×W."""

@@ -412,15 +412,31 @@ def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
     return paragraphs
 
 
+def in_units(v: float, norm: str) -> str:
+    """A budget or measured norm in its unit: l-inf in 8-bit steps (k/255), l0 in pixels."""
+    if norm == "linf":
+        return f"{v * 255:.3g}/255"
+    return f"{v:.0f} pixel{'' if v == 1 else 's'}" if norm == "l0" else f"{v:.4g}"
+
+
+def _amount(v: float, norm: str) -> str:
+    return f"{v:.4g} (= {in_units(v, norm)})" if norm == "linf" else in_units(v, norm)
+
+
 def _budget(b: dict) -> str:
     if b["norm"] == "none":
         text = "none (no perturbation)"
+    elif b.get("declared") is False:  # an audit without --budget: ε holds the measured value
+        text = f"none declared ({b['norm']} measured)"
     else:
-        text = f"{b['norm']}, ε = {b['epsilon']:.4g}"
-        if b["norm"] == "linf":
-            text += f" (= {b['epsilon'] * 255:.3g}/255)"
-    return text + (f"; measured largest per-image norm of released − clean: {b['measured']:.4g}"
-                   + (f" (on the {b['measured_on']})" if b.get("measured_on") else ""))
+        text = f"{b['norm']}, ε = {_amount(b['epsilon'], b['norm'])}"
+    text += (f"; measured largest per-image norm of released − clean: {_amount(b['measured'], b['norm'])}"
+             + (f" (on the {b['measured_on']})" if b.get("measured_on") else ""))
+    if "per_image_percentiles" in b:  # audits: the spread over the images, and how many changed at all
+        spread = ", ".join(in_units(v, b["norm"]) for v in b["per_image_percentiles"].values())
+        text += (f"; per image at {'/'.join(b['per_image_percentiles'])} %: {spread}; "
+                 f"{b['changed_fraction']:.1%} of the images changed")
+    return text
 
 
 def _overview(sec: dict, n_test: int) -> Bullets:

@@ -38,6 +38,9 @@ BUDGET = _obj({
     "norm": {"enum": ["linf", "l2", "l0", "none"]},
     "epsilon": _NONNEG,
     "measured": _NONNEG,
+}, {  # audits: the images changed at all, and the per-image norm at the percentiles 0/25/50/75/100
+    "changed_fraction": _FRACTION,
+    "per_image_percentiles": {"type": "object", "additionalProperties": _NONNEG},
 })
 
 DEFENSE = _obj({"accuracy": _FRACTION, "peak_accuracy": _FRACTION},
