@@ -125,6 +125,23 @@ def check_budget(name: str, x: torch.Tensor, released: torch.Tensor, norm: str, 
     return measured
 
 
+UNDERSHOOT = 0.5  # a release whose measured perturbation is under this fraction of its budget is flagged
+
+
+def _units(v: float, norm: str) -> str:
+    return f"{v * 255:.3g}/255" if norm == "linf" else f"{v:.4g}"
+
+
+def undershoot(name: str, norm: str, epsilon: float, measured: float) -> str | None:
+    """A warning where the crafting used well under its budget (None otherwise): a row of a plan or a
+    report read at "8/255" would otherwise describe a weaker release than the label says."""
+    if norm not in ("linf", "l2") or epsilon <= 0 or measured >= UNDERSHOOT * epsilon:
+        return None
+    return (f"{name}: the measured {norm} perturbation {_units(measured, norm)} is under half of the budget "
+            f"{_units(epsilon, norm)}: the crafting did not reach it (its schedule or step size stops short), so "
+            "results at this budget describe a smaller one")
+
+
 def sign_step(delta: torch.Tensor, grad: torch.Tensor, step: float, x: torch.Tensor, epsilon: float) -> torch.Tensor:
     """One signed-gradient *descent* step on delta, projected to the l-inf ball and to valid images."""
     delta = (delta - step * grad.sign()).clamp(-epsilon, epsilon)

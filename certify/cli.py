@@ -242,6 +242,7 @@ def _print_summary(report: dict, out, as_json: bool) -> None:
 
 def cmd_poison(ns, argv) -> int:
     from certify.config import load_config
+    from attacks.base import undershoot
     from certify.poison import export_poison
 
     flags = _flags(ns, ["dataset", "seed", "model", "cache_dir", "data_root", "download", "image_size"])
@@ -250,6 +251,9 @@ def cmd_poison(ns, argv) -> int:
     budget = manifest["budget"]
     print(f"wrote {manifest['n']} protected images of {manifest['dataset']} ({ns.poison}, {budget['norm']} "
           f"budget {budget['epsilon']:.5f}, measured {budget['measured']:.5f}) to {ns.out}")
+    short = undershoot(ns.poison, budget["norm"], budget["epsilon"], budget["measured"])
+    if short:
+        print(f"certify: warning: {short}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -122,3 +122,41 @@ def test_off_grid_linf_budget_is_kept_after_8_bit_rounding():
     out = release(x, delta, "linf", 1.5 / 255)
     assert measure(x, out, "linf") <= 1.5 / 255
     assert abs(measure(x, out, "linf") - 1 / 255) < 1e-6
+
+
+def test_a_release_well_under_its_budget_is_flagged_in_its_units():
+    from attacks.base import undershoot
+
+    assert undershoot("miue", "linf", 8 / 255, 4 / 255) is None  # exactly half is reached
+    short = undershoot("miue", "linf", 8 / 255, 3.9 / 255)
+    assert short.startswith("miue: the measured linf perturbation 3.9/255 is under half of the budget 8/255")
+    assert undershoot("lsp", "l2", 1.0, 0.4).startswith("lsp: the measured l2 perturbation 0.4 is under half")
+    assert undershoot("ops", "l0", 1, 0) is None and undershoot("none", "none", 0.0, 0.0) is None
+
+
+def test_plan_rows_of_one_release_are_marked_and_short_budgets_warned():
+    from certify.plan import _reached
+
+    def row(label, eps, measured):
+        return {"budget": label, "norm": "linf", "epsilon": eps, "measured": {"linf_max": measured}}
+
+    rows = [row("16/255", 16 / 255, 4 / 255), row("2/255", 2 / 255, 2 / 255), row("4/255", 4 / 255, 4 / 255),
+            row("8/255", 8 / 255, 4 / 255)]
+    warnings = _reached(rows, ["d4", "d2", "d4", "d4"], "miue")
+    assert [r["same_release_as"] for r in rows] == ["4/255", None, None, "4/255"]
+    assert any(w.startswith("miue at budget 16/255: the measured linf perturbation 4/255 is under half") for w in warnings)
+    assert not any(w.startswith("miue at budget 8/255: the measured") for w in warnings)  # 4/255 is half of 8/255
+    assert "budget 8/255: the release is the same as at budget 4/255" in " ".join(warnings)
+
+
+def test_certify_poison_warns_when_the_crafting_stops_short(tmp_path, capsys):
+    """MI-UE's digits schedule reaches 4/255 of its 8/255 budget at most; a budget of 16/255 it cannot
+    reach is warned about on stderr, not only printed as two numbers."""
+    from certify.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("poison_params: {miue: {epsilon: 0.0627451}}\n")
+    assert main(["poison", "--poison", "miue", "--dataset", "digits", "--config", str(cfg), "--format", "npz",
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "certify: warning: miue: the measured linf perturbation" in err and "under half of the budget 16/255" in err

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from attacks.base import POISONS
+from attacks.base import POISONS, undershoot
 from certify import certificate, replicates, slices
-from certify.cache import atomic_write
+from certify.cache import atomic_write, tensor_digest
 from certify.config import RunConfig, to_dict
 from certify.context import RunContext
 from certify.crafting import poison_params
@@ -143,6 +143,8 @@ def _assemble(ctx: RunContext, request: PlanRequest, keys: list[dict], outcome, 
         rows.append(row)
     warnings = [f"budget {r['budget']}: the release equals the clean images (no perturbation survives 8-bit "
                 "storage at this budget)" for r in rows if r["measured"]["linf_max"] == 0]
+    warnings += _reached(rows, [tensor_digest(v[b["release"]]["released"]) for b in keys[0]["budgets"]],
+                         request.poison)
     clean = accuracy([v[k["run"]["clean"]]["history"]["final_test_accuracy"] for k in keys])
     return {"schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": command, "poison": request.poison, "norm": request.budgets[0].norm, "seed": cfg.seed,
@@ -161,12 +163,31 @@ def _assemble(ctx: RunContext, request: PlanRequest, keys: list[dict], outcome, 
             "execution": {"executor": cfg.executor, "cached": outcome.cached, "tasks": outcome.records}}
 
 
+def _reached(rows: list[dict], digests: list[str], poison: str) -> list[str]:
+    """Mark each row whose release (the first seed's) is byte for byte a smaller budget's
+    (`same_release_as`), and warn where the crafting stayed under half of a budget: a plan's rows
+    must not read as different budgets when the crafting made the same release."""
+    warnings, first = [], {}
+    for row, digest in sorted(zip(rows, digests), key=lambda rd: rd[0]["epsilon"]):
+        row["same_release_as"] = first.get(digest)
+        first.setdefault(digest, row["budget"])
+        measured = row["measured"]["linf_max" if row["norm"] == "linf" else "l2_max"]
+        short = undershoot(f"{poison} at budget {row['budget']}", row["norm"], row["epsilon"], measured)
+        if short:
+            warnings.append(short)
+        if row["same_release_as"]:
+            warnings.append(f"budget {row['budget']}: the release is the same as at budget {row['same_release_as']}: "
+                            "the crafting does not use the larger budget, so the row repeats that one")
+    return warnings
+
+
 def _line(row: dict) -> str:
     cert = "abstains" if row["certified"] is None else f"{row['certified']:.3f}"
     gap = "-" if row["certified_gap"] is None else f"{row['certified_gap']:+.3f}"
     defended = "-" if row["defended_accuracy"] is None else f"{row['defended_accuracy']:.3f} ({row['best_defense']})"
     psnr = "-" if row["psnr"] is None else f"{row['psnr']:.1f} dB"
-    return (f"budget {row['budget']}: protected {row['protected_accuracy']:.3f}, defended {defended}, certified "
+    same = f" (the release of {row['same_release_as']})" if row.get("same_release_as") else ""
+    return (f"budget {row['budget']}{same}: protected {row['protected_accuracy']:.3f}, defended {defended}, certified "
             f"{cert} (gap {gap}), PSNR {psnr}, SSIM {row['ssim']:.3f}")
 
 

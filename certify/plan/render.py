@@ -73,7 +73,8 @@ def _table(doc: dict) -> Table:
     for r in doc["budgets"]:
         m = r["measured"]["linf_max"] * 255 if doc["norm"] == "linf" else r["measured"]["l2_max"]
         defended = DASH if r["defended_accuracy"] is None else f"{r['defended_accuracy']:.3f} ({r['best_defense']})"
-        row = [r["budget"], f"{r['epsilon']:.4g}", f"{m:.3g}", _num(r["psnr"], ".2f"), _num(r["ssim"]),
+        same = f" (the release of {r['same_release_as']})" if r.get("same_release_as") else ""
+        row = [r["budget"] + same, f"{r['epsilon']:.4g}", f"{m:.3g}", _num(r["psnr"], ".2f"), _num(r["ssim"]),
                _protected(r), defended, _attacker_best(r),
                "abstains" if r["certified"] is None else f"{r['certified']:.3f}", _num(r["certified_gap"], "+.3f")]
         if r["meets_targets"] is not None:

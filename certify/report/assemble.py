@@ -5,12 +5,14 @@ timings and environment; then `write_report`."""
 from __future__ import annotations
 
 import platform
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from attacks.base import undershoot
 from certify import cluster, device as devices, replicates, slices
 from certify.config import RunConfig, to_dict
 from certify.context import RunContext, images
@@ -121,6 +123,12 @@ def assemble(ctx: RunContext, reps: list[RunContext], plans: list[dict], outcome
         section = _poison_section(ctx, reps, plans, name, v, pictures)
         say(_progress_line(name, section))
         report["poisons"][name] = section
+    short = [w for n, sec in report["poisons"].items() if n != CONTROL
+             for w in [undershoot(n, sec["budget"]["norm"], sec["budget"]["epsilon"], sec["budget"]["measured"])] if w]
+    for w in short:
+        print(f"certify: warning: {w}", file=sys.stderr, flush=True)
+    if short:
+        report["warnings"] = report.get("warnings", []) + short
     if any(n != CONTROL for n in report["poisons"]):
         report["comparison"] = comparison(report["poisons"])
     for name, verdict in verdicts(report["poisons"], cfg.verdict).items():
