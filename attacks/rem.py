@@ -16,6 +16,7 @@ Remaining differences from the reference:
   batch size (the reference: ResNet-18, lr 0.1, wd 5e-4, batch 128);
 - δ steps keep x + δ in [0, 1] (the reference clips x + δ only inside the augmentation), and the
   final δ is regenerated in batches of `craft_batch` (the reference: its training batches);
+- each pass over the data ends with a partial batch (the reference drops it);
 - the CPU profile `quick` scales the schedule down (REMParams); `--profile reference` restores it.
 """
 from __future__ import annotations
