@@ -1,15 +1,21 @@
 """OPS, the one-pixel shortcut (Wu et al., ICLR 2023): a model-free class-wise l0 poison.
 
 For each class k, search a pixel position s and an extreme colour c (a corner of the RGB cube, or
-0 / 1 for grayscale) maximising
+0 / 1 for grayscale) maximising, as the reference's `pixel_search` (perturb.py) does,
 
-    score(s, c) = mean_i d_i / (std_i d_i + 1e-6),   d_i = || x_i[:, s] - c ||_2   over the class's images,
+    score(s, c) = mean_{i,ch} |c_ch - x_i[ch, s]| / std_{i,ch} |c_ch - x_i[ch, s]|
 
-i.e. a colour that deviates most from the class's own pixel values at s while those values vary
-least; then set that pixel to that colour on every image of the class. Classes are searched in
-label order and a (position, colour) pair already taken by an earlier class is skipped, so the
-shortcut tells every class apart. The search is deterministic (no randomness, no model). l0 = one
-pixel per image (fewer when an image already has the colour at that pixel).
+over the class's images i and the channels ch together (one pool of n·C absolute deviations;
+population std), i.e. a colour that deviates most from the class's own values at s while those
+deviations vary least; then set that pixel to that colour on every image of the class. Classes are
+searched in label order and a (position, colour) pair already taken by an earlier class is skipped,
+so the shortcut tells every class apart. The search is deterministic (no randomness, no model).
+l0 = one pixel per image (fewer when an image already has the colour at that pixel).
+
+Remaining differences from the reference: the std has 1e-6 added (the reference divides by a std
+of 0, giving inf or nan, where every image of the class has the same value at s); ties go to the
+first (colour, position) in order, where the reference takes the last of an unstable sort; any
+number of classes and channels (the reference: 10 classes, RGB).
 """
 from __future__ import annotations
 
@@ -48,16 +54,11 @@ def corner_colours(channels: int) -> torch.Tensor:
 def ops_scores(xk: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
     """score[colour, position] for one class's images xk (n x C x H x W); positions flattened h*W + w."""
     n, c = xk.shape[:2]
-    flat = xk.reshape(n, c, -1).transpose(0, 1).contiguous()  # C x n x P
-    # corners: each channel's squared distance is x^2 (to 0) or (1 - x)^2 (to 1)
-    sq = (flat.square(), (1 - flat).square())
+    flat = xk.reshape(n, c, -1)  # n x C x P
     scores = []
-    for col in colours.tolist():
-        d = sq[int(col[0])][0].clone()
-        for ch in range(1, c):
-            d += sq[int(col[ch])][ch]
-        d.sqrt_()  # n x P
-        std, mean = torch.std_mean(d, 0, unbiased=False) if n > 1 else (torch.zeros_like(d[0]), d[0])
+    for col in colours.to(flat.device):
+        d = (col.view(1, c, 1) - flat).abs()  # n x C x P: one pool of n·C deviations per position
+        std, mean = torch.std_mean(d, (0, 1), unbiased=False)
         scores.append(mean / (std + 1e-6))
     return torch.stack(scores)  # colours x P
 

@@ -6,14 +6,22 @@ draws are; see certify.certificate.draws), at the levels σ ∈ linspace(0, sigm
 - model step: the reference's RWP update (certify.certificate.surrogate.rwp_update): one optimizer
   step per level on the loss averaged over `draws_model` weight draws (divided by the number of
   levels), its gradient clipped to `grad_clip`;
-- δ step: per level, input gradients summed over `draws_delta` draws, one signed step per level.
-Class-wise (one δ per class) and crafted on a stratified subset, as in the reference; stop once the
-crafting model's error on the subset is below `stop_error` with RWP on (or after `max_rounds`).
+- δ step, as the reference's: per level, every image's input gradient summed over `draws_delta`
+  draws, and each class's δ moves by the mean over its images in the batch of their signed steps,
+  δ_k ← clip_ε(δ_k − step · mean_{i: y_i = k} sign(g_i)) (`classwise_sign_step`).
+δ starts at zero, as in the reference. Class-wise (one δ per class) and crafted on a stratified
+subset, as in the reference; stop once the crafting model's error on the subset is below
+`stop_error` with RWP on (or after `max_rounds`).
 
 σ_max is the run's σ: the crafting task fills `sigma_max` in (certify/crafting.py) from the run's
 σ artifact (`--sigma F`, or what `--sigma auto` picks from the clean model), so PUE is crafted for
 the certificate it is judged by. An explicit `poison_params.pue.sigma_max` wins over the run's σ.
 The report's parameters of PUE record the σ it was crafted at.
+
+Remaining differences from the reference (make_pue.py): σ_max is the run's σ, not 0.25; the CPU
+profile `quick` takes 1 weight draw per level per model step (the reference and `--profile
+reference` take 100); at most `max_rounds` rounds (the reference has no cap); the crafting model is
+the run's architecture with the run's training settings (the reference: ResNet-18 and its own).
 """
 from __future__ import annotations
 
@@ -26,7 +34,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from attacks.base import POISONS, CraftContext, PoisonParams, release
-from attacks._common import BatchStream, batches, check_int_positive, crafting_model, perturbed_images, sgd, uniform_init
+from attacks._common import BatchStream, batches, check_int_positive, crafting_model, perturbed_images, sgd
 from certify.certificate.surrogate import perturbed, rwp_update
 from certify.errors import UserError
 from certify.progress import progress
@@ -46,11 +54,13 @@ class PUEParams(PoisonParams):
     subset; δ steps of 0.8/255, one per level, on input gradients summed over 10 weight draws; model
     steps one per level on the loss averaged over 100 weight draws, gradients clipped at 5.0; RWP on
     once crafting accuracy on x + δ exceeds 50 %; stratified 20 % subset; stop at error < 0.1.
-    Here: σ_max is the run's σ (see the module docstring); 100 model draws under `--profile
-    reference`, 1 in the CPU-sized default; at most `max_rounds` rounds (the reference has no cap);
-    the crafting model's training settings are the run's (`train`), not the reference's ResNet-18 ones.
-    The reference moves each class's δ by the mean of its images' signed steps; here by the sign of
-    their summed gradient, as class-wise EM does.
+    Here: σ_max is the run's σ (see the module docstring); at most `max_rounds` rounds (the reference
+    has no cap); the crafting model's training settings are the run's (`train`), not the reference's
+    ResNet-18 ones. Model draws: 100 under `--profile reference`, 1 in the CPU default `quick`,
+    because each draw is one forward-backward pass of the batch per level: 100 draws × 6 levels ×
+    20 batches make 12,000 passes a round, about 25 minutes a round on one core for the small CNN
+    at batch 128, where 1 draw makes 120. One draw per level still averages the loss over the levels'
+    noise without bias; it is noisier, not aimed elsewhere.
     """
     # digits: RWP from the first round (its crafting accuracy stays near chance for rounds)
     dataset_defaults: ClassVar[dict[str, dict]] = {
@@ -92,6 +102,16 @@ def _draws(level: float, n: int) -> int:
     return n if level > 0 else 1
 
 
+def classwise_sign_step(delta: torch.Tensor, grad: torch.Tensor, y: torch.Tensor, step: float,
+                        epsilon: float) -> torch.Tensor:
+    """The class δ (K x ...) after one signed descent step of a batch: each class moves by the mean of
+    its images' signed steps, step · mean_{i: y_i = k} sign(grad_i) (per-sample `grad`, B x ...), then
+    is clipped to the ε-box; a class without images in the batch stays."""
+    counts = torch.bincount(y, minlength=len(delta)).clamp_min(1).to(delta.dtype)
+    mean_sign = torch.zeros_like(delta).index_add_(0, y, grad.sign()) / counts.view(-1, *[1] * (delta.dim() - 1))
+    return (delta - step * mean_sign).clamp(-epsilon, epsilon)
+
+
 @POISONS.register("pue", "provably unlearnable examples (Wang et al. 2024): class-wise EM with random "
                   "weight perturbation in both steps, l-inf 8/255", PUEParams)
 def craft_pue(ctx: CraftContext, p: PUEParams) -> torch.Tensor:
@@ -104,7 +124,7 @@ def craft_pue(ctx: CraftContext, p: PUEParams) -> torch.Tensor:
     sigma_max = PUBLISHED_SIGMA if p.sigma_max is None else p.sigma_max
     levels = [float(v) for v in np.linspace(0.0, sigma_max, p.levels)]
     stream = BatchStream(len(x), ctx.train.batch_size, gen)
-    delta = uniform_init((ctx.num_classes,) + tuple(x.shape[1:]), p.epsilon, gen).to(dev)
+    delta = torch.zeros((ctx.num_classes,) + tuple(x.shape[1:]), device=dev)
     rwp = p.rwp_switch <= 0
     bar = progress(range(p.max_rounds), desc="pue", unit="round")
     for _ in bar:
@@ -119,14 +139,14 @@ def craft_pue(ctx: CraftContext, p: PUEParams) -> torch.Tensor:
         for idx in batches(len(x), p.craft_batch, gen):
             xb, yb = x[idx].to(dev), y[idx].to(dev)
             for _ in range(p.pgd_steps):
-                for level in active:  # one signed step per level, gradients summed over draws
+                for level in active:  # one step per level on each image's gradient summed over draws
                     params = {k: v.detach() for k, v in model.named_parameters()}
-                    d = delta.detach().requires_grad_(True)
-                    xin = perturbed_images(xb, d[yb])
+                    d = delta[yb].detach().requires_grad_(True)  # each image's own copy of its class's δ
+                    xin = perturbed_images(xb, d)
                     loss = sum(F.cross_entropy(functional_call(model, perturbed(params, level, gen), (xin,)), yb)
                                for _ in range(_draws(level, p.draws_delta)))
                     g = torch.autograd.grad(loss, d)[0]
-                    delta = (delta - p.step_size * g.sign()).clamp(-p.epsilon, p.epsilon)
+                    delta = classwise_sign_step(delta, g, yb, p.step_size, p.epsilon)
         acc = evaluate(model, perturbed_images(x, delta[y.to(dev)].cpu()), y, ctx.train.eval_batch)
         bar.set_postfix(craft_acc=f"{acc:.3f}", rwp=rwp)
         if rwp and 1 - acc < p.stop_error:

@@ -25,7 +25,7 @@ TINY = {
     "em": {"max_rounds": 2, "model_steps": 5, "pgd_steps": 3},
     "em-classwise": {"max_rounds": 2, "model_steps": 5, "pgd_steps": 3},
     "pue": {"max_rounds": 2, "model_steps": 3, "levels": 3, "subset": 0.5, "draws_delta": 2, "rwp_switch": 0.0},
-    "rem": {"rounds": 1, "model_steps": 3, "pgd_steps": 2, "eot": 1, "adv_steps": 1, "crop": 1},
+    "rem": {"model_steps": 3, "pgd_steps": 2, "eot": 1, "adv_steps": 1, "crop": 1},
     "tap": {"train_epochs": 2, "steps": 5},
 }
 BAD = {
