@@ -114,7 +114,7 @@ def assemble(ctx: RunContext, reps: list[RunContext], plans: list[dict], outcome
         say(_progress_line(name, section))
         report["poisons"][name] = section
     if any(n != CONTROL for n in report["poisons"]):
-        report["comparison"] = comparison(report["poisons"])
+        report["comparison"] = comparison(report["poisons"], seed=cfg.seed)
     for name, verdict in verdicts(report["poisons"], cfg.verdict).items():
         report["poisons"][name]["verdict"] = verdict
         say(f"verdict {name}: {verdict['level']}")
