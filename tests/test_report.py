@@ -295,16 +295,18 @@ def test_comparison_table_near_the_top_with_correlations():
     assert titles.index("Comparison with the literature") == titles.index("Summary") + 1
     table, corr = _tables(_section(doc, "Comparison with the literature"))
     assert table.header == ["poison", "protected acc", "acc drop", "certified @ η/σ=0.1", "gap to none", "UD",
-                            "MI gap", "covariance score", "jpeg acc", "grayscale acc", "UD jpeg"]
+                            "MI gap", "covariance score", "within / total", "jpeg acc", "grayscale acc", "UD jpeg"]
     rows = {row[0]: row for row in table.rows}
     assert list(rows) == ["none", "miue", "em", "random"]
     at = {p["eta_over_sigma"]: p["learnability"] for p in r["poisons"]["em"]["certificate"]["curve"]}
     ctl = {p["eta_over_sigma"]: p["learnability"] for p in r["poisons"]["none"]["certificate"]["curve"]}
     assert rows["em"] == ["em", "0.300", "0.200", f"{at[0.1]:.3f}", f"{at[0.1] - ctl[0.1]:+.3f}", "0.420", "0.3",
-                          "1.300", "0.400", "0.350", "0.700"]
+                          "1.300", "—", "0.400", "0.350", "0.700"]
     assert rows["none"][2] == "0.000" and rows["none"][4] == "—"
     # MI gap and covariance score both fall as the drop falls: rho = +1 over the three poisons
-    assert corr.rows[0][:2] == ["MI gap vs accuracy drop", "+1.000"] and corr.rows[0][3:5] == ["0.333", "3"]
+    # three points: no bootstrap interval (a tenth of the resamples are constant), the exact permutation p 1/3
+    assert corr.rows[0][:3] == ["MI gap vs accuracy drop", "+1.000", "—"] and corr.rows[0][4:6] == ["0.333 (exact)", "3"]
+    assert "constant side" in corr.rows[0][6]
     assert corr.rows[1][:2] == ["covariance score vs accuracy drop", "+1.000"]
     assert _md_tables(build_markdown(r)) == _html_tables(build_html(r, {})) == [
         [t.header] + t.rows for t in _tables(doc)]
@@ -322,7 +324,7 @@ def test_comparison_of_one_poison_and_without_scores_or_defenses(tmp_path):
     write_report(r, tmp_path)
     doc = build_document(load_report(tmp_path / "report.json"))
     table, corr = _tables(_section(doc, "Comparison with the literature"))
-    assert table.rows[1] == ["miue", "0.210", "0.325", "—", "—", "—", "—", "—", "—", "—"]
+    assert table.rows[1] == ["miue", "0.210", "0.325", "—", "—", "—", "—", "—", "—", "—", "—"]
     assert [row[-1] for row in corr.rows] == ["needs 3 poisons", "needs 3 poisons"]
     assert "## Comparison with the literature" in (tmp_path / "report.md").read_text()
 

@@ -116,9 +116,33 @@ def test_sliced_mi_independent_near_zero_and_deterministic():
 def test_mi_section_none_gap_zero():
     model = DeadLayerNet()
     x, y = _toy_data(300)
-    sec = mi_section(model, model, x, y, MIConfig(projections=8, images=200), seed=0)
+    sec = mi_section(model, model, x, x, y, MIConfig(projections=8, images=200), seed=0)
     assert sec["gap"] == 0.0 and sec["histogram_gap"] == 0.0
     assert sec["images"] == 200 and sec["estimator"] == "ksg" and sec["clean"] > 0
+    assert sec["images_from"] == "training"
+
+
+def test_paired_features_read_the_released_images_with_the_protected_model():
+    from certify.scores.mutual_info import features, paired_features
+
+    clean, protected = DeadLayerNet(), DeadLayerNet()
+    with torch.no_grad():
+        protected.fc1.bias.zero_()  # a different model: its ReLU units are alive
+    x, y = _toy_data(300)
+    released = x + 0.5 * torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(3)))
+    cfg = MIConfig(projections=8, images=60)
+    fc, fp, labels = paired_features(clean, protected, x, released, y, cfg, seed=0)
+    # the same stratified indices for both models (found from the clean features, which hold x itself):
+    # the clean model sees x, the protected one the release
+    match = [int(torch.nonzero((features(clean, x) == row).all(1))[0]) for row in fc]
+    assert torch.equal(labels, y[match]) and len(set(match)) == 60
+    assert torch.equal(fp, features(protected, released[match]))
+    # the gap depends on the release: the protected model's features of x itself are not what is measured
+    on_release = mi_section(clean, protected, x, released, y, cfg, seed=0)["gap"]
+    on_clean = mi_section(clean, protected, x, x, y, cfg, seed=0)["gap"]
+    assert on_release != on_clean
+    with pytest.raises(ValueError, match="released"):
+        paired_features(clean, protected, x, released[:10], y, cfg, seed=0)
 
 
 @pytest.mark.parametrize("cfg,field", [(SalConfig(rho=0), "sal.rho"), (SalConfig(method="full"), "sal.method"),
@@ -166,36 +190,112 @@ def test_covariance_section_ratio_and_null_reason():
     assert sec["score"] is None and "spread 0" in sec["score_null_reason"]
 
 
+def test_total_spread_and_within_total_tell_collapse_from_tight_classes():
+    from certify.scores.covariance import covariance_section, total_spread
+
+    # unit vectors: total = 1 - |mean|^2; two opposite directions have mean 0, total 1
+    assert total_spread(np.array([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(1.0)
+    assert total_spread(np.array([[2.0, 0.0], [0.0, 3.0]])) == pytest.approx(0.5)
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 50)
+    centres = np.eye(8)[:4] * 3.0
+    clean = centres[y] + rng.standard_normal((200, 8))
+    # a global collapse: every feature pulled toward one direction, class structure kept in proportion
+    collapsed = 0.2 * clean + np.r_[10.0, np.zeros(7)]
+    # tight classes: the same centres, less noise around them
+    tight = centres[y] + 0.2 * rng.standard_normal((200, 8))
+    col, tig = covariance_section(clean, collapsed, y), covariance_section(clean, tight, y)
+    assert col["score"] < 0.2 and tig["score"] < 0.2  # the score alone cannot tell them apart
+    assert col["total_score"] < 0.2 < 0.8 < tig["total_score"]
+    assert col["within_total_protected"] > 0.9 * col["within_total_clean"]  # no tighter relative to the whole
+    assert tig["within_total_protected"] < 0.2 * tig["within_total_clean"]
+    assert tig["within_total_protected"] == pytest.approx(tig["protected"] / tig["total_protected"])
+    assert tig["images_from"] == "training"
+    ctl = covariance_section(clean, clean, y)
+    assert ctl["score"] == ctl["total_score"] == 1.0 and ctl["within_total_clean"] == ctl["within_total_protected"]
+
+
 # ----------------------------------------------------------------------------- rank correlation
+
+def _perm_scipy(x, y, **kw):
+    """scipy's documented permutation test of Spearman's rho: x permuted, y fixed."""
+    from scipy import stats
+
+    return stats.permutation_test((x,), lambda a: stats.spearmanr(a, y).statistic,
+                                  permutation_type="pairings", **kw).pvalue
+
+
+def test_rank_rho_matches_scipy_with_ties_and_batches():
+    from scipy import stats
+
+    from certify.scores.ranking import rank_rho
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 4, (6, 9)).astype(float), rng.standard_normal((6, 9))
+    got = rank_rho(x, y)
+    assert got == pytest.approx([stats.spearmanr(a, b).statistic for a, b in zip(x, y)], rel=1e-12)
+    assert np.isnan(rank_rho(np.ones(5), np.arange(5.0)))
+
 
 def test_spearman_matches_scipy_and_exact_permutation_p():
     from scipy import stats
 
-    from certify.scores.ranking import exact_p, spearman
+    from certify.scores.ranking import permutation_p, spearman
 
     x, y = [0.1, 0.4, 0.2, 0.9, 0.5], [0.05, 0.3, 0.35, 0.6, 0.2]
     c = spearman(x, y, names="abcde")
     ref = stats.spearmanr(x, y)
     assert c["rho"] == pytest.approx(ref.statistic) and c["p"] == pytest.approx(ref.pvalue)
-    perm = stats.permutation_test((x, y), lambda a, b: stats.spearmanr(a, b).statistic,
-                                  permutation_type="pairings", n_resamples=np.inf)
-    assert c["p_exact"] == pytest.approx(perm.pvalue) and c["n"] == 5 and c["poisons"] == list("abcde")
+    assert c["p_permutation"] == pytest.approx(_perm_scipy(x, y, n_resamples=np.inf)) and c["p_method"] == "exact"
+    assert c["n"] == 5 and c["poisons"] == list("abcde")
     # three points in the same order: scipy's approximation says p = 0, the exact p is 2 / 3! = 1/3
-    assert spearman([1, 2, 3], [2, 5, 9])["p_exact"] == pytest.approx(1 / 3)
-    assert exact_p([1, 2, 2, 3], [4, 3, 3, 1]) == pytest.approx(
-        stats.permutation_test(([1, 2, 2, 3], [4, 3, 3, 1]), lambda a, b: stats.spearmanr(a, b).statistic,
-                               permutation_type="pairings", n_resamples=np.inf).pvalue)
+    assert spearman([1, 2, 3], [2, 5, 9])["p_permutation"] == pytest.approx(1 / 3)
+    ties = ([1, 2, 2, 3], [4, 3, 3, 1])
+    assert permutation_p(*ties) == (pytest.approx(_perm_scipy(*ties, n_resamples=np.inf)), "exact")
+
+
+def test_permutation_p_monte_carlo_beyond_the_exact_count_is_seeded_and_near_exact():
+    from scipy import stats
+
+    from certify.scores.ranking import PERMUTATIONS, permutation_p
+
+    assert permutation_p(np.arange(9.0), np.arange(9.0) ** 2)[1] == "monte-carlo"  # 9! > PERMUTATIONS
+    assert permutation_p(np.arange(8.0), np.arange(8.0) ** 2)[1] == "exact" and PERMUTATIONS >= 40_320
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(7)
+    y = x + 1.5 * rng.standard_normal(7)
+    p, method = permutation_p(x, y, seed=1, resamples=2000)  # 2,000 random pairings of 7! = 5,040
+    assert method == "monte-carlo" and permutation_p(x, y, seed=1, resamples=2000)[0] == p
+    assert permutation_p(x, y, seed=2, resamples=2000)[0] != p
+    exact = _perm_scipy(x, y, n_resamples=np.inf)
+    assert abs(p - exact) < 4 * np.sqrt(exact * (1 - exact) / 2000)
+
+
+def test_bootstrap_interval_is_scipys_percentile_interval():
+    from scipy import stats
+
+    from certify.scores.ranking import bootstrap_ci
+
+    x = [0.105, 0.110, 0.064, 0.031, 0.069, 0.059, 0.050, 0.020, -0.003, 0.006, 0.010]
+    y = [0.386, 0.356, 0.353, 0.328, 0.314, 0.252, 0.115, 0.036, 0.017, 0.014, -0.006]
+    ci, reason = bootstrap_ci(x, y, seed=3, resamples=2000)
+    ref = stats.bootstrap((x, y), lambda a, b: stats.spearmanr(a, b).statistic, paired=True, vectorized=False,
+                          n_resamples=2000, method="percentile", rng=np.random.default_rng(3))
+    assert reason is None and ci == pytest.approx([ref.confidence_interval.low, ref.confidence_interval.high])
+    assert ci[0] < stats.spearmanr(x, y).statistic < ci[1]
+    # three points: a tenth of the resamples repeat one poison three times, so no interval
+    ci, reason = bootstrap_ci([1, 2, 3], [2, 5, 9])
+    assert ci is None and "constant side" in reason
 
 
 def test_spearman_needs_three_points_and_variation():
-    from certify.scores.ranking import EXACT_MAX, spearman
+    from certify.scores.ranking import spearman
 
     two = spearman([0.1, 0.2], [0.3, 0.4])
     assert two["rho"] is None and two["p"] is None and two["reason"] == "needs 3 poisons"
+    assert two["p_permutation"] is None and two["ci"] is None
     flat = spearman([0.1, 0.1, 0.1], [0.3, 0.4, 0.5])
     assert flat["rho"] is None and "constant" in flat["reason"]
-    many = spearman(np.arange(EXACT_MAX + 1), np.arange(EXACT_MAX + 1) ** 2)
-    assert many["rho"] == pytest.approx(1.0) and many["p_exact"] is None
 
 
 # ----------------------------------------------------------------------------- the comparison
@@ -237,6 +337,8 @@ def test_comparison_rows_gaps_and_correlations():
     drops = [0.6, 0.3, 0.4, 0.1]
     assert mi["poisons"] == ["a", "b", "c", "d"]
     assert mi["rho"] == pytest.approx(stats.spearmanr([0.30, 0.10, 0.20, 0.15], drops).statistic)
+    assert mi["p_permutation"] == pytest.approx(_perm_scipy([0.30, 0.10, 0.20, 0.15], drops, n_resamples=np.inf))
+    assert comparison(poisons, seed=0)["correlations"] == comp["correlations"]  # seeded
     cov = comp["correlations"]["covariance"]  # d has no score: three points, ranked alike
     assert cov["poisons"] == ["a", "b", "c"] and cov["rho"] == pytest.approx(1.0)
     # two poisons: no correlation, with the reason; without a control no gap

@@ -130,7 +130,7 @@ def assemble(ctx: RunContext, reps: list[RunContext], plans: list[dict], outcome
     if short:
         report["warnings"] = report.get("warnings", []) + short
     if any(n != CONTROL for n in report["poisons"]):
-        report["comparison"] = comparison(report["poisons"])
+        report["comparison"] = comparison(report["poisons"], seed=cfg.seed)
     for name, verdict in verdicts(report["poisons"], cfg.verdict).items():
         report["poisons"][name]["verdict"] = verdict
         say(f"verdict {name}: {verdict['level']}")

@@ -518,19 +518,26 @@ def _sal_ud(s: dict) -> Section:
 
 def _mutual_information(m: dict) -> Section:
     return Section("Mutual information", [Bullets([
-        [Strong("Estimator"), f": {m['estimator']}, {m['projections']} projections, {m['images']} images"],
+        [Strong("Estimator"), f": {m['estimator']}, {m['projections']} projections, {m['images']} "
+                              f"{m.get('images_from', 'test')} images"],
         [Strong("MI"), f": clean {num(m['clean'])}, protected {num(m['protected'])}, gap {num(m['gap'])}, "
                        f"histogram gap {num(m['histogram_gap'])}"],
+        *([[Strong("Protocol"), f": {m['protocol']}"]] if m.get("protocol") else []),
     ])])
 
 
 def _covariance(c: dict) -> Section:
     score = num(c["score"]) if c["score"] is not None else f"not available ({c['score_null_reason']})"
-    return Section("Intra-class covariance", [Bullets([
-        [Strong("Covariance score"), f": {score} (protected {num(c['protected'])} / clean {num(c['clean'])}, "
-                                     f"{c['images']} clean test images)"],
-        [Strong("Definition"), f": {c.get('definition') or DASH}"],
-    ])])
+    images = "training images" if c.get("images_from") == "training" else "clean test images"
+    items = [[Strong("Covariance score"), f": {score} (protected {num(c['protected'])} / clean {num(c['clean'])}, "
+                                          f"{c['images']} {images})"]]
+    if "within_total_protected" in c:  # newer reports
+        items.append([Strong("Total spread"), f": protected {num(c['total_protected'])} / clean "
+                                              f"{num(c['total_clean'])} = {num(c['total_score'])}"])
+        items.append([Strong("Within / total"), f": protected {num(c['within_total_protected'])}, clean "
+                                                f"{num(c['within_total_clean'])} (lower: tighter classes)"])
+    items.append([Strong("Definition"), f": {c.get('definition') or DASH}"])
+    return Section("Intra-class covariance", [Bullets(items)])
 
 
 def _recovery(sec: dict) -> Section:

@@ -22,13 +22,27 @@ def _certified(row: dict) -> str:
     return {"abstains": "abstains", "absent": DASH}.get(row["certified_status"]) or acc(row["certified"])
 
 
+def _permutation_p(c: dict) -> str:
+    """The permutation p with its kind; older reports hold only an exact p, up to 8 poisons."""
+    if c.get("p_permutation") is not None:
+        return f"{num(c['p_permutation'], 3)} ({c['p_method']})"
+    return DASH if c.get("p_exact") is None else f"{num(c['p_exact'], 3)} (exact)"
+
+
+def _interval(c: dict) -> str:
+    ci = c.get("ci")
+    return f"[{signed(ci[0])}, {signed(ci[1])}]" if ci else DASH
+
+
 def _correlations(comp: dict) -> Table:
     rows = []
     for label, key in (("MI gap", "mi_gap"), ("covariance score", "covariance")):
         c = comp["correlations"][key]
-        rows.append([f"{label} vs accuracy drop", DASH if c["rho"] is None else signed(c["rho"]),
-                     num(c["p"], 3), num(c["p_exact"], 3), str(c["n"]), c["reason"] or ""])
-    return Table(["across poisons", "Spearman ρ", "p (scipy)", "exact p", "poisons", "note"], rows)
+        note = "; ".join(r for r in (c["reason"], c.get("ci_reason")) if r)
+        rows.append([f"{label} vs accuracy drop", DASH if c["rho"] is None else signed(c["rho"]), _interval(c),
+                     num(c["p"], 3), _permutation_p(c), str(c["n"]), note])
+    return Table(["across poisons", "Spearman ρ", "95 % bootstrap interval", "p (scipy, t approx.)",
+                  "permutation p", "poisons", "note"], rows)
 
 
 def comparison_section(report: dict) -> Section | None:
@@ -41,13 +55,15 @@ def comparison_section(report: dict) -> Section | None:
     defended_ud = [d for d in comp["defenses"] if any((row["defenses"].get(d) or {}).get("ud") is not None
                                                       for row in comp["rows"])]
     header = ["poison", "protected acc", "acc drop", f"certified @ η/σ={r:g}",
-              f"gap to {control}" if control else "gap to control", "UD", "MI gap", "covariance score"]
+              f"gap to {control}" if control else "gap to control", "UD", "MI gap", "covariance score",
+              "within / total"]
     header += [f"{d} acc" for d in defenses] + [f"UD {d}" for d in defended_ud]
     rows = []
     for row in comp["rows"]:
         cells = [row["poison"], acc(row["protected_accuracy"]), f"{row['accuracy_drop']:.3f}", _certified(row),
                  DASH if row["certified_gap"] is None else signed(row["certified_gap"]),
-                 _ratio(row["ud"]), num(row["mi_gap"], 3), _ratio(row["covariance"])]
+                 _ratio(row["ud"]), num(row["mi_gap"], 3), _ratio(row["covariance"]),
+                 _ratio(row.get("within_total"))]
         cells += [acc((row["defenses"].get(d) or {}).get("accuracy")) or DASH for d in defenses]
         cells += [_ratio((row["defenses"].get(d) or {}).get("ud")) for d in defended_ud]
         rows.append(cells)
@@ -59,8 +75,9 @@ def comparison_section(report: dict) -> Section | None:
                        "learnable as clean data, toward 0 = unlearnable."],
         [Strong("MI gap"), ": sliced MI of the clean model's features with itself minus with the protected "
                            "model's (MI-UE; see each poison's Mutual information)."],
-        [Strong("covariance score"), f": {d['covariance']}; above 1: the protected model separates the classes "
-                                     "of clean images less tightly than the clean model."],
+        [Strong("covariance score"), f": {d['covariance']}; below 1 can be tighter classes or features that "
+                                     "collapse as a whole: read it with within / total"
+                                     + (f" ({d['within_total']})." if d.get("within_total") else ".")],
         [Strong("UD under a defense"), f": {d['defended_ud']}."],
         [Strong("correlations"), f": {d['correlations']}."],
     ])

@@ -135,6 +135,9 @@ SAL_UD = _obj(
             "then": {"properties": {"ud_null_reason": {"type": "string", "minLength": 1}}}}],
 )
 
+# newer reports: which images the MI gap and the covariance score are measured on (older: test images)
+_IMAGES_FROM = {"enum": ["training", "test"]}
+
 MUTUAL_INFORMATION = _obj({
     "estimator": _STR,
     "projections": _COUNT,
@@ -143,20 +146,28 @@ MUTUAL_INFORMATION = _obj({
     "protected": _NUM_OR_NULL,
     "gap": _NUM_OR_NULL,
     "histogram_gap": _NUM_OR_NULL,
-})
+}, {"images_from": _IMAGES_FROM})
 
-# A null score must say why.
+# A null score must say why. Newer reports: total spreads and within / total ratios beside the score.
 COVARIANCE = _obj(
     {"score": _NUM_OR_NULL, "score_null_reason": {"type": ["string", "null"]}, "clean": _NUM_OR_NULL,
      "protected": _NUM_OR_NULL, "images": _COUNT},
+    {"total_clean": _FRACTION_OR_NULL, "total_protected": _FRACTION_OR_NULL, "total_score": _NUM_OR_NULL,
+     "within_total_clean": _NUM_OR_NULL, "within_total_protected": _NUM_OR_NULL, "images_from": _IMAGES_FROM},
     allOf=[{"if": {"properties": {"score": {"type": "null"}}, "required": ["score"]},
             "then": {"properties": {"score_null_reason": {"type": "string", "minLength": 1}}}}],
 )
 
 # the literature's measures side by side (certify.scores.comparison); a null correlation must say why
+# (older reports: p_exact up to 8 poisons; newer: p_permutation for any n, and a bootstrap interval)
+_RHO_OR_NULL = {"type": ["number", "null"], "minimum": -1, "maximum": 1}
 CORRELATION = _obj(
-    {"rho": {"type": ["number", "null"], "minimum": -1, "maximum": 1}, "p": _FRACTION_OR_NULL,
-     "p_exact": _FRACTION_OR_NULL, "n": _COUNT, "reason": {"type": ["string", "null"]}},
+    {"rho": _RHO_OR_NULL, "p": _FRACTION_OR_NULL, "n": _COUNT, "reason": {"type": ["string", "null"]}},
+    {"p_exact": _FRACTION_OR_NULL, "p_permutation": _FRACTION_OR_NULL,
+     "p_method": {"enum": ["exact", "monte-carlo", None]},
+     "ci": {"type": ["array", "null"], "items": {"type": "number", "minimum": -1, "maximum": 1},
+            "minItems": 2, "maxItems": 2},
+     "ci_reason": {"type": ["string", "null"]}},
     allOf=[{"if": {"properties": {"rho": {"type": "null"}}, "required": ["rho"]},
             "then": {"properties": {"reason": {"type": "string", "minLength": 1}}}}],
 )
@@ -169,6 +180,7 @@ COMPARISON = _obj({
         "accuracy_drop": {"type": "number", "minimum": -1, "maximum": 1},
         "certified": _FRACTION_OR_NULL, "certified_status": {"enum": ["certified", "abstains", "absent"]},
         "certified_gap": _NUM_OR_NULL, "ud": _NUM_OR_NULL, "mi_gap": _NUM_OR_NULL, "covariance": _NUM_OR_NULL,
+        "within_total": _NUM_OR_NULL,
         "defenses": {"type": "object", "additionalProperties": _obj({"accuracy": _FRACTION, "ud": _NUM_OR_NULL})},
     })},
     "correlations": _obj({"mi_gap": CORRELATION, "covariance": CORRELATION}),

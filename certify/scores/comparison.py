@@ -5,7 +5,8 @@ measure: protected accuracy and its drop from clean training, the certified lear
 η/σ = ETA_OVER_SIGMA and its gap to the clean control, UD ("How far", arXiv 2509.08058), the MI gap
 and the covariance score (MI-UE), and accuracy and UD under each defense of the run (ISS: JPEG-10 and
 grayscale). Across the poisons (the control is not a point): Spearman's rank correlation of MI gap
-and of covariance score with the accuracy drop, as the MI-UE paper correlates MI gap with accuracy.
+and of covariance score with the accuracy drop, as the MI-UE paper correlates MI gap with accuracy,
+each with its permutation p and bootstrap interval (certify.scores.ranking).
 """
 from __future__ import annotations
 
@@ -38,36 +39,43 @@ def _row(name: str, sec: dict, control_certified: float | None) -> dict:
         "ud": ud.get("ud"),
         "mi_gap": (sec.get("mutual_information") or {}).get("gap"),
         "covariance": (sec.get("covariance") or {}).get("score"),
+        "within_total": (sec.get("covariance") or {}).get("within_total_protected"),
         "defenses": {d: {"accuracy": v["accuracy"], "ud": (defended_ud.get(d) or {}).get("ud")}
                      for d, v in (emp.get("defenses") or {}).items()},
     }
 
 
-def _correlation(rows: list[dict], field: str) -> dict:
+def _correlation(rows: list[dict], field: str, seed: int) -> dict:
     points = [r for r in rows if not r["control"] and r[field] is not None]
     return spearman([r[field] for r in points], [r["accuracy_drop"] for r in points],
-                    names=[r["poison"] for r in points])
+                    names=[r["poison"] for r in points], seed=seed)
 
 
-def comparison(poisons: dict[str, dict]) -> dict:
-    """report.json's `comparison` from its `poisons` sections (pure: dicts in, dict out)."""
+def comparison(poisons: dict[str, dict], seed: int = 0) -> dict:
+    """report.json's `comparison` from its `poisons` sections (pure: dicts in, dict out); `seed` seeds
+    the correlations' Monte-Carlo permutations and bootstrap."""
     control_certified = _certified(poisons[CONTROL])[0] if CONTROL in poisons else None
     rows = [_row(name, sec, control_certified) for name, sec in poisons.items()]
     defenses = list(dict.fromkeys(d for r in rows for d in r["defenses"]))
     return {
         "eta_over_sigma": ETA_OVER_SIGMA, "control": CONTROL if CONTROL in poisons else None,
         "defenses": defenses, "rows": rows,
-        "correlations": {"mi_gap": _correlation(rows, "mi_gap"), "covariance": _correlation(rows, "covariance")},
+        "correlations": {"mi_gap": _correlation(rows, "mi_gap", seed),
+                         "covariance": _correlation(rows, "covariance", seed)},
         "definitions": {
             "accuracy_drop": "clean model's test accuracy - protected model's test accuracy",
             "certified_gap": f"certified learnability at eta/sigma = {ETA_OVER_SIGMA} minus the clean control's",
             "covariance": ("mean over classes of the trace of the class covariance of L2-normalised penultimate "
-                           "features of clean test images, protected model / clean model"),
+                           "features of training images, the protected model's of its poisoned images / the "
+                           "clean model's of the clean images"),
+            "within_total": ("the protected model's within-class spread over its total spread on its poisoned "
+                             "training images (lower: tighter classes relative to all features)"),
             "defended_ud": ("UD of the model trained under the defense (SAL on its prepared training data) "
                             "against the undefended clean model's threshold and #LP"),
             "correlations": ("Spearman's rho across the poisons (the clean control is not a point) with the "
                              "accuracy drop; p from scipy.stats.spearmanr (a t approximation, rough for few "
-                             "poisons); exact p: the share of all n! pairings of the ranks with |rho| at least "
-                             "the observed one (up to 8 poisons)"),
+                             "poisons); permutation p: the share of pairings of the ranks with |rho| at least "
+                             "the observed one, over all n! (exact, up to 8 poisons) or 100,000 seeded random "
+                             "ones; 95 % interval: percentile bootstrap over the poisons, 10,000 seeded resamples"),
         },
     }

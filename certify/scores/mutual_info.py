@@ -1,14 +1,18 @@
-"""Sliced mutual information between clean and protected-model features (MI-UE paper's analysis).
+"""Sliced mutual information between clean and poisoned features (MI-UE paper's analysis).
 
 SI(X; Y) = E over random unit directions theta, phi of I(theta^T X; phi^T Y) (Goldfeld & Greenewald,
 NeurIPS 2021), estimated with m projection pairs and a 1-D estimator: KSG (Kraskov et al. 2004,
 estimator 1, max-norm, k = 3) as the estimate and a plug-in histogram (equal-width bins) as the check.
 
-Protocol (a documented reconstruction; the paper's is not public): n seeded, stratified clean test
-images; "clean features" are the clean model's penultimate features of them, "poisoned features" the
-protected model's features of the same images; both L2-normalised. SI(none) = SI(clean; clean) is the
-estimator's ceiling, SI(P) = SI(clean; protected), MI gap(P) = SI(none) - SI(P). The projection
-directions depend only on (seed, feature dims), so every poison of a run shares them.
+Protocol (a documented reconstruction; the paper's is not public): n seeded, stratified training
+images (the same indices for every poison of the run); "clean features" are the clean model's
+penultimate features of the clean images x_i, "poisoned features" the protected model's features of
+its own released images x_i + delta_i, the data it was trained on; both L2-normalised. SI(none) =
+SI(clean; clean) is the estimator's ceiling, SI(P) = SI(clean; poisoned), MI gap(P) = SI(none) - SI(P).
+Training images, not test images: the accuracy drop is measured on the test images with the same
+protected model, so an MI gap on them would largely restate the drop; the paper's claim concerns the
+features of the poisoned training data. The projection directions depend only on (seed, feature
+dims), so every poison of a run shares them.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ ESTIMATORS = ("ksg", "histogram")
 @dataclass
 class MIConfig:
     projections: int = 128  # m projection pairs (theta, phi)
-    images: int = 1000  # n clean test images (all when fewer)
+    images: int = 1000  # n training images (all when fewer); the covariance score uses the same ones
     k: int = 3  # KSG neighbours
     bins: int = 32  # histogram bins per axis (equal width)
     estimator: str = "ksg"  # ksg | histogram: the headline estimate (the other is reported as the check)
@@ -134,18 +138,24 @@ def features(model: nn.Module, x: torch.Tensor, batch: int = 500) -> torch.Tenso
     return torch.cat(out).flatten(1)
 
 
-def paired_features(clean_model: nn.Module, protected_model: nn.Module, x_test: torch.Tensor,
-                    y_test: torch.Tensor, cfg: MIConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(clean model's features, protected model's features, labels) of the run's MI images.
+def paired_features(clean_model: nn.Module, protected_model: nn.Module, x_clean: torch.Tensor,
+                    x_released: torch.Tensor, y: torch.Tensor, cfg: MIConfig,
+                    seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(clean model's features of x_clean, protected model's features of x_released, labels) of the
+    run's MI images: x_clean and x_released are the clean and the released training images, paired
+    by index, with labels y.
 
     `seed` is the run seed: the images (derive(seed, "mi-images")) are the same for every poison of the
-    run; the `none` control passes protected_model = clean_model and gets the clean features twice.
+    run; the `none` control passes protected_model = clean_model (and its release, the clean images)
+    and gets the clean features twice.
     """
-    idx, _ = stratified_draw(y_test, cfg.images, derive(seed, "mi-images"), "mi.images")
-    x = x_test[idx]
-    fc = features(clean_model, x)
-    fp = fc if protected_model is clean_model else features(protected_model, x)
-    return fc, fp, y_test[idx]
+    if len(x_clean) != len(x_released) or len(x_clean) != len(y):
+        raise ValueError(f"paired_features: {len(x_clean)} clean vs {len(x_released)} released images, "
+                         f"{len(y)} labels")
+    idx, _ = stratified_draw(y, cfg.images, derive(seed, "mi-images"), "mi.images")
+    fc = features(clean_model, x_clean[idx])
+    fp = fc if protected_model is clean_model else features(protected_model, x_released[idx])
+    return fc, fp, y[idx]
 
 
 def mi_from_features(fc: torch.Tensor, fp: torch.Tensor, cfg: MIConfig, seed: int) -> dict:
@@ -166,16 +176,19 @@ def mi_from_features(fc: torch.Tensor, fp: torch.Tensor, cfg: MIConfig, seed: in
         "histogram_clean": hc, "histogram_protected": hp, "histogram_gap": hc - hp,
         "ksg_clean": est["ksg"][0], "ksg_protected": est["ksg"][1], "ksg_gap": est["ksg"][0] - est["ksg"][1],
         "k": cfg.k, "bins": cfg.bins, "bin_rule": "equal-width",
+        "images_from": "training",
         "protocol": (f"sliced MI over {cfg.projections} shared random projection pairs between the clean "
-                     f"model's and the protected model's L2-normalised penultimate features of the same "
-                     f"{n} seeded stratified clean test images; gap = SI(clean model with itself) - "
-                     f"SI(clean, protected)"),
+                     f"model's L2-normalised penultimate features of {n} seeded stratified clean training "
+                     f"images and the protected model's features of the same images as released (the "
+                     f"poisoned images it was trained on); gap = SI(clean model with itself) - "
+                     f"SI(clean, poisoned); the test images of the accuracy drop are not used"),
         "note": "a faithful reconstruction; the paper's exact protocol is not public",
     }
 
 
-def mi_section(clean_model: nn.Module, protected_model: nn.Module, x_test: torch.Tensor,
-               y_test: torch.Tensor, cfg: MIConfig, seed: int) -> dict:
-    """The report's `mutual_information` section for one poison (the `none` control: protected = clean)."""
-    fc, fp, _ = paired_features(clean_model, protected_model, x_test, y_test, cfg, seed)
+def mi_section(clean_model: nn.Module, protected_model: nn.Module, x_clean: torch.Tensor,
+               x_released: torch.Tensor, y: torch.Tensor, cfg: MIConfig, seed: int) -> dict:
+    """The report's `mutual_information` section for one poison (the `none` control: protected = clean,
+    released = clean)."""
+    fc, fp, _ = paired_features(clean_model, protected_model, x_clean, x_released, y, cfg, seed)
     return mi_from_features(fc, fp, cfg, seed)

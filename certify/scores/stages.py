@@ -1,6 +1,7 @@
 """The scores slice as tasks: SAL of each trained model (from its per-epoch weights), of each model
-trained under a defense, and the MI gap and covariance score of each protected model against the
-clean one; `SLICE.section` builds the report's `sal_ud`, `mutual_information` and `covariance`. They compute on the CPU (`cpu_only`: no GPU
+trained under a defense, and the MI gap and covariance score of each protected model (its features of
+its own released training images) against the clean one (of the clean training images); `SLICE.section`
+builds the report's `sal_ud`, `mutual_information` and `covariance`. They compute on the CPU (`cpu_only`: no GPU
 reserved, whatever device the run's other tasks use)."""
 from __future__ import annotations
 
@@ -28,14 +29,21 @@ def defended_sal_task(data: Dataset, released: dict, defended: dict, *, defense:
     return {"sal": sal_matrix(model.build(0), defended["checkpoints"], x, y, sal, seed)}
 
 
-def mi_task(data: Dataset, clean: dict, *protected: dict, mi: MIConfig, seed: int, model: ModelSpec,
-            device: str) -> dict:
-    """MI gap and covariance score from one feature pass of each model over the run's MI images."""
+def mi_task(data: Dataset, clean_release: dict, clean: dict, *protected: dict, mi: MIConfig, seed: int,
+            model: ModelSpec, device: str) -> dict:
+    """MI gap and covariance score from one feature pass of each model over the run's MI training
+    images: the clean model on the clean release, the protected model on its own release
+    (`protected` = (release, victim); empty for the control, which compares the clean model with itself)."""
     clean_model = model.load(clean["state"])
-    other = model.load(protected[0]["state"]) if protected else clean_model  # the control: itself
-    fc, fp, y = paired_features(clean_model, other, data.x_test, data.y_test, mi, seed)
-    return {"mi": mi_from_features(fc, fp, mi, seed), "covariance": covariance_section(fc.numpy(), fp.numpy(),
-                                                                                        y.numpy())}
+    x_clean = images(clean_release["released"])
+    if protected:
+        release, victim = protected
+        other, x_released = model.load(victim["state"]), images(release["released"])
+    else:
+        other, x_released = clean_model, x_clean
+    fc, fp, y = paired_features(clean_model, other, x_clean, x_released, data.y_train, mi, seed)
+    return {"mi": mi_from_features(fc, fp, mi, seed),
+            "covariance": covariance_section(fc.numpy(), fp.numpy(), y.numpy())}
 
 
 def add_sal(ctx: RunContext, release: str, victim: str, name: str) -> str:
@@ -49,11 +57,10 @@ def add_defended_sal(ctx: RunContext, release: str, defended: str, name: str, de
                       defense=defense, stage="sal", cpu_only=True)
 
 
-def add_mi(ctx: RunContext, clean: str, victim: str, name: str) -> str:
+def add_mi(ctx: RunContext, clean_release: str, clean: str, release: str, victim: str, name: str) -> str:
     spec = {"mi": ctx.cfg.mi, "seed": ctx.cfg.seed}
-    inputs = (ctx.data_key, clean) + ((victim,) if victim != clean else ())
-    # stored MI artifacts from before the covariance score are computed again
-    return ctx.cached("mi", spec, mi_task, inputs, poison=name, accept=lambda a: "covariance" in a, cpu_only=True)
+    inputs = (ctx.data_key, clean_release, clean) + ((release, victim) if victim != clean else ())
+    return ctx.cached("mi", spec, mi_task, inputs, poison=name, cpu_only=True)
 
 
 def run(ctx: RunContext, keys: dict) -> dict:
@@ -69,7 +76,7 @@ def add(ctx: RunContext, keys: dict) -> dict:
     name, release = keys["name"], keys["release"]
     return {"sal": add_sal(ctx, release, keys["victim"], name),
             "defended_sal": {d: add_defended_sal(ctx, release, k, name, d) for d, k in keys["defended"].items()},
-            "mi": add_mi(ctx, keys["clean"], keys["victim"], name)}
+            "mi": add_mi(ctx, keys["clean_release"], keys["clean"], release, keys["victim"], name)}
 
 
 def section(ctx: RunContext, keys: dict, values: dict) -> dict:
