@@ -56,12 +56,15 @@ def comparison_section(report: dict) -> Section | None:
         [Strong("acc drop"), f": {d['accuracy_drop']}."],
         [Strong("certified"), f": the certified upper bound on learnability (see Summary); gap: {d['certified_gap']}."],
         [Strong("UD"), ": #LP(model) / #LP(clean model) (“How far are we from true unlearnability?”); 1 = as "
-                       "learnable as clean data, toward 0 = unlearnable."],
+                       "learnable as clean data, toward 0 = unlearnable, above 1 = more layers sharp than the clean "
+                       "model's (the model keeps learning, often the wrong features)."],
         [Strong("MI gap"), ": sliced MI of the clean model's features with itself minus with the protected "
                            "model's (MI-UE; see each poison's Mutual information)."],
         [Strong("covariance score"), f": {d['covariance']}; above 1: the protected model separates the classes "
                                      "of clean images less tightly than the clean model."],
-        [Strong("UD under a defense"), f": {d['defended_ud']}."],
+        [Strong("UD under a defense"), f": {d['defended_ud']}; on the same scale as UD, so above 1 where the "
+                                       f"defense makes more layers sharp; read it against the {control or 'control'}"
+                                       "'s UD under the same defense, the defense's own baseline."],
         [Strong("correlations"), f": {d['correlations']}."],
     ])
     return Section("Comparison with the literature", [
