@@ -217,7 +217,7 @@ def _certificate(report, name, fig):
     ax.set_ylim(0, 1.02)
     ax.set_xlim(left=0)
     _secondary_eta_axis(ax, cert["sigma"])
-    _abstain_legend(ax, abstains, "center right")
+    _abstain_legend(ax, abstains, "best")  # the curves sit anywhere between 0 and 1
     ax.set_title(_t(f"{name}: certified learnability (α = {cert['alpha']:g}, N = {cert['samples']}, "
                     f"{cert['coverage']})"))
 
