@@ -63,8 +63,8 @@ def comparison_section(report: dict) -> Section | None:
         [Strong("covariance score"), f": {d['covariance']}; above 1: the protected model separates the classes "
                                      "of clean images less tightly than the clean model."],
         [Strong("UD under a defense"), f": {d['defended_ud']}; on the same scale as UD, so above 1 where the "
-                                       f"defense makes more layers sharp; read it against the {control or 'control'}"
-                                       "'s UD under the same defense, the defense's own baseline."],
+                                       f"defense makes more layers sharp; read it against the clean control's ({control or 'none'}) "
+                                       "UD under the same defense, the defense's own baseline."],
         [Strong("correlations"), f": {d['correlations']}."],
     ])
     return Section("Comparison with the literature", [
