@@ -1,8 +1,9 @@
 """UEraser, light (Qin et al., 2023): train on the largest loss over K random strong augmentations.
 
 Per image and per repeat (K = 5, UEraser-Max): plasma-like brightness and contrast (a smooth random
-field, p = 0.5 each), channel shuffle (p = 0.5), horizontal flip and random crop (padding 4 px at
-32 px, scaled), then torchvision's TrivialAugmentWide. The loss is the mean over images of the
+field, p = 0.5 each), channel shuffle (p = 0.5), horizontal flip (off for digits and MNIST, whose
+classes a mirror changes) and random crop (padding 4 px at 32 px, scaled), then torchvision's
+TrivialAugmentWide. The loss is the mean over images of the
 maximum over the K repeats of the per-sample cross-entropy (all K copies go through the model in
 one forward pass). Every random choice is drawn from the training generator; TrivialAugmentWide,
 which draws from the global RNG, runs inside `torch.random.fork_rng` seeded from it, on groups of
@@ -12,6 +13,7 @@ Cost: K forward+backward passes of the batch per step (~5x plain training).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,13 +30,16 @@ class UEraserParams:
     repeats: int = 5
     trivial_augment: bool = True
     ta_group: int = 16  # images sharing one TrivialAugment operation
+    flip: bool = True  # random horizontal flip among the strong augmentations
+    dataset_defaults: ClassVar[dict[str, dict]] = {"digits": {"flip": False}, "mnist": {"flip": False}}
 
     def validate(self, where: str) -> None:
         for name, v in (("repeats", self.repeats), ("ta_group", self.ta_group)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise UserError(f"{where}: {name} must be an integer >= 1, got {v!r}")
-        if not isinstance(self.trivial_augment, bool):
-            raise UserError(f"{where}: trivial_augment must be true or false, got {self.trivial_augment!r}")
+        for name in ("trivial_augment", "flip"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{where}: {name} must be true or false, got {getattr(self, name)!r}")
 
 
 def _field(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
@@ -51,7 +56,7 @@ def _chance(n: int, p: float, gen: torch.Generator) -> torch.Tensor:
 
 
 def strong_augment(x: torch.Tensor, gen: torch.Generator, trivial_augment: bool = True,
-                   ta_group: int = 16) -> torch.Tensor:
+                   ta_group: int = 16, flip: bool = True) -> torch.Tensor:
     """One random strong augmentation per image of x (N x C x H x W in [0, 1]), seeded by `gen`."""
     n, c, h, w = x.shape
     dev = x.device
@@ -70,7 +75,7 @@ def strong_augment(x: torch.Tensor, gen: torch.Generator, trivial_augment: bool 
         keep = ~_chance(n, 0.5, gen).view(n, 1)
         perm = torch.where(keep, torch.arange(c).expand(n, c), perm)
         x = x[torch.arange(n).view(n, 1), perm.to(dev)]
-    x = flip_crop(x, gen, True, max(1, round(4 * h / 32)))
+    x = flip_crop(x, gen, flip, max(1, round(4 * h / 32)))
     if trivial_augment:
         seed = int(torch.randint(0, 2**62, (1,), generator=gen))
         ta = v2.TrivialAugmentWide()
@@ -80,8 +85,9 @@ def strong_augment(x: torch.Tensor, gen: torch.Generator, trivial_augment: bool 
     return x.clamp(0, 1)
 
 
-def max_loss(model, xb, yb, gen, repeats: int = 5, trivial_augment: bool = True, ta_group: int = 16):
-    views = torch.cat([strong_augment(xb, gen, trivial_augment, ta_group) for _ in range(repeats)])
+def max_loss(model, xb, yb, gen, repeats: int = 5, trivial_augment: bool = True, ta_group: int = 16,
+             flip: bool = True):
+    views = torch.cat([strong_augment(xb, gen, trivial_augment, ta_group, flip) for _ in range(repeats)])
     targets = torch.cat([yb] * repeats)
     per_sample = F.cross_entropy(model(views), targets, reduction="none").view(repeats, len(xb))
     return per_sample.max(0).values.mean()
@@ -91,6 +97,6 @@ def max_loss(model, xb, yb, gen, repeats: int = 5, trivial_augment: bool = True,
                    "(plasma, channel shuffle, TrivialAugment; ~5x cost)", UEraserParams)
 def make_ueraser(p: UEraserParams) -> Defense:
     def loss_fn(model, xb, yb, gen):
-        return max_loss(model, xb, yb, gen, p.repeats, p.trivial_augment, p.ta_group)
+        return max_loss(model, xb, yb, gen, p.repeats, p.trivial_augment, p.ta_group, p.flip)
 
     return Defense("ueraser", loss_fn=loss_fn)

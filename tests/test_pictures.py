@@ -15,6 +15,7 @@ from certify.report import render, write_report
 from certify.report.content import build_document
 from certify.report.document import Bullets, Paragraph, Section
 from certify.report.figures import SAMPLE_CLASSES, plan, sample_grid, sample_indices
+from certify.report.markdown import render_markdown
 from certify.training import evaluate, per_class_accuracy
 from sample_reports import make_report
 
@@ -163,3 +164,76 @@ def test_run_and_poison_end_to_end_on_digits(tmp_path, capsys, digits):
     assert manifest["samples"] == {"figure": "samples-random.png", "indices": rnd["samples"]["indices"]}
     # the same grid as the run's: the same release, the same seeded choice
     assert (export / "samples-random.png").read_bytes() == (out / "figures" / "samples-random.png").read_bytes()
+
+
+# ----------------------------------------------------------------------------- legibility of the figures
+
+def _drawn(r, filename):
+    import matplotlib
+
+    from certify.report.figures import _RC, draw
+
+    spec = next(s for s in plan(r) if s.filename == filename)
+    with matplotlib.rc_context(_RC):
+        fig = draw(r, spec)
+        fig.draw_without_rendering()
+    return fig, spec
+
+
+def test_the_defenses_legend_sits_above_the_bars_not_on_them():
+    fig, _ = _drawn(make_report(), "defenses.png")
+    ax, = fig.axes
+    legend, = fig.legends  # a figure legend, laid out outside the axes
+    assert legend.get_window_extent().y0 >= ax.get_window_extent().y1
+    assert [t.get_text() for t in legend.get_texts()] == ["no defense", "jpeg", "grayscale"]
+
+
+def test_every_ud_bar_carries_its_value_a_zero_one_too():
+    r = make_report()
+    r["poisons"]["miue"]["sal_ud"].update(ud=0.0)  # OPS-like: no layer learns, no bar to see
+    r["poisons"]["miue"]["sal_ud"]["defended"] = {"jpeg": {"ud": 1 + 1 / 3, "ud_null_reason": None}}
+    r["poisons"]["none"]["sal_ud"]["defended"] = {"jpeg": {"ud": None, "ud_null_reason": "#LP(clean) = 0"}}
+    fig, spec = _drawn(r, "ud.png")
+    ax, = fig.axes
+    # bars per series in poison order (none, miue): undefended 1, 0; under jpeg n/a, 1.33
+    assert [t.get_text() for t in ax.texts] == ["1", "0", "n/a", "1.33"]
+    zero = ax.texts[1]
+    assert zero.get_position()[1] == 0 and zero.get_va() == "bottom"  # just above the axis
+    assert {t.get_text() for t in fig.legends[0].get_texts()} == {"no defense", "under jpeg", "1 = the clean model"}
+    assert "above 1" in spec.caption and "same defense" in spec.caption  # a UD above 1 is explained
+
+
+def test_abstain_markers_of_every_curve_lie_on_the_eta_axis():
+    r = make_report()
+    fig, spec = _drawn(r, "certificate-miue.png")
+    ax = fig.axes[0]
+    marks = [ln for ln in ax.lines if ln.get_marker() == "x"]
+    assert len(marks) == 2  # the poison's and the control's: both curves abstain at the largest η
+    assert {float(y) for ln in marks for y in ln.get_ydata()} == {0.0}
+    assert all(ln.get_transform() == ax.transData for ln in marks)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sum("abstains" in t for t in labels) == 1 and "× at y = 0" in labels[-1]
+    assert "y = 0" in spec.caption
+    fig, _ = _drawn(r, "recovery-miue.png")
+    assert {float(y) for ln in fig.axes[0].lines if ln.get_marker() == "x" for y in ln.get_ydata()} == {0.0}
+
+
+def test_html_tables_scroll_inside_their_own_box():
+    import re
+
+    from certify.report.html import CSS, build_html
+
+    page = build_html(make_report(), {})
+    assert re.search(r"\.table-wrap\s*\{[^}]*overflow-x:\s*auto", CSS)
+    tables = page.count("<table>")
+    assert tables > 0 and page.count('<div class="table-wrap"><table>') == tables
+    assert page.count("</table></div>") == tables
+
+
+def test_the_report_says_how_to_read_a_ud_above_one():
+    from certify.report.content import UD_SCALE
+
+    r = make_report()
+    r["poisons"]["miue"]["sal_ud"]["defended"] = {"jpeg": {"ud": 1.5, "ud_null_reason": None}}
+    md = render_markdown(build_document(r))
+    assert "Reading UD" in md and "above 1" in UD_SCALE and "jpeg 1.5" in md

@@ -499,6 +499,13 @@ def _certificate(name: str, sec: dict, report: dict) -> Section:
                    + _guarantee(name, sec, report))
 
 
+UD_SCALE = ("#LP(model) / #LP(clean model), both counted against the undefended clean model's threshold β; "
+            "0 = no layer sharper than β (truly unlearnable), 1 = as many as the clean model, above 1 = more "
+            "(the model keeps learning, often the wrong features: the paper reports TAP above 1 and defenses "
+            "raising UD). A defended model's UD is on this same scale, so it can exceed 1; the clean control's "
+            "UD under the same defense is that defense's own baseline.")
+
+
 def _ud_text(s: dict) -> str:
     return f"{s['ud']:.4g}" if s["ud"] is not None else f"not available ({s.get('ud_null_reason') or 'no reason'})"
 
@@ -513,6 +520,7 @@ def _sal_ud(s: dict) -> Section:
     if s.get("defended"):
         items.append([Strong("UD of the model trained under each defense"),
                       " (same β and clean #LP): " + ", ".join(f"{d} {_ud_text(v)}" for d, v in s["defended"].items())])
+    items.append([Strong("Reading UD"), f": {UD_SCALE}"])
     return Section("SAL / UD", [Bullets(items)])
 
 

@@ -28,6 +28,15 @@ _RC = {
 POISON_COLOR = "#c0392b"
 CONTROL_COLOR = "#7f8c8d"
 METHOD_COLORS = ["#2980b9", "#27ae60", "#8e44ad", "#d35400", "#16a085", "#2c3e50"]
+ABSTAIN_Y = 0.0  # where a certificate curve marks an η its bound abstains at (on the η axis)
+UD_CAPTION = ("UD = #LP(model) / #LP(clean model), the paper's unlearnable distance, per poison: of the model "
+              "trained normally on the release and, where measured, of the model trained under each defense, all "
+              "against the undefended clean model's threshold β and #LP (dashed line: 1). 0: no layer of the "
+              "model is sharper than β (truly unlearnable); 1: as many as the clean model's; above 1: more "
+              "layers are sharp than the clean model's, the model keeps learning (often the wrong features; the "
+              "paper reports TAP above 1 and defenses raising UD). Under a defense, read a poison's bar against "
+              "the clean control's bar under the same defense, that defense's own baseline. With few scored "
+              "layers UD moves in coarse steps. Every bar is labelled with its value (n/a: not available).")
 RUN_TIME = ("samples",)  # drawn from pixels while the run has them; kept by re-rendering
 SAMPLES_PER_CLASS = 3
 SAMPLE_CLASSES = 10  # a grid shows at most the first 10 classes
@@ -101,7 +110,7 @@ def plan(report: dict) -> list[FigureSpec]:
                                 f"protected model under each defense, per poison: {_replicates_key(emp)}", None,
                                 "replicates"))
     if any((s.get("sal_ud") or {}).get("ud") is not None for s in poisons.values()):
-        specs.append(FigureSpec("ud.png", "UD per poison", None, "ud"))
+        specs.append(FigureSpec("ud.png", UD_CAPTION, None, "ud"))
     for name, sec in poisons.items():
         s = slug[name]
         if sec.get("samples"):
@@ -113,7 +122,7 @@ def plan(report: dict) -> list[FigureSpec]:
             twin = " and the clean control" if (name != CONTROL and (poisons.get(CONTROL) or {}).get("certificate")) \
                 else ""
             specs.append(FigureSpec(f"certificate-{s}.png", f"{name}: certified learnability against η{twin} "
-                                    "(left; × marks an abstaining η) and the accuracies of the smoothing draws "
+                                    "(left; × on the η axis, y = 0, marks an η where the bound abstains) and the accuracies of the smoothing draws "
                                     "(right)", name, "certificate"))
         emp = sec["empirical"]
         if emp.get("clean_history") or emp.get("protected_history"):
@@ -151,18 +160,37 @@ def _secondary_eta_axis(ax, sigma: float) -> None:
     sec.set_xlabel(f"η / σ  (σ = {sigma:g})")
 
 
-def _plot_curve(ax, curve, color, label, lower=True, mark_y=0.96):
-    from matplotlib.transforms import blended_transform_factory
-
+def _plot_curve(ax, curve, color, label, lower=True, mark_size=8):
+    """A certificate curve; each η where the bound abstains is a × on the η axis (y = 0, `ABSTAIN_Y`),
+    in the curve's colour: the height of an abstention means nothing, so every curve marks it on one line."""
     xs = [p["eta"] for p in curve]
     ax.plot(xs, [_nan(p["learnability"]) for p in curve], "o-", color=color, label=f"{label}: certified upper")
     if lower and any(p["lower"] is not None for p in curve):
         ax.plot(xs, [_nan(p["lower"]) for p in curve], "v--", color=color, alpha=0.6, ms=4,
                 label=f"{label}: certified lower")
     ab = [p["eta"] for p in curve if p["learnability"] is None]
-    if ab:
-        tr = blended_transform_factory(ax.transData, ax.transAxes)
-        ax.plot(ab, [mark_y] * len(ab), "x", color=color, ms=8, mew=2, transform=tr, label=f"{label}: abstains")
+    if ab:  # not clipped: half of each × lies below the axis
+        ax.plot(ab, [ABSTAIN_Y] * len(ab), "x", color=color, ms=mark_size, mew=2, clip_on=False, zorder=4)
+    return bool(ab)
+
+
+def _abstain_legend(ax, shown: bool, loc: str) -> None:
+    """The axes' legend, with one entry for every curve's abstention markers (they share one line)."""
+    from matplotlib.lines import Line2D
+
+    handles, labels = ax.get_legend_handles_labels()
+    if shown:
+        handles.append(Line2D([], [], ls="", marker="x", color="k", ms=7, mew=2))
+        labels.append("abstains (× at y = 0, the curve's colour)")
+    ax.legend(handles, labels, loc=loc)
+
+
+def _name_ticks(ax, names) -> None:
+    """Poison names under their bars; many (or long) names are tilted and right-aligned to their tick,
+    so neighbours do not overlap."""
+    tilt = len(names) > 4 or sum(len(n) for n in names) > 40
+    ax.set_xticklabels([_t(n) for n in names], rotation=30 if tilt else 0, ha="right" if tilt else "center",
+                       rotation_mode="anchor" if tilt else "default")
 
 
 def _finish_png(fig) -> bytes:
@@ -178,9 +206,9 @@ def _certificate(report, name, fig):
     twin = (poisons.get(CONTROL) or {}).get("certificate") if name != CONTROL else None
     gs = fig.add_gridspec(1, 2, width_ratios=[3, 2])
     ax = fig.add_subplot(gs[0, 0])
-    if twin is not None:
-        _plot_curve(ax, twin["curve"], CONTROL_COLOR, CONTROL, mark_y=0.9)
-    _plot_curve(ax, cert["curve"], POISON_COLOR, _t(name))
+    # the control's × is drawn larger, so the poison's on top of it leaves it visible
+    abstains = twin is not None and _plot_curve(ax, twin["curve"], CONTROL_COLOR, CONTROL, mark_size=11)
+    abstains = _plot_curve(ax, cert["curve"], POISON_COLOR, _t(name)) or abstains
     if cert["max_certified_eta"] is not None:
         ax.axvline(cert["max_certified_eta"], color="k", ls=":", lw=1,
                    label=f"max certified η = {cert['max_certified_eta']:.3g}")
@@ -189,7 +217,7 @@ def _certificate(report, name, fig):
     ax.set_ylim(0, 1.02)
     ax.set_xlim(left=0)
     _secondary_eta_axis(ax, cert["sigma"])
-    ax.legend(loc="center right")
+    _abstain_legend(ax, abstains, "best")  # the curves sit anywhere between 0 and 1
     ax.set_title(_t(f"{name}: certified learnability (α = {cert['alpha']:g}, N = {cert['samples']}, "
                     f"{cert['coverage']})"))
 
@@ -363,10 +391,10 @@ def _recovery(report, name, fig):
     ax = fig.add_subplot(1, 1, 1)
     cert = sec.get("certificate")
     twin = (poisons.get(CONTROL) or {}).get("certificate") if name != CONTROL else None
-    if twin is not None:
-        _plot_curve(ax, twin["curve"], CONTROL_COLOR, CONTROL, lower=False, mark_y=0.9)
+    abstains = twin is not None and _plot_curve(ax, twin["curve"], CONTROL_COLOR, CONTROL, lower=False,
+                                                mark_size=11)
     if cert is not None:
-        _plot_curve(ax, cert["curve"], POISON_COLOR, _t(name), lower=False)
+        abstains = _plot_curve(ax, cert["curve"], POISON_COLOR, _t(name), lower=False) or abstains
     for i, (method, rec) in enumerate(sec["recovery"].items()):
         c = rec["curve"]
         ax.plot([p["eta"] for p in c], [p["accuracy"] for p in c], "s-", ms=4,
@@ -383,7 +411,7 @@ def _recovery(report, name, fig):
         sigma = pts[0]["eta"] / pts[0]["eta_over_sigma"] if pts else None
     if sigma:
         _secondary_eta_axis(ax, sigma)
-    ax.legend(loc="best")
+    _abstain_legend(ax, abstains, "best")
     ax.set_title(_t(f"{name}: recovery attack"))
 
 
@@ -410,11 +438,11 @@ def _defenses(report, fig):
     for i, n in enumerate(names):
         ax.hlines(poisons[n]["empirical"]["clean_accuracy"], i - 0.42, i + 0.42, color="k", lw=2)
     ax.set_xticks(x)
-    ax.set_xticklabels([_t(n) for n in names], rotation=20 if len(names) > 4 else 0)
+    _name_ticks(ax, names)
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.02)
-    ax.legend(ncol=min(len(series), 4), loc="upper right")
     ax.set_title("defenses")
+    fig.legend(ncol=min(len(series), 5), loc="outside upper center")  # above the axes: it covers no bar
 
 
 def _measures(report) -> list:
@@ -473,18 +501,47 @@ def _replicates(report, fig):
     ax.set_title(_replicates_key(replicated(report)))
 
 
+def ud_series(report: dict) -> list[tuple[str, list[str], list[float]]]:
+    """(label, poisons, UD of each, NaN where not available) per bar series of the UD figure: the
+    undefended models, then the model trained under each defense whose UD was measured."""
+    poisons = {n: s["sal_ud"] for n, s in report["poisons"].items() if s.get("sal_ud")}
+    names = list(poisons)
+    out = [("no defense", names, [_nan(poisons[n]["ud"]) for n in names])]
+    for d in dict.fromkeys(d for s in poisons.values() for d in (s.get("defended") or {})):
+        out.append((f"under {d}", names, [_nan(((poisons[n].get("defended") or {}).get(d) or {}).get("ud"))
+                                          for n in names]))
+    return out
+
+
+def _ud_label(v: float) -> str:
+    return "n/a" if v != v else f"{v:.3g}"
+
+
 def _ud(report, fig):
-    poisons = report["poisons"]
-    names = [n for n, s in poisons.items() if s.get("sal_ud")]
-    vals = [_nan(poisons[n]["sal_ud"]["ud"]) for n in names]
+    import numpy as np
+
+    series = ud_series(report)
+    names = series[0][1]
     ax = fig.add_subplot(1, 1, 1)
-    ax.bar(range(len(names)), vals, 0.6,
-           color=[CONTROL_COLOR if n == CONTROL else POISON_COLOR for n in names])
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([_t(n + (" (n/a)" if v != v else "")) for n, v in zip(names, vals)],
-                       rotation=20 if len(names) > 4 else 0)
-    ax.set_ylabel("UD")
+    ax.set_axisbelow(True)
+    x = np.arange(len(names))
+    width = 0.8 / len(series)
+    for j, (label, _, vals) in enumerate(series):
+        pos = x - 0.4 + width * (j + 0.5)
+        colors = ([CONTROL_COLOR if n == CONTROL else POISON_COLOR for n in names] if j == 0
+                  else METHOD_COLORS[(j - 1) % len(METHOD_COLORS)])
+        ax.bar(pos, vals, width, color=colors, label=_t(label) if len(series) > 1 else None)
+        for px, v in zip(pos, vals):  # every bar its value: a UD of 0 draws no bar, only this label
+            ax.text(px, 0 if v != v else v, _ud_label(v), ha="center", va="bottom", rotation=90 if len(series) > 1
+                    else 0, fontsize=7)
+    ax.axhline(1.0, color="k", ls="--", lw=0.8, label="1 = the clean model")
+    ax.set_xticks(x)
+    _name_ticks(ax, names)
+    top = max([v for _, _, vals in series for v in vals if v == v] + [1.0])
+    ax.set_ylim(0, top * 1.25)  # room for the labels over the tallest bar
+    ax.set_ylabel("UD = #LP(model) / #LP(clean model)")
     ax.set_title("UD per poison")
+    fig.legend(ncol=min(len(series) + 1, 5), loc="outside upper center")
 
 
 def lanes(tasks: list[dict]) -> list[tuple[str, int]]:
@@ -525,22 +582,28 @@ def _timeline(report, fig):
 
 
 _SIZES = {"certificate": (11, 4.4), "history": (6, 3.6), "per_class": (7, 3.8), "sal": (11, 4),
-          "recovery": (7.5, 4.6), "defenses": (8, 4), "replicates": (9, 4.4), "ud": (6, 3.6), "timeline": (10, 4.2)}
+          "recovery": (7.5, 4.6), "defenses": (8, 4.4), "replicates": (9, 4.4), "ud": (8, 4.2), "timeline": (10, 4.2)}
+
+
+def draw(report: dict, spec: FigureSpec):
+    """One figure as a matplotlib Figure (laid out, not saved); call it inside `matplotlib.rc_context(_RC)`."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=_SIZES[spec.kind], dpi=DPI, layout="constrained")
+    if spec.poison is None:
+        {"defenses": _defenses, "replicates": _replicates, "ud": _ud, "timeline": _timeline}[spec.kind](report, fig)
+    else:
+        {"certificate": _certificate, "history": _history, "per_class": _per_class, "sal": _sal,
+         "recovery": _recovery}[spec.kind](report, spec.poison, fig)
+    return fig
 
 
 def render(report: dict, spec: FigureSpec) -> bytes:
     """One figure as PNG bytes."""
     import matplotlib
-    from matplotlib.figure import Figure
 
     with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=_SIZES[spec.kind], dpi=DPI, layout="constrained")
-        if spec.poison is None:
-            {"defenses": _defenses, "replicates": _replicates, "ud": _ud, "timeline": _timeline}[spec.kind](report, fig)
-        else:
-            {"certificate": _certificate, "history": _history, "per_class": _per_class, "sal": _sal,
-             "recovery": _recovery}[spec.kind](report, spec.poison, fig)
-        return _finish_png(fig)
+        return _finish_png(draw(report, spec))
 
 
 def render_all(report: dict) -> dict[str, bytes]:

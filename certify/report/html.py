@@ -16,7 +16,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width:
 h1 { font-size: 1.5rem; border-bottom: 2px solid #ddd; padding-bottom: .3rem; }
 h2 { font-size: 1.25rem; margin-top: 2rem; border-bottom: 1px solid #eee; }
 h3 { font-size: 1.05rem; margin-top: 1.2rem; }
-table { border-collapse: collapse; margin: .6rem 0; font-size: .9rem; }
+.table-wrap { overflow-x: auto; max-width: 100%; margin: .6rem 0; }
+table { border-collapse: collapse; font-size: .9rem; }
 th, td { border: 1px solid #ccc; padding: .25rem .55rem; text-align: left; }
 th { background: #f4f4f4; }
 tr:nth-child(even) td { background: #fafafa; }
@@ -47,7 +48,9 @@ def _inline(parts) -> str:
 def _table(t: Table) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in t.header)
     rows = "\n".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in t.rows)
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>"
+    # a table wider than the text column (the comparison table) scrolls inside its own box
+    return (f'<div class="table-wrap"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n'
+            "</table></div>")
 
 
 def _figure(f: Figure, figures: dict[str, bytes]) -> str:

@@ -72,13 +72,16 @@ def comparison_section(report: dict) -> Section | None:
         [Strong("acc drop"), f": {d['accuracy_drop']}."],
         [Strong("certified"), f": the certified upper bound on learnability (see Summary); gap: {d['certified_gap']}."],
         [Strong("UD"), ": #LP(model) / #LP(clean model) (“How far are we from true unlearnability?”); 1 = as "
-                       "learnable as clean data, toward 0 = unlearnable."],
+                       "learnable as clean data, toward 0 = unlearnable, above 1 = more layers sharp than the clean "
+                       "model's (the model keeps learning, often the wrong features)."],
         [Strong("MI gap"), ": sliced MI of the clean model's features with itself minus with the protected "
                            "model's (MI-UE; see each poison's Mutual information)."],
         [Strong("covariance score"), f": {d['covariance']}; below 1 can be tighter classes or features that "
                                      "collapse as a whole: read it with within / total"
                                      + (f" ({d['within_total']})." if d.get("within_total") else ".")],
-        [Strong("UD under a defense"), f": {d['defended_ud']}."],
+        [Strong("UD under a defense"), f": {d['defended_ud']}; on the same scale as UD, so above 1 where the "
+                                       f"defense makes more layers sharp; read it against the clean control's ({control or 'none'}) "
+                                       "UD under the same defense, the defense's own baseline."],
         [Strong("correlations"), f": {d['correlations']}."],
     ])
     return Section("Comparison with the literature", [
