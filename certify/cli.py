@@ -132,8 +132,9 @@ def build_parser() -> Parser:
                     "e.g. 2/255,4/255,8/255,16/255 (l-inf) or 0.5,1 (l2; NORM:VALUE also accepted)")
     pl.add_argument("--target-accuracy", dest="target_accuracy", type=float,
                     help="the attacker's best test accuracy (upper end) must be at most this (in [0, 1])")
-    pl.add_argument("--target-gap", dest="target_gap", type=float,
-                    help="certified gap to the clean control must be at least this (in [0, 1])")
+    pl.add_argument("--target-drop", "--target-gap", dest="target_gap", type=float,
+                    help="the certified drop (the clean control's certified learnability minus the poison's) "
+                    "must be at least this (in [0, 1]; --target-gap is the older name)")
     pl.add_argument("--target-undefended", dest="target_undefended", action="store_true",
                     help="apply --target-accuracy to the protected accuracy without a defense (default: the "
                     "attacker's best over training normally and each defense)")

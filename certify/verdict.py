@@ -204,7 +204,7 @@ def _certificate(section: dict, control: dict | None, cfg: VerdictConfig) -> tup
         return True, (f"certified learnability {mine:.3f}{over}, {gap:.3f} below the clean control's {theirs:.3f} "
                       f"at η/σ = {r:g}")
     return False, (f"certified learnability {mine:.3f}{over} is not {cfg.certified_gap:g} below the clean "
-                   f"control's {theirs:.3f} at η/σ = {r:g} (gap {gap:+.3f})")
+                   f"control's {theirs:.3f} at η/σ = {r:g} (certified drop {gap:+.3f})")
 
 
 def _surrogate_reason(section: dict, cfg: VerdictConfig) -> str | None:

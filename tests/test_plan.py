@@ -45,10 +45,10 @@ def test_bad_budgets_are_refused(text, norm, message):
 
 # ---------------------------------------------------------------------------- recommendation
 ROWS = [  # deliberately unsorted; 8/255's certificate abstains (no gap)
-    {"budget": "16/255", "epsilon": 16 / 255, "protected_accuracy": 0.10, "certified_gap": 0.20},
-    {"budget": "2/255", "epsilon": 2 / 255, "protected_accuracy": 0.60, "certified_gap": 0.01},
-    {"budget": "8/255", "epsilon": 8 / 255, "protected_accuracy": 0.20, "certified_gap": None},
-    {"budget": "4/255", "epsilon": 4 / 255, "protected_accuracy": 0.40, "certified_gap": 0.05},
+    {"budget": "16/255", "epsilon": 16 / 255, "protected_accuracy": 0.10, "certified_drop": 0.20},
+    {"budget": "2/255", "epsilon": 2 / 255, "protected_accuracy": 0.60, "certified_drop": 0.01},
+    {"budget": "8/255", "epsilon": 8 / 255, "protected_accuracy": 0.20, "certified_drop": None},
+    {"budget": "4/255", "epsilon": 4 / 255, "protected_accuracy": 0.40, "certified_drop": 0.05},
 ]
 
 
@@ -72,7 +72,7 @@ def test_the_accuracy_target_reads_the_attackers_best_over_the_defenses_by_defau
     """MI-UE and EM at 8/255: undefended below 0.25, but JPEG restores them above 0.36 at every budget."""
     rows = [{"budget": b, "epsilon": e / 255, "protected_accuracy": p, "protected_interval": [p - 0.02, p + 0.02],
              "defenses": {"jpeg": j, "grayscale": 0.2}, "defense_intervals": {"jpeg": [j - 0.02, j + 0.03]},
-             "certified_gap": 0.2} for b, e, p, j in (("4/255", 4, 0.30, 0.40), ("8/255", 8, 0.20, 0.37))]
+             "certified_drop": 0.2} for b, e, p, j in (("4/255", 4, 0.30, 0.40), ("8/255", 8, 0.20, 0.37))]
     assert attacker_best(rows[1]) == {"accuracy": pytest.approx(0.40), "by": "jpeg"}  # the upper end
     assert attacker_best({**rows[1], "defenses": {}}) == {"accuracy": pytest.approx(0.22), "by": "undefended"}
     assert recommend(rows, Targets(0.25, 0.1)) is None
@@ -83,7 +83,7 @@ def test_the_accuracy_target_reads_the_attackers_best_over_the_defenses_by_defau
 
 
 @pytest.mark.parametrize("targets, flag", [(Targets(2.0, None), "--target-accuracy"),
-                                           (Targets(None, -0.1), "--target-gap"),
+                                           (Targets(None, -0.1), "--target-drop"),
                                            (Targets(math.nan, None), "--target-accuracy")])
 def test_targets_outside_the_unit_interval_are_refused(targets, flag):
     with pytest.raises(UserError, match=f"{flag} must be in \\[0, 1\\]"):
@@ -116,7 +116,7 @@ def _plan(tmp_path, *args):
 @pytest.mark.parametrize("args, message", [
     (["--poison", "random", "--budgets", "0"], "--budgets: '0' is not a budget"),
     (["--poison", "random", "--budgets", "8/255", "--target-accuracy", "2"], "--target-accuracy must be in [0, 1]"),
-    (["--poison", "random", "--budgets", "8/255", "--target-gap", "-1"], "--target-gap must be in [0, 1]"),
+    (["--poison", "random", "--budgets", "8/255", "--target-gap", "-1"], "--target-drop must be in [0, 1]"),
     (["--poison", "ops", "--budgets", "8/255"], "poison ops has no linf or l2 budget (its norm is l0)"),
     (["--poison", "none", "--budgets", "8/255"], "(its norm is none)"),
     (["--poison", "miue,em", "--budgets", "8/255"], "plan takes one --poison"),
@@ -142,7 +142,7 @@ def test_plan_on_digits(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     doc = json.loads((out / "plan.json").read_text())
     assert doc["poison"] == "random" and doc["norm"] == "linf" and doc["defenses"] == ["jpeg", "jpeg50", "grayscale"]
-    assert doc["targets"] == {"protected_accuracy_at_most": 1.0, "certified_gap_at_least": None,
+    assert doc["targets"] == {"protected_accuracy_at_most": 1.0, "certified_drop_at_least": None,
                               "reading": "best-defended"}
     small, large = doc["budgets"]
     assert (small["budget"], large["budget"]) == ("2/255", "8/255")
@@ -153,7 +153,7 @@ def test_plan_on_digits(tmp_path, capsys):
         assert row["defenses"][row["best_defense"]] == row["defended_accuracy"]
         assert row["attacker_best"] == attacker_best(row)
         assert row["certified"] is not None  # q = 0.5: 40 draws certify at eta/sigma = 0.1
-        assert row["certified_gap"] == pytest.approx(doc["clean"]["certified"] - row["certified"])
+        assert row["certified_drop"] == pytest.approx(doc["clean"]["certified"] - row["certified"])
         assert row["meets_targets"] is True
     # a larger budget: a larger perturbation, and a more visible one
     assert large["measured"]["linf_max"] > small["measured"]["linf_max"]

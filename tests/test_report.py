@@ -91,22 +91,22 @@ def test_content_holds_the_summary_rows_and_derived_numbers():
     assert doc.title == "Unlearnable-examples certification report: none, miue"
     [summary] = _tables(_section(doc, "Summary"))
     assert summary.header == ["poison", "clean acc", "protected acc", "peak protected acc", "jpeg acc",
-                              "grayscale acc", "certified @ η/σ=0.1 (gap to none)",
-                              "certified @ η/σ=0.5 (gap to none)", "max certified η", "UD", "MI gap",
+                              "grayscale acc", "certified @ η/σ=0.1 (drop below none)",
+                              "certified @ η/σ=0.5 (drop below none)", "max certified η", "UD", "MI gap",
                               "best recovered acc"]
     none, miue = summary.rows
     assert none[:6] == ["none", "0.535", "0.535", "0.565", "0.635", "0.585"]
     assert miue[:6] == ["miue", "0.535", "0.210", "0.240", "0.310", "0.260"]
     assert miue[9:] == ["0.420", "0.45", "0.240 (pgd, η/σ=1.5)"]
-    # the certified cells quote the clean control's gap at the same η/σ
+    # the certified cells quote the drop below the clean control's at the same η/σ (clean minus poison)
     at = {p["eta_over_sigma"]: p["learnability"] for p in r["poisons"]["miue"]["certificate"]["curve"]}
     ctl = {p["eta_over_sigma"]: p["learnability"] for p in r["poisons"]["none"]["certificate"]["curve"]}
-    assert miue[6] == f"{at[0.1]:.3f} ({at[0.1] - ctl[0.1]:+.3f})"
+    assert miue[6] == f"{at[0.1]:.3f} (drop {ctl[0.1] - at[0.1]:+.3f})"
 
     [defenses] = _tables(_section(doc, "Defenses", within="Poison: miue"))
     assert defenses.rows == [["jpeg", "0.310", "0.330", "+0.100"], ["grayscale", "0.260", "0.270", "+0.050"]]
     certificate = _tables(_section(doc, "Certificate", within="Poison: miue"))[0]
-    assert certificate.header[-3:] == ["certified upper (none)", "gap", "lower bound"]
+    assert certificate.header[-3:] == ["certified upper (none)", "drop", "lower bound"]
     assert [row[1] for row in certificate.rows] == [f"{g:g}" for g in GRID]
 
 
@@ -167,7 +167,7 @@ def test_write_report_writes_json_md_html_and_figures(written):
     md = (written / "report.md").read_text()
     assert "certify run --poison miue --samples 200 --sigma 0.02 --seed 0" in md
     assert "## Summary" in md
-    assert "certified @ η/σ=0.1 (gap to none)" in md and "certified @ η/σ=0.5 (gap to none)" in md
+    assert "certified @ η/σ=0.1 (drop below none)" in md and "certified @ η/σ=0.5 (drop below none)" in md
     assert "abstains" in md
     assert "What is guaranteed" in md and "What is not guaranteed" in md
     assert "per-η coverage" in md
@@ -294,7 +294,7 @@ def test_comparison_table_near_the_top_with_correlations():
     titles = [b.title for b in doc.children if isinstance(b, Section)]
     assert titles.index("Comparison with the literature") == titles.index("Summary") + 1
     table, corr = _tables(_section(doc, "Comparison with the literature"))
-    assert table.header == ["poison", "protected acc", "acc drop", "certified @ η/σ=0.1", "gap to none", "UD",
+    assert table.header == ["poison", "protected acc", "acc drop", "certified @ η/σ=0.1", "certified drop below none", "UD",
                             "MI gap", "covariance score", "within / total", "jpeg acc", "grayscale acc", "UD jpeg"]
     rows = {row[0]: row for row in table.rows}
     assert list(rows) == ["none", "miue", "em", "random"]

@@ -330,8 +330,8 @@ def test_comparison_rows_gaps_and_correlations():
     rows = {r["poison"]: r for r in comp["rows"]}
     assert list(rows) == ["none", "a", "b", "c", "d"] and rows["none"]["control"] and not rows["a"]["control"]
     assert rows["a"]["accuracy_drop"] == pytest.approx(0.6) and rows["none"]["accuracy_drop"] == 0
-    assert rows["a"]["certified"] == 0.3 and rows["a"]["certified_gap"] == pytest.approx(-0.4)
-    assert rows["none"]["certified_gap"] is None and rows["d"]["certified_status"] == "absent"
+    assert rows["a"]["certified"] == 0.3 and rows["a"]["certified_drop"] == pytest.approx(0.4)
+    assert rows["none"]["certified_drop"] is None and rows["d"]["certified_status"] == "absent"
     assert rows["a"]["defenses"] == {"jpeg": {"accuracy": 0.5, "ud": 0.9}} and comp["defenses"] == ["jpeg"]
     mi = comp["correlations"]["mi_gap"]  # four poisons, the control left out
     drops = [0.6, 0.3, 0.4, 0.1]
@@ -344,4 +344,4 @@ def test_comparison_rows_gaps_and_correlations():
     # two poisons: no correlation, with the reason; without a control no gap
     small = comparison({k: poisons[k] for k in ("a", "b")})
     assert small["correlations"]["mi_gap"]["reason"] == "needs 3 poisons" and small["control"] is None
-    assert all(r["certified_gap"] is None for r in small["rows"])
+    assert all(r["certified_drop"] is None for r in small["rows"])

@@ -102,7 +102,7 @@ def budget_row(budget: Budget, applied_epsilon: float, protected: dict, defended
            "defenses": {d: s["mean"] for d, s in defended.items()},
            "defense_intervals": {d: s["interval"] for d, s in defended.items()},
            "certified": certified,
-           "certified_gap": None if certified is None or clean_certified is None else clean_certified - certified,
+           "certified_drop": None if certified is None or clean_certified is None else clean_certified - certified,
            "certified_curve": [{"eta_over_sigma": p["eta_over_sigma"], "learnability": p["learnability"]}
                                for p in cert["curve"]],
            "max_certified_eta": cert["max_certified_eta"], "surrogate_accuracy": cert["surrogate_accuracy"],
@@ -183,7 +183,7 @@ def _reached(rows: list[dict], digests: list[str], poison: str) -> list[str]:
 
 def _line(row: dict) -> str:
     cert = "abstains" if row["certified"] is None else f"{row['certified']:.3f}"
-    gap = "-" if row["certified_gap"] is None else f"{row['certified_gap']:+.3f}"
+    gap = "-" if row["certified_drop"] is None else f"{row['certified_drop']:+.3f}"
     defended = "-" if row["defended_accuracy"] is None else f"{row['defended_accuracy']:.3f} ({row['best_defense']})"
     psnr = "-" if row["psnr"] is None else f"{row['psnr']:.1f} dB"
     same = f" (the release of {row['same_release_as']})" if row.get("same_release_as") else ""

@@ -30,11 +30,11 @@ def _recommendation(doc: dict) -> Paragraph:
             else "the attacker's best accuracy over training normally and each defense")
     wanted = [f"{what} at most {t['protected_accuracy_at_most']:g} (the upper end of its 95 % interval)"] \
         if t["protected_accuracy_at_most"] is not None else []
-    if t["certified_gap_at_least"] is not None:
-        wanted.append(f"certified gap at least {t['certified_gap_at_least']:g}")
+    if t["certified_drop_at_least"] is not None:
+        wanted.append(f"certified drop at least {t['certified_drop_at_least']:g}")
     if not wanted:
         return Paragraph([Strong("Recommendation"), ": none, no targets were given (", Code("--target-accuracy"),
-                          ", ", Code("--target-gap"), ")."])
+                          ", ", Code("--target-drop"), ")."])
     if doc["recommended"] is None:
         return Paragraph([Strong("Recommendation"), f": no budget tried meets the targets ({' and '.join(wanted)})."])
     return Paragraph([Strong("Recommendation"), ": ", Code(doc["recommended"]),
@@ -66,7 +66,7 @@ def _table(doc: dict) -> Table:
     at = f"η/σ={doc['certificate']['eta_over_sigma']:g}"
     measured = "measured ℓ∞ max (/255)" if doc["norm"] == "linf" else "measured ℓ2 max"
     header = ["budget", "ε", measured, "PSNR (dB)", "SSIM", "protected acc", "best defended acc",
-              "attacker's best (upper end)", f"certified @ {at}", "certified gap"]
+              "attacker's best (upper end)", f"certified @ {at}", "certified drop"]
     if any(r["meets_targets"] is not None for r in doc["budgets"]):
         header.append("meets targets")
     rows = []
@@ -76,7 +76,7 @@ def _table(doc: dict) -> Table:
         same = f" (the release of {r['same_release_as']})" if r.get("same_release_as") else ""
         row = [r["budget"] + same, f"{r['epsilon']:.4g}", f"{m:.3g}", _num(r["psnr"], ".2f"), _num(r["ssim"]),
                _protected(r), defended, _attacker_best(r),
-               "abstains" if r["certified"] is None else f"{r['certified']:.3f}", _num(r["certified_gap"], "+.3f")]
+               "abstains" if r["certified"] is None else f"{r['certified']:.3f}", _num(r["certified_drop"], "+.3f")]
         if r["meets_targets"] is not None:
             row.append("yes" if r["meets_targets"] else "no")
         rows.append(row)
@@ -89,7 +89,7 @@ def figure_specs(doc: dict) -> list[tuple[str, str]]:
               "with each defense, against the budget (grey: the clean model; dashed: the accuracy target)"),
              ("certificate-budget.png", f"{doc['poison']}: certified learnability at "
               f"η/σ = {doc['certificate']['eta_over_sigma']:g} against the budget (grey: the clean control; "
-              "dashed: the level the gap target asks for; × an abstaining certificate)")]
+              "dashed: the level the drop target asks for; × an abstaining certificate)")]
     if doc["execution"]["tasks"]:
         specs.append(("timeline.png", "Where the time went: every task that ran, one row per task slot"))
     return specs
@@ -106,7 +106,7 @@ def build_document(doc: dict) -> Section:
         [Strong("Clean control"), f": test accuracy {clean['accuracy']:.3f}, certified learnability "
          f"{'abstains' if clean['certified'] is None else format(clean['certified'], '.3f')}"],
     ])
-    notes = Paragraph(["The certified gap is the clean control's certified learnability minus the poison's at the "
+    notes = Paragraph(["The certified drop is the clean control's certified learnability minus the poison's at the "
                        "same η/σ: positive means the poison lowers what any model near its surrogate can "
                        "certifiably learn. PSNR is that of the whole release against the clean images (its mean "
                        "squared error over every pixel); SSIM is the mean over images (scikit-image). "
@@ -160,9 +160,9 @@ def _certificate(doc: dict, fig) -> None:
     xs = [_x(doc, r) for r in rows]
     if clean is not None:
         ax.axhline(clean, color=rf.CONTROL_COLOR, lw=2, label="clean control")
-        gap = doc["targets"]["certified_gap_at_least"]
+        gap = doc["targets"]["certified_drop_at_least"]
         if gap is not None:
-            ax.axhline(clean - gap, color="k", ls="--", lw=1, label=f"gap target ≥ {gap:g}")
+            ax.axhline(clean - gap, color="k", ls="--", lw=1, label=f"drop target ≥ {gap:g}")
     ax.plot(xs, [rf._nan(r["certified"]) for r in rows], "o-", color=rf.POISON_COLOR, label="certified (upper)")
     abstain = [x for x, r in zip(xs, rows) if r["certified"] is None]
     if abstain:

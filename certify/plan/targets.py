@@ -15,15 +15,15 @@ READINGS = ("best-defended", "undefended")  # which accuracy the accuracy target
 class Targets:
     # the attacker's accuracy (see `reading`) must be at most this
     protected_accuracy_at_most: Union[float, None] = None
-    # the certified gap (clean control's certified learnability minus the poison's) must be at least this
-    certified_gap_at_least: Union[float, None] = None
+    # the certified drop (clean control's certified learnability minus the poison's) must be at least this
+    certified_drop_at_least: Union[float, None] = None
     # best-defended: the attacker's best over training normally and each defense of the plan (an
     # attacker applies JPEG if it helps); undefended (--target-undefended): training normally only
     reading: str = "best-defended"
 
     def validate(self) -> None:
         for flag, value in (("--target-accuracy", self.protected_accuracy_at_most),
-                            ("--target-gap", self.certified_gap_at_least)):
+                            ("--target-drop", self.certified_drop_at_least)):
             if value is not None and not 0 <= value <= 1:  # NaN fails too
                 raise UserError(f"{flag} must be in [0, 1] (a fraction of the test set), got {value!r}")
         if self.reading not in READINGS:
@@ -31,7 +31,7 @@ class Targets:
 
     @property
     def given(self) -> bool:
-        return self.protected_accuracy_at_most is not None or self.certified_gap_at_least is not None
+        return self.protected_accuracy_at_most is not None or self.certified_drop_at_least is not None
 
 
 def _upper(value: float, interval: list | None) -> float:
@@ -50,16 +50,16 @@ def attacker_best(row: dict) -> dict:
 
 
 def meets(row: dict, targets: Targets) -> bool:
-    """Whether a plan row meets every given target; an abstaining certificate (gap None) meets no
-    gap target: nothing is certified there. The accuracy target holds for the upper end of the
+    """Whether a plan row meets every given target; an abstaining certificate (drop None) meets no
+    drop target: nothing is certified there. The accuracy target holds for the upper end of the
     95 % interval where the row has one (the verdict's conservative reading): of the attacker's best
     over the defenses by default, of the protected accuracy with reading "undefended"."""
-    acc, gap = targets.protected_accuracy_at_most, targets.certified_gap_at_least
+    acc, gap = targets.protected_accuracy_at_most, targets.certified_drop_at_least
     upper = (_upper(row["protected_accuracy"], row.get("protected_interval")) if targets.reading == "undefended"
              else attacker_best(row)["accuracy"])
     if acc is not None and not upper <= acc:
         return False
-    if gap is not None and (row["certified_gap"] is None or not row["certified_gap"] >= gap):
+    if gap is not None and (row["certified_drop"] is None or not row["certified_drop"] >= gap):
         return False
     return True
 

@@ -120,7 +120,7 @@ def _summary(report: dict) -> Section:
         if name != CONTROL and control is not None:
             cp = point_at(curve_of(control), r)
             if cp is not None and cp["learnability"] is not None:
-                text += f" ({signed(pt['learnability'] - cp['learnability'])})"
+                text += f" (drop {signed(cp['learnability'] - pt['learnability'])})"
             elif cp is not None:
                 text += " (none abstains)"
         return text
@@ -163,7 +163,7 @@ def _summary(report: dict) -> Section:
     ]
     for d in figures.defense_names(report):
         columns.append((f"{d} acc", lambda n, s, d=d: defended(s["empirical"], d)))
-    gap_note = " (gap to none)" if control is not None else ""
+    gap_note = f" (drop below {CONTROL})" if control is not None else ""
     for r in grid:
         columns.append((f"certified @ η/σ={r:g}{gap_note}", lambda n, s, r=r: certified(n, s, r)))
     columns += [("max certified η", max_eta), ("UD", ud), ("MI gap", mi_gap), ("best recovered acc", recovered)]
@@ -179,8 +179,8 @@ def _summary(report: dict) -> Section:
              "Certified values are upper bounds on the smoothed q-quantile of test accuracy of any model within η "
              "of the surrogate θ̂ (lower is better for the data owner)"]
     if control is not None and grid:
-        notes.append("; the gap is this poison's bound minus the clean control's at the same η/σ "
-                     "(negative: the poison lowers what can be learned)")
+        notes.append("; the drop is the clean control's bound minus this poison's at the same η/σ "
+                     "(positive: the poison lowers what can be learned, as the accuracy drop is clean minus protected)")
     notes.append(". \"abstains\" means no bound can be given at that η with this number of draws.")
     return Section("Summary", [Table(headers, rows), Paragraph(["".join(notes)])])
 
@@ -251,7 +251,7 @@ def _certificate_table(name: str, sec: dict, control: dict | None) -> Table:
     twin = control.get("certificate") if (control is not None and name != CONTROL) else None
     headers = ["η", "η/σ", "q̄", f"certified upper ({name})"]
     if twin is not None:
-        headers += [f"certified upper ({CONTROL})", "gap"]
+        headers += [f"certified upper ({CONTROL})", "drop"]
     headers += ["lower bound"]
     rows = []
     for pt in cert["curve"]:
@@ -262,7 +262,7 @@ def _certificate_table(name: str, sec: dict, control: dict | None) -> Table:
             cp = point_at(twin["curve"], pt["eta_over_sigma"])
             cu = None if cp is None else cp["learnability"]
             row.append(DASH if cp is None else ("abstains" if cu is None else acc(cu)))
-            row.append(signed(up - cu) if (up is not None and cu is not None) else DASH)
+            row.append(signed(cu - up) if (up is not None and cu is not None) else DASH)
         row.append("abstains" if pt["lower"] is None else acc(pt["lower"]))
         rows.append(row)
     return Table(headers, rows)
@@ -362,7 +362,7 @@ def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
         cp = point_at(curve_of(control), pt["eta_over_sigma"]) if name != CONTROL else None
         if cp is not None and cp["learnability"] is not None:
             text += (f", against {cp['learnability']:.3f} for the clean data "
-                     f"(gap {signed(pt['learnability'] - cp['learnability'])})")
+                     f"(a drop of {signed(cp['learnability'] - pt['learnability'])})")
         text += "."
     text += (" The lower bounds hold at the same level on their own; an upper and a lower bound together hold "
              f"with probability at least {1 - 2 * alpha:g}.")

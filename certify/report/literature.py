@@ -45,6 +45,14 @@ def _correlations(comp: dict) -> Table:
                   "permutation p", "poisons", "note"], rows)
 
 
+def certified_drop(row: dict) -> float | None:
+    """The clean control's certified learnability minus the poison's (reports before the drop stored
+    its negative, `certified_gap`)."""
+    if "certified_drop" in row:
+        return row["certified_drop"]
+    return None if row.get("certified_gap") is None else -row["certified_gap"]
+
+
 def comparison_section(report: dict) -> Section | None:
     comp = report.get("comparison")
     if not comp:
@@ -55,13 +63,13 @@ def comparison_section(report: dict) -> Section | None:
     defended_ud = [d for d in comp["defenses"] if any((row["defenses"].get(d) or {}).get("ud") is not None
                                                       for row in comp["rows"])]
     header = ["poison", "protected acc", "acc drop", f"certified @ η/σ={r:g}",
-              f"gap to {control}" if control else "gap to control", "UD", "MI gap", "covariance score",
+              f"certified drop below {control}" if control else "certified drop", "UD", "MI gap", "covariance score",
               "within / total"]
     header += [f"{d} acc" for d in defenses] + [f"UD {d}" for d in defended_ud]
     rows = []
     for row in comp["rows"]:
         cells = [row["poison"], acc(row["protected_accuracy"]), f"{row['accuracy_drop']:.3f}", _certified(row),
-                 DASH if row["certified_gap"] is None else signed(row["certified_gap"]),
+                 DASH if certified_drop(row) is None else signed(certified_drop(row)),
                  _ratio(row["ud"]), num(row["mi_gap"], 3), _ratio(row["covariance"]),
                  _ratio(row.get("within_total"))]
         cells += [acc((row["defenses"].get(d) or {}).get("accuracy")) or DASH for d in defenses]
@@ -70,7 +78,7 @@ def comparison_section(report: dict) -> Section | None:
     d = comp["definitions"]
     notes = Bullets([
         [Strong("acc drop"), f": {d['accuracy_drop']}."],
-        [Strong("certified"), f": the certified upper bound on learnability (see Summary); gap: {d['certified_gap']}."],
+        [Strong("certified"), f": the certified upper bound on learnability (see Summary); certified drop: {d.get('certified_drop') or d.get('certified_gap')}."],
         [Strong("UD"), ": #LP(model) / #LP(clean model) (“How far are we from true unlearnability?”); 1 = as "
                        "learnable as clean data, toward 0 = unlearnable, above 1 = more layers sharp than the clean "
                        "model's (the model keeps learning, often the wrong features)."],

@@ -179,10 +179,11 @@ COMPARISON = _obj({
         "poison": _STR, "control": {"type": "boolean"}, "protected_accuracy": _FRACTION,
         "accuracy_drop": {"type": "number", "minimum": -1, "maximum": 1},
         "certified": _FRACTION_OR_NULL, "certified_status": {"enum": ["certified", "abstains", "absent"]},
-        "certified_gap": _NUM_OR_NULL, "ud": _NUM_OR_NULL, "mi_gap": _NUM_OR_NULL, "covariance": _NUM_OR_NULL,
-        "within_total": _NUM_OR_NULL,
+        "ud": _NUM_OR_NULL, "mi_gap": _NUM_OR_NULL, "covariance": _NUM_OR_NULL,
         "defenses": {"type": "object", "additionalProperties": _obj({"accuracy": _FRACTION, "ud": _NUM_OR_NULL})},
-    })},
+    }, {  # clean minus poison (reports before it stored its negative as certified_gap); within / total of
+        # the covariance score (reports before it measured no such ratio)
+        "certified_drop": _NUM_OR_NULL, "certified_gap": _NUM_OR_NULL, "within_total": _NUM_OR_NULL})},
     "correlations": _obj({"mi_gap": CORRELATION, "covariance": CORRELATION}),
 })
 

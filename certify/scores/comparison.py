@@ -34,8 +34,9 @@ def _row(name: str, sec: dict, control_certified: float | None) -> dict:
         "clean_accuracy": emp["clean_accuracy"], "protected_accuracy": emp["protected_accuracy"],
         "accuracy_drop": emp["clean_accuracy"] - emp["protected_accuracy"],
         "certified": certified, "certified_status": status,
-        "certified_gap": (certified - control_certified
-                          if certified is not None and control_certified is not None and name != CONTROL else None),
+        # clean minus poisoned, as accuracy_drop: positive where the poison protects
+        "certified_drop": (control_certified - certified
+                           if certified is not None and control_certified is not None and name != CONTROL else None),
         "ud": ud.get("ud"),
         "mi_gap": (sec.get("mutual_information") or {}).get("gap"),
         "covariance": (sec.get("covariance") or {}).get("score"),
@@ -64,7 +65,8 @@ def comparison(poisons: dict[str, dict], seed: int = 0) -> dict:
                          "covariance": _correlation(rows, "covariance", seed)},
         "definitions": {
             "accuracy_drop": "clean model's test accuracy - protected model's test accuracy",
-            "certified_gap": f"certified learnability at eta/sigma = {ETA_OVER_SIGMA} minus the clean control's",
+            "certified_drop": f"the clean control's certified learnability at eta/sigma = {ETA_OVER_SIGMA} minus "
+                              "this poison's (positive: the poison lowers what can be certifiably learned)",
             "covariance": ("mean over classes of the trace of the class covariance of L2-normalised penultimate "
                            "features of training images, the protected model's of its poisoned images / the "
                            "clean model's of the clean images"),
