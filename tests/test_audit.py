@@ -213,3 +213,32 @@ def test_without_a_budget_the_budget_line_says_none_was_declared(tmp_path, capsy
     line = next(l for l in section.splitlines() if "**Budget**" in l)
     assert "none declared (linf measured); measured largest per-image norm of released − clean: 0.01176 (= 3/255)" in line
     assert "ε" not in line and "255/255" not in line
+
+
+def _png_folder(root, x, y):
+    from PIL import Image
+
+    for i, (img, label) in enumerate(zip(x, y)):
+        d = root / str(int(label))
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round(img[0].numpy() * 255).astype(np.uint8), "L").save(d / f"{i:04d}.png")
+    return f"folder:{root}"
+
+
+@pytest.mark.parametrize("kind", ["npz", "folder", "registered"])
+def test_every_sentence_naming_the_test_set_names_the_test_source(tmp_path, capsys, files, digits, kind):
+    """The audit's guarantee and header name the --test source, whatever its kind, never the clean set."""
+    test = {"npz": files["test"], "registered": "digits:test",
+            "folder": _png_folder(tmp_path / "test-folder", digits.x_test[:60], digits.y_test[:60])}[kind]
+    out = tmp_path / "out"
+    assert main(["audit", "--release", files["release"], "--clean", files["clean"], "--test", test, "--config",
+                 files["config"], "--executor", "serial", "--skip", "scores,recovery", "--defense", "none",
+                 "--samples", "20", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    assert report["dataset"]["test_source"] == test
+    md = (out / "report.md").read_text()
+    shown = test.replace("_", "\\_")  # as Markdown escapes the path
+    guarantee = md[md.index("What is guaranteed."):].split("\n\n")[0]
+    assert f"images of {shown})" in guarantee and files["clean"].replace("_", "\\_") not in guarantee
+    assert f"(test set: {shown})" in md
