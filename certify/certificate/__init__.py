@@ -3,15 +3,15 @@
 Modules: `config` (the run config's certificate section), `sigma_rule` (`--sigma auto`),
 `surrogate` (RWP training of the weights to smooth), `draws` (accuracies of weight-perturbed
 copies), `bounds` (order-statistic bounds: numpy in, numbers out), `soundness` (the simulation
-that checks the bound's failure rate).
+that checks the bound's failure rate), `scope` (the victims trained independently on each release
+that the certified η is set against, a slice of its own).
 
 `SLICE` is the slice (`certify.context.Slice`): its run part adds σ (the auto rule on the clean
-model, or a constant) and the independent model; per poison it adds the surrogate, the chunks of
-draws and `victims` models trained independently on the release (on the clean release the first
-of them is the independent model), and its section is the report's `certificate`. σ reaches every
-task that needs it as a plain number through `sigma_input` (the one place the rule's artifact is
-read for it). `certify_weights` runs just the draws and bounds for given weights (benchmarks use
-it), through the same tasks.
+model, or a constant) and the independent model; per poison it adds the surrogate and the chunks of
+draws, and its section is the report's `certificate` (with `victims` where the scope slice trained
+them). σ reaches every task that needs it as a plain number through `sigma_input` (the one place the
+rule's artifact is read for it). `certify_weights` runs just the draws and bounds for given weights
+(benchmarks use it), through the same tasks.
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ from certify.models import trainable
 from certify.registry import CONTROL
 from certify.seeding import derive
 from certify.training import TrainConfig, evaluate
-from certify.victims import add_victim, distance
+from certify.certificate.scope import add_independent, victims_field
+from certify.victims import distance
 
 __all__ = ["SLICE", "add_sigma", "sigma_input", "sigma_value", "sigma_of", "certify_weights"]
 
@@ -92,13 +93,6 @@ def _chunk_tasks(ctx: RunContext, surrogate: str, sigma: str, name: str | None) 
             for lo in range(0, cfg.samples, sm.chunk)]
 
 
-def _add_independent(ctx: RunContext, release: str, name: str, i: int) -> str:
-    """The i-th model trained normally on `release` at a seed of its own (neither the victim's nor the
-    surrogate's): i = 0 on the clean release is the run's independent model, one task with it."""
-    return add_victim(ctx, release, name, "victim-independent" if i == 0 else f"victim-independent-{i}",
-                      stage="independent", scored=False)
-
-
 def run(ctx: RunContext, keys: dict) -> dict:
     """σ (certificates and recovery read it) and the independent clean model (the report's
     weight-space scale)."""
@@ -107,22 +101,13 @@ def run(ctx: RunContext, keys: dict) -> dict:
     if "certify" not in skip or "recovery" not in skip:
         out["sigma"] = add_sigma(ctx, keys["clean"])
     if "certify" not in skip:
-        out["independent"] = _add_independent(ctx, keys["clean_release"], CONTROL, 0)
+        out["independent"] = add_independent(ctx, keys["clean_release"], CONTROL, 0)
     return out
-
-
-def _add_victims(ctx: RunContext, keys: dict) -> list[str]:
-    """`victims` models trained independently on the release, for the first replicate seed only
-    (their cost is a full training each; later seeds' certificates are not set against them)."""
-    if ctx.replicate != 0:
-        return []
-    return [_add_independent(ctx, keys["release"], keys["name"], i) for i in range(ctx.cfg.victims)]
 
 
 def add(ctx: RunContext, keys: dict) -> dict:
     """The surrogate of the release (where σ is planned) and, unless certificates are skipped, the
-    chunks of draws certifying it and the independently trained victims it is set against:
-    {"surrogate": key, "draws": [keys], "victims": [keys]}."""
+    chunks of draws certifying it: {"surrogate": key, "draws": [keys]}."""
     if "sigma" not in keys:
         return {}
     cfg, name, sigma = ctx.cfg, keys["name"], keys["sigma"]
@@ -133,18 +118,7 @@ def add(ctx: RunContext, keys: dict) -> dict:
             "eval_batch": cfg.smoothing.eval_batch}  # its test accuracy is evaluated in batches of it
     inputs = (ctx.data_key, keys["release"], sigma_input(sigma)) + ((keys["victim"],) if warm else ())
     sur = ctx.cached("surrogate", spec, surrogate_task, inputs, poison=name)
-    if "certify" in cfg.skip:
-        return {"surrogate": sur, "draws": []}
-    return {"surrogate": sur, "draws": _chunk_tasks(ctx, sur, sigma, name), "victims": _add_victims(ctx, keys)}
-
-
-def victims_field(ctx: RunContext, surrogate: dict, victims: list[dict], eta: float | None) -> dict:
-    """`certificate.victims`: each victim's l2 distance to the surrogate over the trainable parameters
-    (the space the draws perturb and eta measures) and how many lie within the certified eta (none
-    where no eta is certified)."""
-    dists = [distance(ctx.model, surrogate["state"], v["state"]) for v in victims]
-    return {"k": len(dists), "distances": dists, "within": 0 if eta is None else sum(d <= eta for d in dists),
-            "max_certified_eta": eta}
+    return {"surrogate": sur, "draws": _chunk_tasks(ctx, sur, sigma, name) if "certify" not in cfg.skip else []}
 
 
 def section(ctx: RunContext, keys: dict, values: dict) -> dict:
@@ -162,8 +136,9 @@ def section(ctx: RunContext, keys: dict, values: dict) -> dict:
     cert = {"sigma": sigma, "q": cfg.q, "alpha": cfg.alpha, "samples": stats.pop("samples"), "surrogate": rec["kind"],
             "surrogate_recipe": rec, "surrogate_accuracy": sur["accuracy"], "sigma_rule": rule, **stats,
             "theta_norm": sur["theta_norm"], "independent_distance": indep, "draws": [float(a) for a in draws]}
-    if keys.get("victims"):
-        cert["victims"] = victims_field(ctx, sur, [values[k] for k in keys["victims"]], stats["max_certified_eta"])
+    if keys.get("scope_victims"):  # the scope slice's (certify/certificate/scope.py)
+        cert["victims"] = victims_field(ctx, sur, [values[k] for k in keys["scope_victims"]],
+                                        stats["max_certified_eta"])
     return {"certificate": cert}
 
 
