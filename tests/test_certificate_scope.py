@@ -10,12 +10,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from certify import replicates
+from certify.cache import Cache
 from certify.certificate.scope import victims_field
 from certify.cli import main
 from certify.config import load_config
-from certify.context import ModelSpec
+from certify.context import ModelSpec, RunContext
 from certify.errors import UserError
 from certify.models import trainable
+from certify.pipeline import add_tasks
 from certify.report.schema import validate_report
 
 TINY = "train: {epochs: 2}\nsurrogate: {epochs: 1}\nsmoothing: {chunk: 10, sigma_draws: 5}\n"
@@ -51,6 +54,25 @@ def test_within_counts_the_victims_at_most_eta_from_the_surrogate():
     assert v["within"] == 2 and v["max_certified_eta"] == 1.0  # d <= eta: the one at 1.0 counts
     assert victims_field(ctx, sur, victims, 0.1)["within"] == 0
     assert victims_field(ctx, sur, victims, None)["within"] == 0  # no eta certified: none covered
+
+
+def _plans(digits, tmp_path, **overrides) -> list[dict]:
+    """The keys of every replicate of a digits run of `random` (nothing runs)."""
+    cfg = load_config(None, {"dataset": "digits", "executor": "serial", "samples": 20, **overrides})
+    ctx = RunContext(cfg, digits, Cache(tmp_path / "cache"), ModelSpec("cnn", digits.shape, digits.num_classes),
+                     "cpu", "data-digits", "test-digits")
+    ctx.graph.const(ctx.data_key, digits)
+    return [add_tasks(rep, {}, [{"name": "none"}, {"name": "random"}]) for rep in replicates.contexts(ctx)]
+
+
+def test_the_controls_first_victim_is_the_independent_model_and_later_seeds_train_none(digits, tmp_path):
+    first, second = _plans(digits, tmp_path, victims=3, seeds=2)
+    none, random = first["poisons"]["none"]["scope_victims"], first["poisons"]["random"]["scope_victims"]
+    assert none[0] == first["run"]["independent"]  # one task, one cached artifact
+    assert len(set(none)) == len(set(random)) == 3 and not set(none) & set(random)  # own seeds, own releases
+    assert all("scope_victims" not in p for p in second["poisons"].values())
+    assert all("scope_victims" not in p for p in _plans(digits, tmp_path, victims=0)[0]["poisons"].values())
+    assert all("scope_victims" not in p for p in _plans(digits, tmp_path, skip=["certify"])[0]["poisons"].values())
 
 
 def _run(tmp_path, capsys, name: str, victims: int, *extra: str) -> dict:
