@@ -75,6 +75,7 @@ class RunContext:
     data_key: str  # the graph's constant holding `data`
     test_digest: str
     graph: Graph = field(default_factory=Graph)
+    replicate: int = 0  # which replicate seed this context runs (`replicates.contexts`); 0: the run's first
 
     def cached(self, kind: str, spec: dict, fn: Callable[..., dict], inputs: tuple[str | Viewed, ...] = (), *,
                poison: str | None = None, defense: str | None = None, threads: int | None = None,

@@ -26,7 +26,8 @@ def seeds_of(cfg) -> list[int]:
 
 def contexts(ctx) -> list:
     """One RunContext per replicate, sharing the run's graph, cache and data."""
-    return [dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, seed=s)) for s in seeds_of(ctx.cfg)]
+    return [dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, seed=s), replicate=i)
+            for i, s in enumerate(seeds_of(ctx.cfg))]
 
 
 def replicate_alpha(alpha: float, k: int) -> float:

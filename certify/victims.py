@@ -33,19 +33,21 @@ def _snapshots(kept: list):
     return snapshot
 
 
-def _keeps_checkpoints(ctx: RunContext, *fields: str) -> dict:
-    """`cached` arguments for a model SAL may score: per-epoch weights are kept unless scores are
-    skipped. Whether they are kept is not part of the key (the weights are the same): a stored model
+def _keeps_checkpoints(ctx: RunContext, *fields: str, scored: bool = True) -> dict:
+    """`cached` arguments for a model SAL may score (`scored`): per-epoch weights are kept unless scores
+    are skipped. Whether they are kept is not part of the key (the weights are the same): a stored model
     without them, or without one of `fields` (added to the artifact since), is trained again."""
-    keep = "scores" not in ctx.cfg.skip
+    keep = scored and "scores" not in ctx.cfg.skip
     return {"accept": lambda a: all(f in a for f in fields) and (bool(a.get("checkpoints")) or not keep),
             "unkeyed": {"checkpoints": keep}}
 
 
-def add_victim(ctx: RunContext, release: str, name: str, seed_name: str = "victim", stage: str = "train") -> str:
-    """The model trained normally on `release`; it keeps per-epoch weights when SAL will score them."""
+def add_victim(ctx: RunContext, release: str, name: str, seed_name: str = "victim", stage: str = "train",
+               scored: bool = True) -> str:
+    """The model trained normally on `release`; it keeps per-epoch weights when SAL will score them
+    (never where not `scored`: the independently trained models the certificate measures against)."""
     spec = {"seed": derive(ctx.cfg.seed, seed_name), "training": ctx.cfg.train}
-    kept = _keeps_checkpoints(ctx, "per_class")
+    kept = _keeps_checkpoints(ctx, "per_class", scored=scored)
     return ctx.cached("model", spec, train_task, (ctx.data_key, release), poison=name, accept=kept["accept"],
                       unkeyed={**kept["unkeyed"], "desc": f"train {name}"}, stage=stage)
 

@@ -3,13 +3,15 @@
 Modules: `config` (the run config's certificate section), `sigma_rule` (`--sigma auto`),
 `surrogate` (RWP training of the weights to smooth), `draws` (accuracies of weight-perturbed
 copies), `bounds` (order-statistic bounds: numpy in, numbers out), `soundness` (the simulation
-that checks the bound's failure rate).
+that checks the bound's failure rate), `scope` (the victims trained independently on each release
+that the certified η is set against, a slice of its own).
 
 `SLICE` is the slice (`certify.context.Slice`): its run part adds σ (the auto rule on the clean
 model, or a constant) and the independent model; per poison it adds the surrogate and the chunks of
-draws, and its section is the report's `certificate`. σ reaches every task that needs it as a plain
-number through `sigma_input` (the one place the rule's artifact is read for it). `certify_weights`
-runs just the draws and bounds for given weights (benchmarks use it), through the same tasks.
+draws, and its section is the report's `certificate` (with `victims` where the scope slice trained
+them). σ reaches every task that needs it as a plain number through `sigma_input` (the one place the
+rule's artifact is read for it). `certify_weights` runs just the draws and bounds for given weights
+(benchmarks use it), through the same tasks.
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ from certify.models import trainable
 from certify.registry import CONTROL
 from certify.seeding import derive
 from certify.training import TrainConfig, evaluate
-from certify.victims import add_victim, distance
+from certify.certificate.scope import add_independent, victims_field
+from certify.victims import distance
 
 __all__ = ["SLICE", "add_sigma", "sigma_input", "sigma_value", "sigma_of", "certify_weights"]
 
@@ -98,8 +101,7 @@ def run(ctx: RunContext, keys: dict) -> dict:
     if "certify" not in skip or "recovery" not in skip:
         out["sigma"] = add_sigma(ctx, keys["clean"])
     if "certify" not in skip:
-        out["independent"] = add_victim(ctx, keys["clean_release"], CONTROL, "victim-independent",
-                                        stage="independent")
+        out["independent"] = add_independent(ctx, keys["clean_release"], CONTROL, 0)
     return out
 
 
@@ -131,10 +133,13 @@ def section(ctx: RunContext, keys: dict, values: dict) -> dict:
     rec = recipe(cfg.surrogate, sigma)
     stats = bounds.summarize(draws, cfg.q, cfg.alpha, sigma, cfg.eta_sigma, cfg.coverage)
     # `samples` once, from the draws, where the section has always placed it
-    return {"certificate": {
-        "sigma": sigma, "q": cfg.q, "alpha": cfg.alpha, "samples": stats.pop("samples"), "surrogate": rec["kind"],
-        "surrogate_recipe": rec, "surrogate_accuracy": sur["accuracy"], "sigma_rule": rule, **stats,
-        "theta_norm": sur["theta_norm"], "independent_distance": indep, "draws": [float(a) for a in draws]}}
+    cert = {"sigma": sigma, "q": cfg.q, "alpha": cfg.alpha, "samples": stats.pop("samples"), "surrogate": rec["kind"],
+            "surrogate_recipe": rec, "surrogate_accuracy": sur["accuracy"], "sigma_rule": rule, **stats,
+            "theta_norm": sur["theta_norm"], "independent_distance": indep, "draws": [float(a) for a in draws]}
+    if keys.get("scope_victims"):  # the scope slice's (certify/certificate/scope.py)
+        cert["victims"] = victims_field(ctx, sur, [values[k] for k in keys["scope_victims"]],
+                                        stats["max_certified_eta"])
+    return {"certificate": cert}
 
 
 SLICE = Slice("certificate", add, section, run)

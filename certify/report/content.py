@@ -301,6 +301,10 @@ def _certificate_params(cert: dict) -> Bullets:
     if cert.get("independent_distance") is not None:
         items.append([Strong("Distance between two independently trained clean models"),
                       f": {cert['independent_distance']:.4g}"])
+    if cert.get("victims"):
+        v = cert["victims"]
+        items.append([Strong("Independently trained victims within the largest certified η"),
+                      f": {v['within']} of {v['k']} (ℓ2 distances to θ̂: {', '.join(f'{d:.4g}' for d in v['distances'])})"])
     if cert.get("eta_scale") is not None:
         note = cert["eta_scale"]
         items.append([Strong("η scale"), ": " + (note if isinstance(note, str) else json.dumps(note, sort_keys=True))])
@@ -325,6 +329,23 @@ def _sigmas(sec: dict) -> str:
     return (f" The σ rule picked σ = {', '.join(f'{v:g}' for v in sigmas)} for the seeds (in seed order): each "
             f"seed's bound holds within η = (η/σ)·σ of its own surrogate; the η column is the first seed's "
             f"(σ = {sigmas[0]:g}).")
+
+
+def _victims_covered(cert: dict, data: str, seeds: int) -> str:
+    """How many of the K independently trained victims the certificate covers ('' where none were trained)."""
+    v = cert.get("victims")
+    if not v:
+        return ""
+    d = v["distances"]
+    eta = v["max_certified_eta"]
+    radius = "no η is certified" if eta is None else f"the largest certified η is {eta:.4g}"
+    first = " (measured for the first seed's surrogate only)" if seeds > 1 else ""
+    text = (f" The certificate covers {v['within']} of {v['k']} victims trained independently on the {data} data "
+            f"with the normal recipe{first}: their ℓ2 distances to θ̂ are {min(d):.4g} to {max(d):.4g}, and "
+            f"{radius}.")
+    if v["within"] < v["k"]:
+        text += " A model someone trains on these data need not lie in the certified ball, and then nothing is certified about it."
+    return text
 
 
 def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
@@ -394,7 +415,7 @@ def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
                  "radius cannot be put in scale here.")
     paragraphs = [
         Paragraph([Strong("What is guaranteed."), " " + text]),
-        Paragraph([Strong("What is not guaranteed."),
+        Paragraph([Strong("What is not guaranteed."), _victims_covered(cert, data, k),
                    " The certificate says nothing about models farther than η from θ̂, about models trained "
                    "differently (another architecture, recipe, training length, augmentation or a defense), "
                    "about the accuracy of any single unsmoothed model, or about data other than this test set."
