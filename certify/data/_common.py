@@ -75,9 +75,16 @@ class Source:
         return self.x_test is not None
 
 
-def check_bytes(nbytes: int, where: str) -> None:
-    if nbytes > MAX_BYTES:
-        raise UserError(f"{where}: {nbytes:,} bytes uncompressed, over the limit of {MAX_BYTES:,} bytes")
+@dataclass(frozen=True)
+class ByteLimit:
+    """The most bytes one array may take: `MAX_BYTES`, or less where the caller knows its size."""
+    nbytes: int = MAX_BYTES
+    why: str = ""  # said after the limit where it is not the general one: " (...)"
+
+
+def check_bytes(nbytes: int, where: str, limit: ByteLimit = ByteLimit()) -> None:
+    if nbytes > limit.nbytes:
+        raise UserError(f"{where}: {nbytes:,} bytes uncompressed, over the limit of {limit.nbytes:,} bytes{limit.why}")
 
 
 def check_side(h: int, w: int, where: str) -> None:
