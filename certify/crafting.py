@@ -18,7 +18,7 @@ import dataclasses
 
 import torch
 
-from attacks.base import POISONS, CraftContext, check_budget
+from attacks.base import POISONS, CraftContext, check_budget, check_release
 from certify import certificate
 from certify.context import ModelSpec, RunContext, Slice, images, task_device
 from certify.data import Dataset
@@ -44,8 +44,10 @@ def craft_task(data: Dataset, *sigma: float, poison: str, params, seed: int, mod
         params = dataclasses.replace(params, **{sigma_field(params): extra["sigma"]})
     make_model = (lambda s: model.build(s, dev)) if type(params).uses_model else None
     ctx = CraftContext(data.x_train, data.y_train, data.num_classes, make_model, training, seed, dev)
-    released = POISONS.get(poison).factory(ctx, params)
-    check_budget(poison, data.x_train, released, type(params).norm, float(params.epsilon_for(data.shape)))
+    released = POISONS.call(poison, "craft", ctx, params)
+    check_release(POISONS.label(poison), data.x_train, released)
+    check_budget(POISONS.label(poison), data.x_train, released, type(params).norm,
+                 float(params.epsilon_for(data.shape)))
     return {"released": torch.round(released * 255).to(torch.uint8), **extra}
 
 

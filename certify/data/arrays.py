@@ -88,8 +88,9 @@ def checked(t: torch.Tensor, what: str) -> torch.Tensor:
     """t detached, after the checks every array passes before anything is computed from it."""
     kind = str(t.dtype).removeprefix("torch.")
     if t.device.type != "cpu" or t.layout != torch.strided or t.dtype not in DTYPES:
-        raise UserError(f"{what}: a {t.device.type} {str(t.layout).removeprefix('torch.')} tensor of {kind}; "
-                        f"expected a plain CPU tensor of {', '.join(str(d).removeprefix('torch.') for d in DTYPES)}")
+        raise UserError(f"{what}: a {kind} tensor on device {t.device.type}, layout "
+                        f"{str(t.layout).removeprefix('torch.')}; expected a strided CPU tensor of "
+                        f"{', '.join(str(d).removeprefix('torch.') for d in DTYPES)}")
     check_bytes(t.numel() * 4, f"{what} ({'x'.join(map(str, t.shape))} as float32)")
     # torch.load checks the strides stay inside the storage; strides that repeat its elements (a stride
     # of 0: `expand`) describe more values than the file holds, and any copy would allocate them all
