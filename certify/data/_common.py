@@ -77,14 +77,16 @@ class Source:
 
 @dataclass(frozen=True)
 class ByteLimit:
-    """The most bytes one array may take: `MAX_BYTES`, or less where the caller knows its size."""
-    nbytes: int = MAX_BYTES
-    why: str = ""  # said after the limit where it is not the general one: " (...)"
+    """A smaller limit than `MAX_BYTES` on one array, where the caller knows how large it must be."""
+    nbytes: int
+    why: str  # said after the limit: " (...)"
 
 
-def check_bytes(nbytes: int, where: str, limit: ByteLimit = ByteLimit()) -> None:
-    if nbytes > limit.nbytes:
-        raise UserError(f"{where}: {nbytes:,} bytes uncompressed, over the limit of {limit.nbytes:,} bytes{limit.why}")
+def check_bytes(nbytes: int, where: str, limit: ByteLimit | None = None) -> None:
+    """`nbytes` at most `limit`, or at most `MAX_BYTES` (read when called: tests lower it) without one."""
+    cap, why = (MAX_BYTES, "") if limit is None else (limit.nbytes, limit.why)
+    if nbytes > cap:
+        raise UserError(f"{where}: {nbytes:,} bytes uncompressed, over the limit of {cap:,} bytes{why}")
 
 
 def check_side(h: int, w: int, where: str) -> None:

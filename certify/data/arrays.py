@@ -53,7 +53,7 @@ def existing_file(path: str, where: str, suffixes: tuple[str, ...]) -> Path:
     return p
 
 
-def _check_pt_archive(p: Path, limit: ByteLimit) -> None:
+def _check_pt_archive(p: Path, limit: ByteLimit | None) -> None:
     try:
         with zipfile.ZipFile(p) as z:
             infos = z.infolist()
@@ -68,7 +68,7 @@ def _check_pt_archive(p: Path, limit: ByteLimit) -> None:
     check_bytes(sum(i.file_size for i in infos), str(p), limit)
 
 
-def read_pt(p: Path, limit: ByteLimit = ByteLimit()):
+def read_pt(p: Path, limit: ByteLimit | None = None):
     """What a `.pt` file holds (tensors and plain containers only), its members at most `limit` in all."""
     _check_pt_archive(p, limit)
     try:
@@ -107,7 +107,7 @@ def _from_numpy(a: np.ndarray, what: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("=")))
 
 
-def _npy(p: Path, limit: ByteLimit) -> np.ndarray:
+def _npy(p: Path, limit: ByteLimit | None) -> np.ndarray:
     size = p.stat().st_size
     check_bytes(size, str(p), limit)
     try:
@@ -123,7 +123,7 @@ def _only_one(p: Path, names: list[str]) -> list[str]:
     return names
 
 
-def read_one_tensor(p: Path, limit: ByteLimit = ByteLimit()) -> torch.Tensor:
+def read_one_tensor(p: Path, limit: ByteLimit | None = None) -> torch.Tensor:
     """The one array of a `.pt` (a tensor, or a dict holding exactly one tensor), `.npy` or `.npz`
     file; the file (an .npz member: as declared, before it is decompressed) at most `limit`."""
     suffix = p.suffix.lower()

@@ -49,7 +49,7 @@ def read_npy(f: BinaryIO, size: int, name: str) -> np.ndarray:
     return np.frombuffer(buf, dtype).reshape(shape, order="F" if fortran else "C")
 
 
-def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, p: Path, limit: ByteLimit) -> np.ndarray:
+def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, p: Path, limit: ByteLimit | None) -> np.ndarray:
     """One .npy member; its declared sizes are checked before anything is allocated or decompressed."""
     check_bytes(info.file_size, f"{p}: {info.filename}", limit)
     with z.open(info) as f:
@@ -64,7 +64,7 @@ def _x_and_y(p: Path, names: list[str]) -> list[str]:
 
 
 def read_arrays(p: Path, choose: Callable[[Path, list[str]], list[str]] = _x_and_y,
-                limit: ByteLimit = ByteLimit()) -> dict[str, np.ndarray]:
+                limit: ByteLimit | None = None) -> dict[str, np.ndarray]:
     """The arrays `choose(p, names of every array)` picks from the .npz at p (by default x, y and, if
     present, classes), each at most `limit` as declared; any other member is never read. A damaged
     file is one line."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from certify.data._common import MAX_BYTES
+from certify.data import _common
 from certify.errors import UserError
 
 _CHUNK = 256  # images resized at a time (bounds the uint8 copy of a large set)
@@ -31,14 +31,14 @@ def _resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def resize_images(x, size: int, where: str) -> torch.Tensor:
     """float32 images on the 1/255 grid (a tensor, or a list of C×H×W of any sizes) -> N×C×S×S; the
-    result's size is checked against `MAX_BYTES` before it is allocated (filled in place, chunk by chunk)."""
+    result's size is checked against `_common.MAX_BYTES` before it is allocated (filled in place, chunk by chunk)."""
     if not changes(x, size):
         return x if isinstance(x, torch.Tensor) else torch.stack(x)
     n, c = len(x), int(x[0].shape[-3])
-    nbytes = n * c * size * size * 4
-    if nbytes > MAX_BYTES:
+    nbytes, cap = n * c * size * size * 4, _common.MAX_BYTES
+    if nbytes > cap:
         raise UserError(f"{where}: --image-size {size} makes {n:,} images of {c}×{size}×{size}, {nbytes:,} bytes as "
-                        f"float32, over the limit of {MAX_BYTES:,} bytes; give a smaller --image-size")
+                        f"float32, over the limit of {cap:,} bytes; give a smaller --image-size")
     out = torch.empty(n, c, size, size)
     if isinstance(x, torch.Tensor):
         for i in range(0, n, _CHUNK):
