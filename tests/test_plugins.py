@@ -303,15 +303,21 @@ def test_plugin_import_that_exits_is_a_broken_plugin(plugin_site, capsys, raised
 
 
 def test_distribution_without_a_name_is_not_loaded(plugin_site, capsys):
+    """Beside a named plugin (sorting the two by name compared None with a string: a traceback)."""
     fake_dist(plugin_site, "nameless", "1.0", {"certify.poisons": {"anon": "plug_nameless"}},
               {"plug_nameless": "raise AssertionError('imported')\n"})
     info = plugin_site / "nameless-1.0.dist-info"
     info.joinpath("METADATA").write_text("Metadata-Version: 2.1\nVersion: 1.0\n")
+    fake_dist(plugin_site, "named", "1.0", {"certify.poisons": {"n": "plug_named"}}, {"plug_named": """
+        from attacks.base import POISONS, PoisonParams
+
+        POISONS.register("n", "a plugin with a name", PoisonParams)(lambda ctx, p: ctx.x)
+    """})
     assert main(["list"]) == 0
     assert capsys.readouterr().err.splitlines() == [
         "certify: warning: plugin an unnamed distribution (certify.poisons: anon = plug_nameless): not loaded: "
         "its metadata has no Name"]
-    assert "plug_nameless" not in sys.modules
+    assert "plug_nameless" not in sys.modules and POISONS.get("n").origin == "named 1.0"
 
 
 # what a plugin's craft returns (or raises), and the line that says so
