@@ -357,7 +357,7 @@ ROWS = [
     ("audit-shape", AUDIT + ["--release", "npz:{W}/release-shape.npz", "--clean", "npz:{W}/clean.npz",
                              "--test", "npz:{W}/test.npz"], "release images are (1, 9, 9)", INPROC, None),
     ("audit-labels", AUDIT + ["--release", "npz:{W}/release-labels.npz", "--clean", "npz:{W}/clean.npz",
-                              "--test", "npz:{W}/test.npz"], "labels differ (first at image 0", INPROC, None),
+                              "--test", "npz:{W}/test.npz"], "labels differ (first at image 0)", INPROC, None),
     ("audit-test-shape", AUDIT + ["--release", "npz:{W}/clean.npz", "--clean", "npz:{W}/clean.npz",
                                   "--test", "npz:{W}/test-shape.npz"], "does not match the clean images", INPROC, None),
     # numbers
