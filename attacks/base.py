@@ -69,7 +69,7 @@ def params_problem(params: type | None) -> str | None:
 
 
 POISONS = Registry("poison", package="attacks", group="certify.poisons", check=params_problem,
-                   overrides="poison_params")
+                   overrides="poison_params", reserved=("all",))
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
@@ -115,6 +115,25 @@ def measure(x: torch.Tensor, released: torch.Tensor, norm: str) -> float:
     if norm == "none":
         return float((released - x).abs().max()) if len(x) else 0.0
     return float(per_image_norm(released - x, norm).max())
+
+
+def check_release(label: str, x: torch.Tensor, released) -> None:
+    """What a craft must return (a plugin's above all): float32 images of the clean set's shape, finite,
+    in [0, 1]; anything else is one line naming the poison (`label`: with its plugin), not a traceback
+    in training or a release stored unchecked."""
+    want = f"expected float32 images shaped like the clean ones ({'×'.join(map(str, x.shape))}) in [0, 1]"
+    if not isinstance(released, torch.Tensor):
+        raise UserError(f"poison {label}: craft returned {type(released).__name__}; {want}")
+    if tuple(released.shape) != tuple(x.shape):
+        raise UserError(f"poison {label}: craft returned shape {'×'.join(map(str, released.shape))}; {want}")
+    if released.dtype != torch.float32 or released.layout != torch.strided:
+        raise UserError(f"poison {label}: craft returned a {str(released.dtype).removeprefix('torch.')} "
+                        f"{str(released.layout).removeprefix('torch.')} tensor; {want}")
+    if not bool(torch.isfinite(released).all()):
+        raise UserError(f"poison {label}: craft returned NaN or Inf; {want}")
+    lo, hi = float(released.min()), float(released.max())
+    if lo < 0 or hi > 1:
+        raise UserError(f"poison {label}: craft returned values {lo:g} .. {hi:g}, outside [0, 1]; {want}")
 
 
 def check_budget(name: str, x: torch.Tensor, released: torch.Tensor, norm: str, epsilon: float) -> float:

@@ -70,15 +70,19 @@ class Cache:
         return self.root / key[: key.index("-")] / f"{key}{suffix}"
 
     def load(self, key: str) -> dict[str, Any] | None:
-        """The artifact `key` (torch.load of tensors and plain values), or None if absent or corrupt."""
+        """The artifact `key` (torch.load of tensors and plain values: a dict, as every task makes), or
+        None if absent, corrupt or not a dict. What it holds is checked by its task (`Task.accept`)."""
         p = self.path(key, ".pt")
         if not p.exists():
             return None
         try:
-            return torch.load(p, weights_only=True)
+            value = torch.load(p, weights_only=True)
         except Exception:
+            value = None
+        if not isinstance(value, dict):
             p.unlink(missing_ok=True)  # a corrupt artifact is rebuilt, never trusted
             return None
+        return value
 
     def save(self, key: str, value: dict[str, Any]) -> None:
         atomic_write(self.path(key, ".pt"), lambda tmp: torch.save(value, tmp))

@@ -15,10 +15,11 @@ as `certify audit` does), and its section is the budget head (or the head given)
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import torch
 
-from attacks.base import POISONS, CraftContext, check_budget
+from attacks.base import POISONS, CraftContext, check_budget, check_release
 from certify import certificate
 from certify.context import ModelSpec, RunContext, Slice, images, task_device
 from certify.data import Dataset
@@ -44,9 +45,20 @@ def craft_task(data: Dataset, *sigma: float, poison: str, params, seed: int, mod
         params = dataclasses.replace(params, **{sigma_field(params): extra["sigma"]})
     make_model = (lambda s: model.build(s, dev)) if type(params).uses_model else None
     ctx = CraftContext(data.x_train, data.y_train, data.num_classes, make_model, training, seed, dev)
-    released = POISONS.get(poison).factory(ctx, params)
-    check_budget(poison, data.x_train, released, type(params).norm, float(params.epsilon_for(data.shape)))
+    released = POISONS.call(poison, "craft", ctx, params)
+    check_release(POISONS.label(poison), data.x_train, released)
+    check_budget(POISONS.label(poison), data.x_train, released, type(params).norm,
+                 float(params.epsilon_for(data.shape)))
     return {"released": torch.round(released * 255).to(torch.uint8), **extra}
+
+
+def fits(data: Dataset) -> Callable[[dict], bool]:
+    """Whether a cached crafting artifact is a release of `data`'s training images (8-bit, their
+    shape): one of another shape or type under the same key (another version's, or planted) is made
+    again, not handed to training."""
+    shape = tuple(data.x_train.shape)
+    return lambda a: (isinstance(a.get("released"), torch.Tensor) and a["released"].dtype == torch.uint8
+                      and a["released"].layout == torch.strided and tuple(a["released"].shape) == shape)
 
 
 def poison_params(ctx: RunContext, name: str):
@@ -61,11 +73,12 @@ def add_release(ctx: RunContext, name: str, params=None, label: str | None = Non
     spec = {"poison": name, "params": params, "seed": derive(ctx.cfg.seed, "poison", name),
             **({"training": ctx.cfg.train} if type(params).uses_model else {})}  # model-free: not read
     if sigma_field(params) is None:
-        return ctx.cached("craft", spec, craft_task, (ctx.data_key,), poison=label or name, code=POISONS.code(name))
+        return ctx.cached("craft", spec, craft_task, (ctx.data_key,), poison=label or name, code=POISONS.code(name),
+                          accept=fits(ctx.data))
     if sigma is None:
         raise ValueError(f"poison {name} is crafted at the run's sigma: give its key")
     return ctx.cached("craft", spec, craft_task, (ctx.data_key, certificate.sigma_input(sigma)),
-                      poison=label or name, code=POISONS.code(name))
+                      poison=label or name, code=POISONS.code(name), accept=fits(ctx.data))
 
 
 def budget_head(ctx: RunContext, name: str, crafted: dict, params=None) -> dict:

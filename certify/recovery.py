@@ -25,7 +25,7 @@ def recovery_task(data: Dataset, surrogate: dict, sigma: float, *, method: str, 
     x_att, y_att = attacker_split(data.x_train, data.y_train, attacker_fraction, attacker_seed)
     net = model.load(surrogate["state"], task_device(device))
     inputs = RecoveryInputs(net, x_att, y_att, data.x_test, data.y_test, [r * sigma for r in eta_sigma], seed)
-    return {"curve": RECOVERY.get(method).factory(inputs, params), "attacker_images": len(x_att)}
+    return {"curve": RECOVERY.call(method, "recover", inputs, params), "attacker_images": len(x_att)}
 
 
 def add_recovery(ctx: RunContext, surrogate: str, sigma: str, name: str) -> dict[str, str]:

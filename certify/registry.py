@@ -60,6 +60,7 @@ class Registry:
     group: str | None = None  # entry-point group of third-party plugins, imported after `package`
     check: Callable[[type | None], str | None] | None = None  # what is wrong with a Params class, or None
     overrides: str | None = None  # the run config's mapping of the user's values per method ("poison_params")
+    reserved: tuple[str, ...] = ()  # words the CLI reads as something else (`--poison all`): never a method's name
     _entries: dict[str, Entry] = field(default_factory=dict)
     _loaded: bool = False
 
@@ -90,6 +91,8 @@ class Registry:
         """Why this registration breaks the contract, or None."""
         if plugin is not None:
             self._load()  # the built-ins first: a plugin never takes a built-in name
+        if name in self.reserved:
+            return f"the name is reserved (it means something else where {self.what}s are named)"
         if name in self._entries:
             return f"the name is taken ({self._entries[name].origin})"
         if params is not None and not (isinstance(params, type) and dataclasses.is_dataclass(params)):
@@ -122,6 +125,23 @@ class Registry:
         if name not in self._entries:
             raise UserError(f"unknown {self.what} {name!r}; choose from: {', '.join(self.names())}")
         return self._entries[name]
+
+    def label(self, name: str) -> str:
+        """`name` as messages say it: with its plugin's distribution where it is a plugin's."""
+        origin = self.get(name).origin
+        return name if origin == plugins.BUILT_IN else f"{name} (plugin {origin})"
+
+    def call(self, name: str, step: str, *args):
+        """`name`'s factory on `args` (`step` says what it is: "craft", "make"). A plugin's is behind a
+        boundary: anything it raises (SystemExit too) is one line naming the plugin and the method; a
+        built-in's exception is a bug, and its traceback is what fixes it. A user's Ctrl-C still stops."""
+        entry = self.get(name)
+        if entry.origin == plugins.BUILT_IN:
+            return entry.factory(*args)
+        try:
+            return entry.factory(*args)
+        except (Exception, SystemExit) as e:
+            raise UserError(f"{self.what} {self.label(name)}: {step} failed: {plugins.one_line(e)}") from None
 
     def code(self, name: str) -> str:
         """A digest of the source that makes `name`'s artifacts, for cache keys: the file that defines

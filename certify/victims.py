@@ -54,9 +54,9 @@ def add_victim(ctx: RunContext, release: str, name: str, seed_name: str = "victi
 
 def defended_data(data: Dataset, released: dict, defense: str, params, prepare_seed: int):
     """(defense, x, y): the defense and the training data after its `prepare` step (if it has one)."""
-    from defenses.base import DEFENSES
+    from defenses.base import make
 
-    d = DEFENSES.get(defense).factory(params)
+    d = make(defense, params)
     x, y = images(released["released"]), data.y_train
     if d.prepare is not None:
         x, y = d.prepare(x, y, prepare_seed)

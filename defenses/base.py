@@ -10,10 +10,13 @@ from dataclasses import dataclass
 
 import torch
 
+from certify.errors import UserError
 from certify.registry import Registry
 from certify.training import BatchTransform, LossFn
 
-DEFENSES = Registry("defense", package="defenses", group="certify.defenses", overrides="defense_params")
+# `--defense none` alone is no defense: no defense may take the name
+DEFENSES = Registry("defense", package="defenses", group="certify.defenses", overrides="defense_params",
+                    reserved=("none",))
 
 
 @dataclass
@@ -23,3 +26,12 @@ class Defense:
     prepare: "callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None" = None
     batch_transform: BatchTransform | None = None  # per batch (Cutout, MixUp, CutMix)
     loss_fn: LossFn | None = None  # the training loss (adversarial training, UEraser)
+
+
+def make(name: str, params) -> Defense:
+    """The defense `name` at `params`: its factory behind the plugin boundary, its result checked."""
+    d = DEFENSES.call(name, "make", params)
+    if not isinstance(d, Defense):
+        raise UserError(f"defense {DEFENSES.label(name)}: make returned {type(d).__name__}; expected a "
+                        f"defenses.base.Defense")
+    return d

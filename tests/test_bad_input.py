@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from certify.cli import main
 from sample_files import header_only_png, npz_with_member, write_idx
@@ -124,6 +125,20 @@ def _hostile_round3(w: Path) -> None:
     (w / "verdict-400-digits.yaml").write_text("verdict: {strong: " + "1" * 400 + "}\n")
     (w / "lr-400-digits.yaml").write_text("train: {lr: " + "9" * 400 + "}\n")
     os.mkfifo(w / "fifo")  # a reader that opens it would wait for a writer forever
+    _folder(w / "fifo-image")
+    os.mkfifo(w / "fifo-image" / "a" / "9.png")
+    (w / "fifo-idx").mkdir()
+    write_idx(w / "fifo-idx" / "t-labels-idx1-ubyte.gz", _pairs()[1].astype(np.uint8))
+    os.mkfifo(w / "fifo-idx" / "t-images-idx3-ubyte")
+    # tensors torch can save but no kernel here computes with, or whose strides describe more than is stored
+    x, y = (torch.from_numpy(a) for a in _pairs())
+    torch.save({"x": torch.empty(20, 1, 8, 8, device="meta"), "y": y}, w / "meta.pt")
+    torch.save({"x": x.float().div(255).to(torch.float8_e4m3fn), "y": y}, w / "float8.pt")
+    torch.save({"x": x, "y": y.to(torch.bfloat16)}, w / "bf16-labels.pt")
+    torch.save({"x": torch.zeros(1).expand(2**15, 1, 128, 64), "y": torch.arange(2**15) % 2}, w / "expanded.pt")
+    torch.save(torch.zeros(1).expand(20, 8, 8), w / "delta-expanded.pt")
+    # a perturbation of 16 MiB of zeros, deflated to kilobytes, for a clean set of 20 8x8 images
+    np.savez_compressed(w / "delta-bomb.npz", d=np.zeros(2**22, np.float32))
 
 
 def _resume_list(out: Path, world: Path) -> None:
@@ -476,6 +491,32 @@ ROWS = [
     ("check-dev-zero", ["check", "{W}/valid.json", "/dev/zero"], "not a regular file", INPROC, None),
     ("resume-run-json-list", RUN + DIGITS + ["--resume"], "not a run checkpoint", INPROC, _resume_list),
     ("resume-config-list", RUN + DIGITS + ["--resume"], "not a run checkpoint", INPROC, _resume_config_list),
+    ("pt-meta-tensor", RUN + DIGITS + ["--dataset", "pt:{W}/meta.pt"], "x: a float32 tensor on device meta", INPROC, None),
+    ("pt-float8", RUN + DIGITS + ["--dataset", "pt:{W}/float8.pt"], "x: a float8_e4m3fn tensor on device cpu",
+     INPROC, None),
+    ("pt-bfloat16-labels", RUN + DIGITS + ["--dataset", "pt:{W}/bf16-labels.pt"],
+     "y has dtype bfloat16; labels must be integers", INPROC, None),
+    ("pt-expanded-to-1-gib", RUN + DIGITS + ["--dataset", "pt:{W}/expanded.pt"],
+     "268,435,456 values (32768x1x128x64) from a storage of 1", INPROC, None),
+    ("delta-expanded", AUDIT + ["--release", "delta:{W}/delta-expanded.pt", "--clean", "npz:{W}/clean.npz",
+                                "--test", "npz:{W}/test.npz"], "1,280 values (20x8x8) from a storage of 1", INPROC, None),
+    ("delta-npz-bomb", AUDIT + ["--release", "delta:{W}/delta-bomb.npz", "--clean", "npz:{W}/clean.npz",
+                                "--test", "npz:{W}/test.npz"],
+     "d.npy: 16,777,344 bytes uncompressed, over the limit of 1,058,816 bytes (a perturbation of the clean set's",
+     INPROC, None),
+    ("image-size-1024", RUN + DIGITS + ["--image-size", "1024"],
+     "--image-size 1024 makes 1,797 images of 1×1024×1024, 7,537,164,288 bytes as float32, over the limit", INPROC, None),
+    ("image-size-4096", RUN + DIGITS + ["--image-size", "4096"], "over the limit of 4,294,967,296 bytes", INPROC, None),
+    ("folder-fifo-image", RUN + DIGITS + ["--dataset", "folder:{W}/fifo-image"], "9.png: not a regular file",
+     INPROC, None),
+    ("idx-fifo", RUN + DIGITS + ["--dataset", "idx:{W}/fifo-idx"], "t-images-idx3-ubyte: not a regular file",
+     INPROC, None),
+    ("plan-255-linf-budgets", ["plan", "--executor", "serial", "--cache-dir", "{CACHE}", "--out", "{OUT}", "--dataset",
+                               "digits", "--poison", "em", "--budgets", ",".join(f"{k}/255" for k in range(1, 256))],
+     "--budgets: 255 budgets, over the limit of 32", INPROC, None),
+    ("plan-15000-l2-budgets", ["plan", "--executor", "serial", "--cache-dir", "{CACHE}", "--out", "{OUT}", "--dataset",
+                               "digits", "--poison", "ar", "--budgets", ",".join(f"{k / 1000}" for k in range(1, 15001))],
+     "--budgets: 15,000 budgets, over the limit of 32", INPROC, None),
 ]
 assert len({r[0] for r in ROWS}) == len(ROWS)
 # `certify poison` crafts (and caches the released set) before it looks at --out: the folder is

@@ -364,7 +364,7 @@ def test_resize_keeps_the_centre_of_the_shorter_side():
     img = torch.zeros(2, 1, 12, 36)
     img[0, ..., 12:24] = 1.0  # a white middle third: what the centre crop of a 12x36 image keeps
     img[1, ..., :12] = 1.0  # a white left third: cropped away
-    out = resize_images(img, 6)
+    out = resize_images(img, 6, "w")
     assert out.shape == (2, 1, 6, 6) and on_grid(out)
     assert float(out[0, ..., 1:5].min()) == 1.0 and float(out[0].min()) > 0.5  # antialiasing softens the edges only
     assert float(out[1].max()) < 0.2

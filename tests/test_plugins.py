@@ -267,15 +267,110 @@ def test_origin_across_registries(plugin_site, capsys):
 
         DEFENSES.register("m", "params not a dataclass", P)(lambda p: None)
      """, "defense 'm' not registered: params must be a dataclass type"),
-], ids=["poison-params-not-PoisonParams", "poison-unknown-norm", "recovery-without-bn", "defense-params-not-dataclass"])
+    ("certify.poisons", """
+        from attacks.base import POISONS, PoisonParams
+
+        POISONS.register("all", "what --poison all means", PoisonParams)(lambda ctx, p: ctx.x)
+     """, "poison 'all' not registered: the name is reserved"),
+    ("certify.defenses", """
+        from defenses.base import DEFENSES, Defense
+
+        DEFENSES.register("none", "what --defense none means")(lambda p: Defense("none"))
+     """, "defense 'none' not registered: the name is reserved"),
+], ids=["poison-params-not-PoisonParams", "poison-unknown-norm", "recovery-without-bn", "defense-params-not-dataclass",
+        "poison-named-all", "defense-named-none"])
 def test_plugin_breaking_the_params_contract_is_refused(plugin_site, capsys, group, source, message):
     fake_dist(plugin_site, "contract", "0.1", {group: {"m": "plug_contract"}}, {"plug_contract": source})
     registry = {"certify.poisons": POISONS, "certify.defenses": DEFENSES, "certify.recovery": RECOVERY}[group]
-    assert "m" not in registry.names() and len(registry.names()) > 1
+    refused = message.split("'")[1]
+    assert refused not in registry.names() and len(registry.names()) > 1
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("certify: warning: plugin contract 0.1 (") and message in line, line
-    with pytest.raises(UserError, match=f"unknown {registry.what} 'm'"):
-        registry.get("m")
+    with pytest.raises(UserError, match=f"unknown {registry.what} '{refused}'"):
+        registry.get(refused)
+
+
+@pytest.mark.parametrize("raised", ["SystemExit(3)", "KeyboardInterrupt()"])
+def test_plugin_import_that_exits_is_a_broken_plugin(plugin_site, capsys, raised):
+    """sys.exit() or a KeyboardInterrupt from a plugin's import ends neither the command nor the process."""
+    fake_dist(plugin_site, "exits", "1.0", {"certify.poisons": {"bye": "plug_exits"}},
+              {"plug_exits": f"raise {raised}\n"})
+    assert main(["list"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"certify: warning: plugin exits 1.0 (certify.poisons: bye = plug_exits): not loaded: "
+                                f"{raised.partition('(')[0]}: {'3' if 'Exit' in raised else ''}".rstrip()]
+    assert "miue" in out
+
+
+def test_distribution_without_a_name_is_not_loaded(plugin_site, capsys):
+    """Beside a named plugin (sorting the two by name compared None with a string: a traceback)."""
+    fake_dist(plugin_site, "nameless", "1.0", {"certify.poisons": {"anon": "plug_nameless"}},
+              {"plug_nameless": "raise AssertionError('imported')\n"})
+    info = plugin_site / "nameless-1.0.dist-info"
+    info.joinpath("METADATA").write_text("Metadata-Version: 2.1\nVersion: 1.0\n")
+    fake_dist(plugin_site, "named", "1.0", {"certify.poisons": {"n": "plug_named"}}, {"plug_named": """
+        from attacks.base import POISONS, PoisonParams
+
+        POISONS.register("n", "a plugin with a name", PoisonParams)(lambda ctx, p: ctx.x)
+    """})
+    assert main(["list"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "certify: warning: plugin an unnamed distribution (certify.poisons: anon = plug_nameless): not loaded: "
+        "its metadata has no Name"]
+    assert "plug_nameless" not in sys.modules and POISONS.get("n").origin == "named 1.0"
+
+
+# what a plugin's craft returns (or raises), and the line that says so
+CRAFTS = [
+    ("raises", "raise ValueError('no\\nluck')", "craft failed: ValueError: no luck"),
+    ("exits", "sys.exit(4)", "craft failed: SystemExit: 4"),
+    ("none", "return None", "craft returned NoneType; expected float32 images shaped like the clean ones"),
+    ("shape", "return ctx.x[:, :, :4]", "craft returned shape"),
+    ("dtype", "return ctx.x.double()", "craft returned a float64 strided tensor"),
+    ("nan", "return ctx.x * float('nan')", "craft returned NaN or Inf"),
+    ("range", "return ctx.x + 2", "craft returned values 2 .. 3, outside [0, 1]"),
+    ("budget", "return (ctx.x + 0.5).clamp(0, 1)", "released data exceeds its linf budget"),
+]
+
+
+@pytest.mark.parametrize("body, message", [c[1:] for c in CRAFTS], ids=[c[0] for c in CRAFTS])
+def test_plugin_craft_is_checked_at_the_boundary(plugin_site, capsys, tmp_path, body, message):
+    fake_dist(plugin_site, "bad-craft", "0.2", {"certify.poisons": {"m": "plug_bad_craft"}}, {"plug_bad_craft": f"""
+        import sys
+        from attacks.base import POISONS, PoisonParams
+
+        @POISONS.register("m", "a craft that goes wrong", PoisonParams)
+        def craft(ctx, p):
+            {body}
+    """})
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    code = main(["--quiet", "poison", "--poison", "m", "--dataset", "digits", "--format", "npz", "--out", str(out),
+                 "--cache-dir", str(cache)])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("certify: error: poison m (plugin bad-craft 0.2): ") and message in err[0], err[0]
+    assert not out.exists() or not any(out.iterdir())
+    assert not list(cache.rglob("craft-*"))
+
+
+@pytest.mark.parametrize("body, message", [("return None", "make returned NoneType; expected a defenses.base.Defense"),
+                                           ("raise RuntimeError('x')", "make failed: RuntimeError: x")],
+                         ids=["none", "raises"])
+def test_plugin_defense_make_is_checked_at_the_boundary(plugin_site, body, message):
+    from defenses.base import make
+
+    fake_dist(plugin_site, "bad-defense", "0.1", {"certify.defenses": {"d": "plug_bad_defense"}},
+              {"plug_bad_defense": f"""
+        from defenses.base import DEFENSES
+
+        @DEFENSES.register("d", "a make that goes wrong")
+        def make(params):
+            {body}
+    """})
+    with pytest.raises(UserError) as e:
+        make("d", None)
+    assert str(e.value) == f"defense d (plugin bad-defense 0.1): {message}"
+    assert make("jpeg", DEFENSES.params("jpeg")).name == "jpeg"  # a built-in's passes
 
 
 def test_defense_and_recovery_plugins(plugin_site, digits, capsys):

@@ -113,6 +113,30 @@ def test_poisoned_cache_artifacts_are_not_unpickled(tmp_path):
     assert not marker.exists() and not p.exists()
 
 
+def test_cache_artifact_of_another_shape_is_made_again(tmp_path, capsys):
+    """A valid artifact under a craft task's key that is no release of the dataset (3 channels for
+    digits' 1, float pixels, a list) is crafted again, not handed on to training or an export."""
+    from certify.cache import Cache
+    from certify.cli import main
+
+    cache = tmp_path / "cache"
+
+    def export(n: int) -> np.ndarray:
+        out = tmp_path / f"out{n}"
+        assert main(["--quiet", "poison", "--poison", "random", "--dataset", "digits", "--format", "npz",
+                     "--out", str(out), "--cache-dir", str(cache)]) == 0, capsys.readouterr().err
+        with np.load(out / "data.npz") as z:
+            return z["x"]
+
+    first = export(0)
+    (artifact,) = (cache / "craft").glob("craft-*.pt")
+    good = torch.load(artifact, weights_only=True)["released"]
+    for planted in ({"released": good.repeat(1, 3, 1, 1)}, {"released": good.float()}, [good]):
+        torch.save(planted, artifact)
+        assert np.array_equal(export(1 + len(os.listdir(tmp_path))), first)
+        assert torch.equal(torch.load(artifact, weights_only=True)["released"], good)  # made again, stored
+
+
 def test_pickled_npz_dataset_is_refused(tmp_path, capsys):
     from certify.cli import main
 

@@ -75,9 +75,9 @@ def _load_source(kind: str, arg: str, data_root, download: bool, where: str, ima
     """The source, validated; resized to image_size×image_size if given (a folder as it is read)."""
     src = _read_source(kind, arg, data_root, download, where, image_size, mixed_ok)
     if image_size is not None:
-        src.x = resize_images(src.x, image_size)
+        src.x = resize_images(src.x, image_size, where)
         if src.has_split:
-            src.x_test = resize_images(src.x_test, image_size)
+            src.x_test = resize_images(src.x_test, image_size, where + " (test split)")
     k = len(src.classes)
     validate(src.x, src.y, where + (" (train split)" if src.has_split else ""), k)
     if src.has_split:

@@ -75,9 +75,18 @@ class Source:
         return self.x_test is not None
 
 
-def check_bytes(nbytes: int, where: str) -> None:
-    if nbytes > MAX_BYTES:
-        raise UserError(f"{where}: {nbytes:,} bytes uncompressed, over the limit of {MAX_BYTES:,} bytes")
+@dataclass(frozen=True)
+class ByteLimit:
+    """A smaller limit than `MAX_BYTES` on one array, where the caller knows how large it must be."""
+    nbytes: int
+    why: str  # said after the limit: " (...)"
+
+
+def check_bytes(nbytes: int, where: str, limit: ByteLimit | None = None) -> None:
+    """`nbytes` at most `limit`, or at most `MAX_BYTES` (read when called: tests lower it) without one."""
+    cap, why = (MAX_BYTES, "") if limit is None else (limit.nbytes, limit.why)
+    if nbytes > cap:
+        raise UserError(f"{where}: {nbytes:,} bytes uncompressed, over the limit of {cap:,} bytes{why}")
 
 
 def check_side(h: int, w: int, where: str) -> None:

@@ -6,8 +6,10 @@ member stored uncompressed as torch stores it (so nothing loaded is larger than 
 pickle at most `MAX_PICKLE_BYTES`; they are loaded with `torch.load(weights_only=True)`, which
 builds tensors and plain containers only. `.npy` and `.npz` files are read through `npz.read_npy`
 (header checked against the file size, never unpickled). Every tensor is checked before anything
-is computed from it: strided, real or integer, at most `MAX_BYTES` once converted to float32 (a
-tensor's shape can describe far more than its file holds), sides at most `MAX_SIDE`.
+is computed from it: a strided CPU tensor of one of `DTYPES`, at most `MAX_BYTES` once converted to
+float32, no more values than its storage holds (a tensor's shape and strides can describe far more
+than its file holds), sides at most `MAX_SIDE`. A caller that knows how large the array must be (a
+perturbation of the clean set) gives a smaller byte limit, checked before anything is read.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from certify.data._common import check_bytes, check_side
+from certify.data._common import ByteLimit, check_bytes, check_side
 from certify.data.npz import read_arrays, read_npy
 from certify.errors import UserError
 
@@ -51,7 +53,7 @@ def existing_file(path: str, where: str, suffixes: tuple[str, ...]) -> Path:
     return p
 
 
-def _check_pt_archive(p: Path) -> None:
+def _check_pt_archive(p: Path, limit: ByteLimit | None) -> None:
     try:
         with zipfile.ZipFile(p) as z:
             infos = z.infolist()
@@ -63,23 +65,39 @@ def _check_pt_archive(p: Path) -> None:
             raise UserError(f"{p}: member {info.filename} is compressed; torch.save stores members as they are")
         if info.filename.endswith(".pkl") and info.file_size > MAX_PICKLE_BYTES:
             raise UserError(f"{p}: pickle of {info.file_size:,} bytes, over the limit of {MAX_PICKLE_BYTES:,}")
-    check_bytes(sum(i.file_size for i in infos), str(p))
+    check_bytes(sum(i.file_size for i in infos), str(p), limit)
 
 
-def read_pt(p: Path):
-    """What a `.pt` file holds (tensors and plain containers only)."""
-    _check_pt_archive(p)
+def read_pt(p: Path, limit: ByteLimit | None = None):
+    """What a `.pt` file holds (tensors and plain containers only), its members at most `limit` in all."""
+    _check_pt_archive(p, limit)
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except _LOAD_ERRORS as e:
         raise UserError(f"{p}: not loadable with torch.load(weights_only=True) ({_first_line(e)})") from None
 
 
+# what a tensor read from a file may hold: the integer and real types images, labels and perturbations
+# come in (meta and other devices, float8, unsigned 16-64 bit, complex, bool and quantized are refused
+# before anything is computed from them: most torch kernels have no implementation for them)
+DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+          torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def checked(t: torch.Tensor, what: str) -> torch.Tensor:
     """t detached, after the checks every array passes before anything is computed from it."""
-    if t.layout != torch.strided or t.is_quantized or t.is_complex() or t.dtype == torch.bool:
-        raise UserError(f"{what}: a {t.layout} tensor of {t.dtype}; expected a plain tensor of numbers")
+    kind = str(t.dtype).removeprefix("torch.")
+    if t.device.type != "cpu" or t.layout != torch.strided or t.dtype not in DTYPES:
+        raise UserError(f"{what}: a {kind} tensor on device {t.device.type}, layout "
+                        f"{str(t.layout).removeprefix('torch.')}; expected a strided CPU tensor of "
+                        f"{', '.join(str(d).removeprefix('torch.') for d in DTYPES)}")
     check_bytes(t.numel() * 4, f"{what} ({'x'.join(map(str, t.shape))} as float32)")
+    # torch.load checks the strides stay inside the storage; strides that repeat its elements (a stride
+    # of 0: `expand`) describe more values than the file holds, and any copy would allocate them all
+    stored = t.untyped_storage().nbytes() // t.element_size()
+    if t.numel() > stored:
+        raise UserError(f"{what}: {t.numel():,} values ({'x'.join(map(str, t.shape))}) from a storage of {stored:,} "
+                        f"(its strides repeat values, as expand() makes); save a copy made with .contiguous()")
     return t.detach()
 
 
@@ -89,9 +107,9 @@ def _from_numpy(a: np.ndarray, what: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("=")))
 
 
-def _npy(p: Path) -> np.ndarray:
+def _npy(p: Path, limit: ByteLimit | None) -> np.ndarray:
     size = p.stat().st_size
-    check_bytes(size, str(p))
+    check_bytes(size, str(p), limit)
     try:
         with open(p, "rb") as f:
             return read_npy(f, size, p.name)
@@ -105,15 +123,16 @@ def _only_one(p: Path, names: list[str]) -> list[str]:
     return names
 
 
-def read_one_tensor(p: Path) -> torch.Tensor:
-    """The one array of a `.pt` (a tensor, or a dict holding exactly one tensor), `.npy` or `.npz` file."""
+def read_one_tensor(p: Path, limit: ByteLimit | None = None) -> torch.Tensor:
+    """The one array of a `.pt` (a tensor, or a dict holding exactly one tensor), `.npy` or `.npz`
+    file; the file (an .npz member: as declared, before it is decompressed) at most `limit`."""
     suffix = p.suffix.lower()
     if suffix == ".npy":
-        return checked(_from_numpy(_npy(p), str(p)), str(p))
+        return checked(_from_numpy(_npy(p, limit), str(p)), str(p))
     if suffix == ".npz":
-        ((name, a),) = read_arrays(p, _only_one).items()
+        ((name, a),) = read_arrays(p, _only_one, limit).items()
         return checked(_from_numpy(a, f"{p}: {name}"), f"{p}: {name}")
-    obj = read_pt(p)
+    obj = read_pt(p, limit)
     if isinstance(obj, dict):
         found = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if len(found) != 1:

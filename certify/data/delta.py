@@ -8,17 +8,30 @@ clipped to [0, 1] and rounded to the 8-bit grid.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
-from certify.data._common import to_grid
+from certify.data._common import ByteLimit, to_grid
 from certify.data.arrays import SUFFIXES, as_nchw, existing_file, read_one_tensor
 from certify.errors import UserError
+
+
+# what a file holding one array of the clean set's shape may add to it: a .npy header, a .pt pickle
+FILE_OVERHEAD = 2**20
+
+
+def _limit(like: tuple[int, int, int, int]) -> ByteLimit:
+    """A perturbation is the clean set's shape of at most 8-byte values: a file that holds (or an .npz
+    member that declares) more is refused before it is read or decompressed."""
+    return ByteLimit(math.prod(like) * 8 + FILE_OVERHEAD,
+                     f" (a perturbation of the clean set's {'×'.join(map(str, like))} values of at most 8 bytes)")
 
 
 def read_perturbation(path: str, like: tuple[int, int, int, int], where: str) -> torch.Tensor:
     """float32 N×C×H×W in [-1, 1], checked against the clean set's shape `like`."""
     p = existing_file(path, where, SUFFIXES)
-    t = read_one_tensor(p)
+    t = read_one_tensor(p, _limit(like))
     if not t.is_floating_point():
         raise UserError(f"{p}: the perturbation has dtype {str(t.dtype).removeprefix('torch.')}; expected float "
                         f"values in [-1, 1] (one in 0..255 pixel units: divide it by 255 as a float)")

@@ -72,6 +72,9 @@ def _files(root: Path, where: str) -> tuple[list[tuple[Path, int]], list[str]]:
         for p in entries:
             if p.is_dir():
                 raise UserError(f"{p}: unexpected folder inside class folder {cls!r} (expected images only)")
+            if not p.is_file():  # a FIFO would block the read, a device never end it
+                raise UserError(f"{p}: not a regular file (a FIFO, a device, a broken link) inside class folder "
+                                f"{cls!r} (expected images only)")
         if not entries:
             raise UserError(f"{root / cls}: empty class folder (every class needs at least one image)")
         files += [(p, label) for p in entries]

@@ -51,6 +51,8 @@ def _one(folder: Path, pattern: str) -> Path:
     if len(found) != 1:
         what = "no" if not found else f"{len(found)} ({', '.join(p.name for p in found)})"
         raise UserError(f"{folder}: expected one file matching {pattern}[.gz], found {what}")
+    if not found[0].is_file():  # a FIFO would block the read, a device never end it
+        raise UserError(f"{found[0]}: not a regular file")
     return found[0]
 
 

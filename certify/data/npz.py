@@ -20,7 +20,7 @@ from typing import BinaryIO, Callable
 import numpy as np
 import torch
 
-from certify.data._common import Source, check_bytes, check_side, labels_and_classes, pixels_to_grid
+from certify.data._common import ByteLimit, Source, check_bytes, check_side, labels_and_classes, pixels_to_grid
 from certify.errors import UserError
 
 # the .npy header readers numpy documents, by format version
@@ -49,9 +49,9 @@ def read_npy(f: BinaryIO, size: int, name: str) -> np.ndarray:
     return np.frombuffer(buf, dtype).reshape(shape, order="F" if fortran else "C")
 
 
-def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, p: Path) -> np.ndarray:
+def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, p: Path, limit: ByteLimit | None) -> np.ndarray:
     """One .npy member; its declared sizes are checked before anything is allocated or decompressed."""
-    check_bytes(info.file_size, f"{p}: {info.filename}")
+    check_bytes(info.file_size, f"{p}: {info.filename}", limit)
     with z.open(info) as f:
         return read_npy(f, info.file_size, info.filename)
 
@@ -63,13 +63,15 @@ def _x_and_y(p: Path, names: list[str]) -> list[str]:
     return [k for k in ("x", "y", "classes") if k in names]
 
 
-def read_arrays(p: Path, choose: Callable[[Path, list[str]], list[str]] = _x_and_y) -> dict[str, np.ndarray]:
+def read_arrays(p: Path, choose: Callable[[Path, list[str]], list[str]] = _x_and_y,
+                limit: ByteLimit | None = None) -> dict[str, np.ndarray]:
     """The arrays `choose(p, names of every array)` picks from the .npz at p (by default x, y and, if
-    present, classes); any other member is never read. A damaged file is one line."""
+    present, classes), each at most `limit` as declared; any other member is never read. A damaged
+    file is one line."""
     try:
         with zipfile.ZipFile(p) as z:
             members = {i.filename[:-4]: i for i in z.infolist() if i.filename.endswith(".npy")}
-            return {k: _read_member(z, members[k], p) for k in choose(p, list(members))}
+            return {k: _read_member(z, members[k], p, limit) for k in choose(p, list(members))}
     except UserError:
         raise
     except _ZIP_ERRORS as e:

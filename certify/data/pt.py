@@ -39,7 +39,10 @@ def read_pt_images(path: str, where: str, like: tuple[int, int, int, int] | None
         raise UserError(f"{p}: y is a {type(y).__name__}; expected a tensor of integer labels")
     if names is not None and not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
         raise UserError(f"{p}: classes must be a list of strings")
-    labels, classes = labels_and_classes(checked(y, f"{p}: y").numpy(), len(xt), names, str(p))
+    y = checked(y, f"{p}: y")
+    if y.is_floating_point():  # before numpy, which has no bfloat16
+        raise UserError(f"{p}: y has dtype {str(y.dtype).removeprefix('torch.')}; labels must be integers")
+    labels, classes = labels_and_classes(y.numpy(), len(xt), names, str(p))
     return xt, labels, classes
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from certify.data import _common
 from certify.errors import UserError
 
 _CHUNK = 256  # images resized at a time (bounds the uint8 copy of a large set)
@@ -28,13 +29,24 @@ def _resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
     return resize_uint8(torch.round(x * 255.0).to(torch.uint8), size).to(torch.float32) / 255.0
 
 
-def resize_images(x, size: int) -> torch.Tensor:
-    """float32 images on the 1/255 grid (a tensor, or a list of C×H×W of any sizes) -> N×C×S×S."""
+def resize_images(x, size: int, where: str) -> torch.Tensor:
+    """float32 images on the 1/255 grid (a tensor, or a list of C×H×W of any sizes) -> N×C×S×S; the
+    result's size is checked against `_common.MAX_BYTES` before it is allocated (filled in place, chunk by chunk)."""
     if not changes(x, size):
         return x if isinstance(x, torch.Tensor) else torch.stack(x)
+    n, c = len(x), int(x[0].shape[-3])
+    nbytes, cap = n * c * size * size * 4, _common.MAX_BYTES
+    if nbytes > cap:
+        raise UserError(f"{where}: --image-size {size} makes {n:,} images of {c}×{size}×{size}, {nbytes:,} bytes as "
+                        f"float32, over the limit of {cap:,} bytes; give a smaller --image-size")
+    out = torch.empty(n, c, size, size)
     if isinstance(x, torch.Tensor):
-        return torch.cat([_resize_batch(x[i:i + _CHUNK], size) for i in range(0, len(x), _CHUNK)])
-    return torch.stack([_resize_batch(im.unsqueeze(0), size)[0] for im in x])
+        for i in range(0, n, _CHUNK):
+            out[i:i + _CHUNK] = _resize_batch(x[i:i + _CHUNK], size)
+    else:
+        for i, im in enumerate(x):
+            out[i] = _resize_batch(im.unsqueeze(0), size)[0]
+    return out
 
 
 def changes(x, size: int | None) -> bool:
@@ -56,7 +68,7 @@ def sizes(x) -> list[tuple[int, int]]:
 def fit(x, size: int | None, where: str) -> torch.Tensor:
     """One N×C×H×W tensor: resized to size×size when a size is given; else images of one size, as given."""
     if size is not None:
-        return resize_images(x, size)
+        return resize_images(x, size, where)
     if isinstance(x, torch.Tensor):
         return x
     found = sizes(x)

@@ -12,6 +12,9 @@ from certify.errors import UserError
 
 VARIABLE_NORMS = ("linf", "l2")  # l0 (OPS: one pixel) and none have no budget to vary
 GRID_TOLERANCE = 1e-6  # in 8-bit steps: 8/255 typed as 0.0313725 is still on the grid
+# budgets in one plan: each is a full craft, train and certificate (a plan of 255 l-inf budgets is days
+# of work, and the table and figure stop being readable long before)
+MAX_PLAN_BUDGETS = 32
 
 
 def parse_budget(spec: str) -> dict:
@@ -62,6 +65,9 @@ def parse_budgets(text: str, norm: str) -> list[Budget]:
     items = [i.strip() for i in text.split(",") if i.strip()]
     if not items:
         raise UserError("--budgets: expected a comma-separated list such as 2/255,4/255,8/255")
+    if len(items) > MAX_PLAN_BUDGETS:  # counted as typed, before any is parsed
+        raise UserError(f"--budgets: {len(items):,} budgets, over the limit of {MAX_PLAN_BUDGETS} in one plan "
+                        "(each is a full craft, training and certificate)")
     unique: dict[float, Budget] = {}
     for item in items:
         b = _one(item, norm)
