@@ -84,11 +84,16 @@ def delta_learnability(name: str, dataset: str, data, make_model, train_cfg, see
     return row
 
 
-def _mean_loss(model, x, delta, y, loss, batch: int = 500) -> float:
+def _mean_loss(model, x, delta, y, loss, batch: int = 512) -> float:
+    """Mean of `loss` over fixed shuffled batches of x + δ: shuffled, because a split stored by class
+    (cifar10-mini's) gives batches of one class, where MI-UE's contrastive loss is 0 by definition."""
     dev = next(model.parameters()).device
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    total = 0.0
     with torch.no_grad():
-        total = sum(float(loss(model, (x[i:i + batch] + delta[i:i + batch]).clamp(0, 1).to(dev),
-                               y[i:i + batch].to(dev))) * len(x[i:i + batch]) for i in range(0, len(x), batch))
+        for i in range(0, len(x), batch):
+            idx = order[i:i + batch]
+            total += float(loss(model, (x[idx] + delta[idx]).clamp(0, 1).to(dev), y[idx].to(dev))) * len(idx)
     return total / len(x)
 
 
