@@ -10,19 +10,22 @@ from certify.data import Dataset
 from certify.models import trainable
 from certify.registry import CONTROL
 from certify.seeding import derive
-from certify.training import TrainConfig, per_class_accuracy, train
+from certify.training import TrainConfig, evaluate, per_class_accuracy, train
 
 
 def train_task(data: Dataset, released: dict, *, seed: int, training: TrainConfig, checkpoints: bool, desc: str,
                model: ModelSpec, device: str) -> dict:
-    """A model trained normally on a release: weights, history, test accuracy per class and (for
-    SAL) per-epoch weights."""
+    """A model trained normally on a release: weights, history, test accuracy per class, accuracy on
+    its whole (un-augmented) training set, which tells a victim that cannot fit its data from a
+    protected one, and (for SAL) per-epoch weights."""
     net = model.build(seed, task_device(device))
     kept: list[dict] = []
-    hist = train(net, images(released["released"]), data.y_train, training, seed, x_test=data.x_test,
+    x = images(released["released"])
+    hist = train(net, x, data.y_train, training, seed, x_test=data.x_test,
                  y_test=data.y_test, epoch_callback=_snapshots(kept) if checkpoints else None, desc=desc)
     return {"state": {k: v.cpu() for k, v in net.state_dict().items()}, "history": hist, "checkpoints": kept,
-            "per_class": per_class_accuracy(net, data.x_test, data.y_test, model.classes, training.eval_batch)}
+            "per_class": per_class_accuracy(net, data.x_test, data.y_test, model.classes, training.eval_batch),
+            "train_accuracy": evaluate(net, x, data.y_train, training.eval_batch)}
 
 
 def _snapshots(kept: list):
@@ -47,7 +50,7 @@ def add_victim(ctx: RunContext, release: str, name: str, seed_name: str = "victi
     """The model trained normally on `release`; it keeps per-epoch weights when SAL will score them
     (never where not `scored`: the independently trained models the certificate measures against)."""
     spec = {"seed": derive(ctx.cfg.seed, seed_name), "training": ctx.cfg.train}
-    kept = _keeps_checkpoints(ctx, "per_class", scored=scored)
+    kept = _keeps_checkpoints(ctx, "per_class", "train_accuracy", scored=scored)
     return ctx.cached("model", spec, train_task, (ctx.data_key, release), poison=name, accept=kept["accept"],
                       unkeyed={**kept["unkeyed"], "desc": f"train {name}"}, stage=stage)
 
@@ -104,7 +107,9 @@ def distance(model: ModelSpec, state_a: dict, state_b: dict) -> float:
 def empirical_section(clean: dict, protected: dict, defended: dict[str, dict]) -> dict:
     ch, ph = clean["history"], protected["history"]
     section = {"clean_accuracy": ch["final_test_accuracy"], "protected_accuracy": ph["final_test_accuracy"],
-               "peak_protected_accuracy": ph["peak_test_accuracy"], "clean_history": ch["test_accuracy"],
+               "peak_protected_accuracy": ph["peak_test_accuracy"],
+               "clean_train_accuracy": clean["train_accuracy"], "protected_train_accuracy": protected["train_accuracy"],
+               "clean_history": ch["test_accuracy"],
                "protected_history": ph["test_accuracy"],
                "per_class": {"clean": clean["per_class"], "protected": protected["per_class"]}}
     if defended:

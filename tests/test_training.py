@@ -104,3 +104,32 @@ def test_rwp_surrogate_fine_tunes_the_victim_it_is_given(digits):
     assert recipe(sur_cfg, 0.02) == {"kind": "rwp", "init": "victim", "levels": [0.0, 0.01, 0.02], "epochs": 1,
                                      "draws_per_level": 1}
     assert recipe(SurrogateConfig(init="scratch"), 0.02)["switch_fraction"] == 0.2
+
+
+def test_victim_records_its_training_accuracy_for_the_report(digits):
+    """The victim's accuracy on its whole un-augmented training set reaches the empirical section:
+    a low number there means the victim cannot fit its data, whatever the poison."""
+    import dataclasses
+
+    import jsonschema
+
+    from certify.context import ModelSpec
+    from certify.report.schema import EMPIRICAL
+    from certify.victims import empirical_section, train_task
+
+    spec, cfg = ModelSpec("cnn", tuple(digits.shape), 10), TrainConfig(epochs=3, batch_size=64, flip=False)
+    x, y = digits.x_train, digits.y_train
+    shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]
+
+    def victim(labels):
+        art = train_task(dataclasses.replace(digits, y_train=labels), {"released": x}, seed=0, training=cfg, checkpoints=False, desc="t", model=spec,
+                         device="cpu")
+        assert art["train_accuracy"] == evaluate(spec.load(art["state"]), x, labels)
+        return art
+
+    clean, noise = victim(y), victim(shuffled)
+    assert clean["train_accuracy"] > 0.9 and noise["train_accuracy"] < 0.5  # shuffled labels are not fit in 3 epochs
+    section = empirical_section(clean, noise, {})
+    assert (section["clean_train_accuracy"], section["protected_train_accuracy"]) == (
+        clean["train_accuracy"], noise["train_accuracy"])
+    jsonschema.validate(section, EMPIRICAL)

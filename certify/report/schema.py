@@ -52,6 +52,10 @@ EMPIRICAL = _obj(
         "defenses": {"type": "object", "additionalProperties": DEFENSE},
         "clean_history": _ACC_LIST,
         "protected_history": _ACC_LIST,
+        # newer reports: accuracy on the model's own whole training set (clean, or the release), un-augmented;
+        # with `seeds` > 1 the first replicate's, as the histories
+        "clean_train_accuracy": _FRACTION,
+        "protected_train_accuracy": _FRACTION,
         # test accuracy per class (label order) of the clean and the protected model; null: no test images
         "per_class": _obj({"clean": {"type": "array", "items": _FRACTION_OR_NULL},
                            "protected": {"type": "array", "items": _FRACTION_OR_NULL}}),
