@@ -473,3 +473,12 @@ def test_the_replicates_figure_is_written_and_embedded(tmp_path):
             in page
         assert ("Student-t interval over the 3 seeds" if k == 3 else "Clopper-Pearson interval over the test images") \
             in spec.caption
+
+
+def test_each_victims_training_set_accuracy_is_shown_where_recorded():
+    r = make_report()
+    assert "Training-set accuracy" not in build_markdown(r)  # reports before it: no line
+    r["poisons"]["miue"]["empirical"].update(clean_train_accuracy=0.515, protected_train_accuracy=0.934)
+    validate_report(r)
+    md = build_markdown(r)
+    assert "**Training-set accuracy**: clean model 0.515, protected model 0.934" in md

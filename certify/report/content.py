@@ -468,6 +468,10 @@ def _overview(sec: dict, n_test: int) -> Bullets:
         [Strong("Protected model test accuracy"), f": {described(emp, 'protected', n_test)} at the end of training, "
                                                   f"{measured(emp, 'peak_protected')} at its peak"],
     ]
+    if emp.get("clean_train_accuracy") is not None:  # how well each victim fits its own training set
+        items.append([Strong("Training-set accuracy"), f": clean model {acc(emp['clean_train_accuracy'])}, "
+                      f"protected model {acc(emp['protected_train_accuracy'])} (on its own un-augmented training "
+                      "images; a victim far below 1 underfits, and a shortcut it cannot fit reads as protection)"])
     if sec.get("origin", BUILT_IN) != BUILT_IN:
         items.insert(0, [Strong("Method"), f": from the plugin {sec['origin']}"])
     hist = [f"{len(emp[k])} epochs ({k.split('_')[0]})" for k in ("clean_history", "protected_history") if emp.get(k)]
