@@ -68,6 +68,9 @@ def _evaluation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="run seed (default 0)")
     p.add_argument("--seeds", type=int, help="replicates K: replicate i runs at seed + i; accuracies get the "
                    "mean and a 95%% interval over them (default 1, at most 20)")
+    p.add_argument("--independent-models", dest="independent_models", type=int,
+                   help="K models trained normally on each release whose distances to the certificate's "
+                   "surrogate are set against the certified eta (default 5; 0: none)")
     p.add_argument("--sigma", type=_sigma, help="weight-noise sigma, or 'auto' (default)")
     p.add_argument("--q", type=float, help="quantile q in (0, 1) (default 0.9)")
     p.add_argument("--alpha", type=float, help="failure probability alpha in (0, 1) (default 0.01)")
@@ -162,7 +165,7 @@ def _flags(ns: argparse.Namespace, names: list[str]) -> dict:
     return {k: getattr(ns, k) for k in names if getattr(ns, k, None) is not None}
 
 
-RUN_FLAGS = ["poisons", "dataset", "test", "model", "defenses", "samples", "out", "seed", "seeds", "sigma", "q", "alpha",
+RUN_FLAGS = ["poisons", "dataset", "test", "model", "defenses", "samples", "out", "seed", "seeds", "independent_models", "sigma", "q", "alpha",
              "eta_sigma", "coverage", "executor", "workers", "threads", "address", "connect_timeout", "skip", "profile", "baseline", "cache_dir",
              "resume", "data_root", "download", "image_size"]
 

@@ -13,6 +13,7 @@ import dataclasses
 from attacks.recovery import RECOVERY
 from certify.certificate import sigma_input
 from certify.context import ModelSpec, RunContext, Slice, task_device
+from certify.curves import early_stop
 from certify.data import Dataset
 from certify.seeding import derive
 

@@ -15,7 +15,9 @@ import pytest
 
 from certify.cli import main
 
-ARGS = ["run", "--dataset", "digits", "--poison", "random", "--samples", "20", "--skip", "scores,recovery"]
+# the fault cases need a run, not the default's defenses and independent models
+ARGS = ["run", "--dataset", "digits", "--poison", "random", "--samples", "20", "--skip", "scores,recovery",
+        "--defense", "none", "--independent-models", "0"]
 
 
 def _one_line(err: str) -> str:

@@ -91,9 +91,9 @@ def test_cpu_only_scores_reserve_no_gpu_and_do_not_depend_on_the_device(digits, 
         cfg = load_config(None, {"dataset": "digits"})
         ctx = RunContext(cfg, digits, Cache(tmp_path / "cache"), ModelSpec("cnn", digits.shape, digits.num_classes),
                          device, "data-digits", "test-digits")
-        for key in ("data-digits", "release", "clean", "victim"):
+        for key in ("data-digits", "clean-release", "release", "clean", "victim"):
             ctx.graph.const(key, None)
-        keys.append((add_sal(ctx, "release", "victim", "p"), add_mi(ctx, "clean", "victim", "p")))
+        keys.append((add_sal(ctx, "release", "victim", "p"), add_mi(ctx, "clean-release", "clean", "release", "victim", "p")))
     assert keys[0] == keys[1]
 
 

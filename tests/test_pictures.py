@@ -74,7 +74,7 @@ def _with_pictures(r):
         sec["verdict"] = {"level": "none" if name == "none" else "strong", "reasons": [f"why {name}"]}
     r["poisons"]["miue"]["samples"] = {"indices": [0, 1, 2]}
     r["config"]["verdict"] = {"strong": 0.5, "partial": 0.8, "weak": 0.95, "eta_over_sigma": 0.1,
-                              "certified_drop": 0.05}
+                              "certified_gap": 0.05}
     return r
 
 

@@ -300,7 +300,7 @@ def test_comparison_table_near_the_top_with_correlations():
     assert list(rows) == ["none", "miue", "em", "random"]
     at = {p["eta_over_sigma"]: p["learnability"] for p in r["poisons"]["em"]["certificate"]["curve"]}
     ctl = {p["eta_over_sigma"]: p["learnability"] for p in r["poisons"]["none"]["certificate"]["curve"]}
-    assert rows["em"] == ["em", "0.300", "0.200", f"{at[0.1]:.3f}", f"{at[0.1] - ctl[0.1]:+.3f}", "0.420", "0.3",
+    assert rows["em"] == ["em", "0.300", "0.200", f"{at[0.1]:.3f}", f"{ctl[0.1] - at[0.1]:+.3f}", "0.420", "0.3",
                           "1.300", "—", "0.400", "0.350", "0.700"]
     assert rows["none"][2] == "0.000" and rows["none"][4] == "—"
     # MI gap and covariance score both fall as the drop falls: rho = +1 over the three poisons

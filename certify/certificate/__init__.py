@@ -137,7 +137,7 @@ def section(ctx: RunContext, keys: dict, values: dict) -> dict:
             "surrogate_recipe": rec, "surrogate_accuracy": sur["accuracy"], "sigma_rule": rule, **stats,
             "theta_norm": sur["theta_norm"], "independent_distance": indep, "draws": [float(a) for a in draws]}
     if keys.get("scope_victims"):  # the scope slice's (certify/certificate/scope.py)
-        cert["victims"] = victims_field(ctx, sur, [values[k] for k in keys["scope_victims"]],
+        cert["independent_models"] = victims_field(ctx, sur, [values[k] for k in keys["scope_victims"]],
                                         stats["max_certified_eta"])
     return {"certificate": cert}
 

@@ -25,7 +25,7 @@ SIGMA_MIN, SIGMA_MAX = 1e-6, 100.0
 # the same q_bar (the recovery grid shares the limit).
 MAX_ETA_SIGMA = 100.0
 MAX_LEVELS = 1000  # surrogate.levels, surrogate.draws_per_level: each RWP step runs levels x draws passes
-MAX_VICTIMS = 20  # victims: each is one more full training per release (as a replicate seed is a whole run)
+MAX_INDEPENDENT_MODELS = 20  # independent_models: each is one more full training per release (as a replicate seed is a whole run)
 
 
 @dataclass
@@ -81,8 +81,8 @@ class CertificateConfig:
     eta_sigma: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.25, 0.5, 1.0, 1.5])
     coverage: str = "per-eta"
     # independently trained victims per release whose distance to the surrogate is set against the
-    # certified eta (the report's `certificate.victims`); 0: none trained
-    victims: int = 5
+    # certified eta (the report's `certificate.independent_models`); 0: none trained
+    independent_models: int = 5
     surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
 
@@ -104,8 +104,8 @@ class CertificateConfig:
             check_nonnegative(where, eta_sigma=v)
             check_at_most(where, MAX_ETA_SIGMA, eta_sigma=v)
         check_choice(where, "coverage", self.coverage, ("per-eta", "bonferroni"))
-        if isinstance(self.victims, bool) or not isinstance(self.victims, int) or self.victims < 0:
-            raise UserError(f"{where}: victims must be a non-negative integer, got {self.victims!r}")
-        check_at_most(where, MAX_VICTIMS, victims=self.victims)
+        if isinstance(self.independent_models, bool) or not isinstance(self.independent_models, int) or self.independent_models < 0:
+            raise UserError(f"{where}: independent_models must be a non-negative integer, got {self.independent_models!r}")
+        check_at_most(where, MAX_INDEPENDENT_MODELS, independent_models=self.independent_models)
         self.surrogate.validate(where)
         self.smoothing.validate(where)

@@ -1,7 +1,7 @@
 """The scope slice: what the certificate covers, measured. `victims` models (the config field, K)
 are trained normally on each release at seeds of their own, and the certificate's section records
 each one's l2 distance to the surrogate and how many lie within the largest certified η
-(`certificate.victims`): a certificate about a ball no independently trained model falls into
+(`certificate.independent_models`): a certificate about a ball no independently trained model falls into
 says nothing about the models people train.
 
 A slice of its own, before the certificate's (whose section reads its keys), so that `certify plan`,
@@ -22,7 +22,7 @@ def add_independent(ctx: RunContext, release: str, name: str, i: int) -> str:
 
 
 def victims_field(ctx: RunContext, surrogate: dict, victims: list[dict], eta: float | None) -> dict:
-    """`certificate.victims`: each victim's l2 distance to the surrogate over the trainable parameters
+    """`certificate.independent_models`: each victim's l2 distance to the surrogate over the trainable parameters
     (the space the draws perturb and η measures) and how many lie within the certified η (none where
     no η is certified)."""
     dists = [distance(ctx.model, surrogate["state"], v["state"]) for v in victims]
@@ -33,9 +33,9 @@ def victims_field(ctx: RunContext, surrogate: dict, victims: list[dict], eta: fl
 def add(ctx: RunContext, keys: dict) -> dict:
     """{"scope_victims": [keys]}: K models trained independently on the release, where certificates are
     made, for the first replicate seed."""
-    if "certify" in ctx.cfg.skip or ctx.replicate != 0 or not ctx.cfg.victims:
+    if "certify" in ctx.cfg.skip or ctx.replicate != 0 or not ctx.cfg.independent_models:
         return {}
-    return {"scope_victims": [add_independent(ctx, keys["release"], keys["name"], i) for i in range(ctx.cfg.victims)]}
+    return {"scope_victims": [add_independent(ctx, keys["release"], keys["name"], i) for i in range(ctx.cfg.independent_models)]}
 
 
 def section(ctx: RunContext, keys: dict, values: dict) -> dict:

@@ -301,8 +301,8 @@ def _certificate_params(cert: dict) -> Bullets:
     if cert.get("independent_distance") is not None:
         items.append([Strong("Distance between two independently trained clean models"),
                       f": {cert['independent_distance']:.4g}"])
-    if cert.get("victims"):
-        v = cert["victims"]
+    if cert.get("independent_models"):
+        v = cert["independent_models"]
         items.append([Strong("Independently trained victims within the largest certified η"),
                       f": {v['within']} of {v['k']} (ℓ2 distances to θ̂: {', '.join(f'{d:.4g}' for d in v['distances'])})"])
     if cert.get("eta_scale") is not None:
@@ -333,7 +333,7 @@ def _sigmas(sec: dict) -> str:
 
 def _victims_covered(cert: dict, data: str, seeds: int) -> str:
     """How many of the K independently trained victims the certificate covers ('' where none were trained)."""
-    v = cert.get("victims")
+    v = cert.get("independent_models")
     if not v:
         return ""
     d = v["distances"]

@@ -116,7 +116,7 @@ CERTIFICATE = _obj(
         "independent_distance": {"type": ["number", "null"], "minimum": 0},
         # newer reports: K models trained independently on the release, their l2 distances to the
         # surrogate and how many lie within the certified eta (absent where K = 0)
-        "victims": _obj({"k": {"type": "integer", "minimum": 1}, "distances": {"type": "array", "items": _NONNEG},
+        "independent_models": _obj({"k": {"type": "integer", "minimum": 1}, "distances": {"type": "array", "items": _NONNEG},
                          "within": _COUNT, "max_certified_eta": {"type": ["number", "null"], "minimum": 0}}),
         "replicates": _SEEDS,  # newer reports: a bound over K replicates, each at level replicate_alpha
         "replicate_alpha": _OPEN_UNIT,
