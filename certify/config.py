@@ -100,6 +100,11 @@ class RunConfig(CertificateConfig):
 
         for name in self.defenses:
             DEFENSES.get(name)
+        for field_name in ("poisons", "defenses"):  # a name twice would run (or report) it once, silently
+            names = getattr(self, field_name)
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise UserError(f"{where}: {field_name} names {', '.join(twice)} more than once")
         self.train.validate(f"{where}: train")
         self.sal.validate(where)
         self.mi.validate(where)
