@@ -373,6 +373,26 @@ def test_plugin_defense_make_is_checked_at_the_boundary(plugin_site, body, messa
     assert make("jpeg", DEFENSES.params("jpeg")).name == "jpeg"  # a built-in's passes
 
 
+@pytest.mark.parametrize("hook", ["prepare", "loss_fn"])
+def test_a_plugin_defense_hook_that_raises_during_training_is_one_line(plugin_site, tmp_path, capsys, hook):
+    fake_dist(plugin_site, "bad-hook", "0.3", {"certify.defenses": {"h": "plug_bad_hook"}}, {"plug_bad_hook": f"""
+        from defenses.base import DEFENSES, Defense
+
+        def boom(*args, **kwargs):
+            raise ValueError("hook broke")
+
+        @DEFENSES.register("h", "a defense whose hook goes wrong")
+        def make(params):
+            return Defense("h", {hook}=boom)
+    """})
+    code = main(["--quiet", "run", "--poison", "random", "--dataset", "digits", "--defense", "h", "--executor",
+                 "serial", "--skip", "certify,scores,recovery", "--out", str(tmp_path / "out"), "--cache-dir",
+                 str(tmp_path / "cache")])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == f"certify: error: defense h (plugin bad-hook 0.3): {hook} failed: ValueError: hook broke"
+
+
 def test_defense_and_recovery_plugins(plugin_site, digits, capsys):
     fake_dist(plugin_site, "tiny-methods", "0.3", **TINY)
     assert DEFENSES.get("hflip").origin == RECOVERY.get("still").origin == "tiny-methods 0.3"
