@@ -106,6 +106,15 @@ def check_input_size(arch: str, shape: tuple[int, int, int]) -> None:
                         f"{h}x{w}; choose another --model (see `certify list`) or larger images")
 
 
+def victim_training(arch: str, base, overrides: dict | None = None):
+    """The training a victim of `arch` gets in a run whose training is `base` (a TrainConfig): `base`
+    with the architecture's registered recipe, then the user's `overrides` (config `victim_train.ARCH`),
+    on top. Data-driven fields (the flip) stay the run's."""
+    import dataclasses
+
+    return dataclasses.replace(base, **{**dict(MODELS.get(arch).recipe), **(overrides or {})})
+
+
 def build_model(arch: str, shape: tuple[int, int, int], num_classes: int, seed: int) -> nn.Module:
     """The model's initial weights depend only on `seed` (global RNG state is restored after)."""
     factory = MODELS.get(arch).factory

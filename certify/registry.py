@@ -50,6 +50,7 @@ class Entry:
     params: type | None = None  # a dataclass of the method's parameters with defaults
     kind: str = "method"  # e.g. "poison", "control"
     min_side: int = 1  # models: the smallest image height and width they train on
+    recipe: tuple = ()  # models: (TrainConfig field, value) pairs a victim of this architecture trains with
     origin: str = plugins.BUILT_IN  # or the plugin's "distribution version"
 
 
@@ -65,13 +66,14 @@ class Registry:
     _loaded: bool = False
 
     def register(self, name: str, summary: str, params: type | None = None, kind: str = "method",
-                 min_side: int = 1):
+                 min_side: int = 1, recipe: dict | None = None):
         def deco(factory):
             plugin = self._plugin_of(factory)
             problem = self._refusal(name, params, plugin)
             if problem is None:
                 origin = plugin.distribution if plugin else plugins.BUILT_IN
-                self._entries[name] = Entry(name, factory, summary, params, kind, min_side, origin)
+                self._entries[name] = Entry(name, factory, summary, params, kind, min_side,
+                                            tuple(sorted((recipe or {}).items())), origin)
                 if plugin is not None:
                     plugin.undo.append(lambda: self._entries.pop(name, None))
             elif plugin is None:
