@@ -61,6 +61,9 @@ def _evaluation_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `audit` (they run the same stages)."""
     p.add_argument("--config", help="YAML file of settings (flags override it)")
     p.add_argument("--model", help="architecture (see `certify list`); default: the dataset's")
+    p.add_argument("--victims", type=_list,
+                   help="victim architectures (comma-separated, see `certify list`): each trains on the release, "
+                   "the clean data and under each defense (default: the --model alone)")
     p.add_argument("--defense", dest="defenses", type=_defenses,
                    help="comma-separated defenses to apply (default jpeg,jpeg50,grayscale; '' or none: none)")
     p.add_argument("--samples", type=int, help="Monte-Carlo draws N for the certificate (default 1000)")
@@ -165,7 +168,7 @@ def _flags(ns: argparse.Namespace, names: list[str]) -> dict:
     return {k: getattr(ns, k) for k in names if getattr(ns, k, None) is not None}
 
 
-RUN_FLAGS = ["poisons", "dataset", "test", "model", "defenses", "samples", "out", "seed", "seeds", "independent_models", "sigma", "q", "alpha",
+RUN_FLAGS = ["poisons", "dataset", "test", "model", "victims", "defenses", "samples", "out", "seed", "seeds", "independent_models", "sigma", "q", "alpha",
              "eta_sigma", "coverage", "executor", "workers", "threads", "address", "connect_timeout", "skip", "profile", "baseline", "cache_dir",
              "resume", "data_root", "download", "image_size"]
 

@@ -26,6 +26,7 @@ from certify.verdict import MINIMUM_SUITE, VerdictConfig
 
 STAGES = ("certify", "scores", "recovery")
 MAX_SEEDS = 20  # replicates of one run: each one repeats the whole run's work
+MAX_VICTIMS = 8  # architectures of a victim panel: each trains on every release under every defense
 MAX_CONNECT_TIMEOUT = 86_400  # seconds: a day; far past it, the socket's own timeout overflows time_t
 
 
@@ -41,6 +42,10 @@ class RunConfig(CertificateConfig):
     download: bool = False
     model: str = "cnn"  # the architecture (`certify list`); a dataset's row of DATASET_DEFAULTS may name another
     # the verdict's minimum suite, so that a default run can read strong (`--defense ''` skips it)
+    # the victim panel (--victims): architectures that train on every release, on the clean data and
+    # under each defense; empty: the crafting model alone (certify/panel.py)
+    victims: list[str] = field(default_factory=list)
+    victim_train: dict[str, dict] = field(default_factory=dict)  # per-architecture TrainConfig overrides
     defenses: list[str] = field(default_factory=lambda: list(MINIMUM_SUITE.defenses))
     out: Union[str, None] = None
     cache_dir: Union[str, None] = None
@@ -96,11 +101,16 @@ class RunConfig(CertificateConfig):
         from certify.models import MODELS
 
         MODELS.get(self.model)
+        for arch in self.victims:
+            MODELS.get(arch)
+        check_at_most(where, MAX_VICTIMS, **{"number of victims": len(self.victims)})
+        for arch in self.victim_train:
+            self.victim_training(arch, f"{where}: victim_train.{arch}")
         from defenses.base import DEFENSES
 
         for name in self.defenses:
             DEFENSES.get(name)
-        for field_name in ("poisons", "defenses"):  # a name twice would run (or report) it once, silently
+        for field_name in ("poisons", "defenses", "victims"):  # a name twice would run (or report) it once, silently
             names = getattr(self, field_name)
             twice = sorted({n for n in names if names.count(n) > 1})
             if twice:
@@ -115,6 +125,32 @@ class RunConfig(CertificateConfig):
         for registry in (POISONS, DEFENSES, RECOVERY):
             for name in getattr(self, registry.overrides):
                 registry.params_for(name, self)
+
+    def panel(self) -> list[str]:
+        """The victim architectures, in the user's order (the crafting model alone by default)."""
+        return list(self.victims) or [self.model]
+
+    def victim_training(self, arch: str, where: str = "config") -> TrainConfig:
+        """How a victim of `arch` trains: the crafting model with `train`; any other with its
+        architecture's recipe on top (certify/models.py), then `victim_train.ARCH`."""
+        from certify.models import MODELS, victim_training
+
+        overrides = self.victim_train.get(arch) or {}
+        if not isinstance(overrides, dict):
+            raise UserError(f"{where} must be a mapping of training fields to values, got {overrides!r}")
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)})
+        if unknown:
+            raise UserError(f"{where}: unknown field {unknown[0]!r} (allowed: "
+                            f"{', '.join(f.name for f in dataclasses.fields(TrainConfig))})")
+        MODELS.get(arch)  # a recipe for an architecture not in this run's panel is kept for the next one
+        if arch == self.model:
+            if overrides:
+                raise UserError(f"{where}: {arch!r} is the crafting model (--model), which trains with `train`; "
+                                "set `train` instead")
+            return self.train
+        training = victim_training(arch, self.train, overrides)
+        training.validate(where)
+        return training
 
 
 # Per-dataset defaults of the run. Keys are RunConfig fields (nested dicts for sections); a method's

@@ -40,6 +40,10 @@ class ModelSpec:
     def key(self) -> dict:
         return {"arch": self.arch, "shape": list(self.shape), "classes": self.classes}
 
+    def of(self, arch: str) -> ModelSpec:
+        """The same data's spec for another architecture."""
+        return ModelSpec(arch, self.shape, self.classes)
+
 
 def task_device(kind: str) -> torch.device:
     """Where a task computes: CUDA when the run is keyed for it and this process has it (a logical
@@ -81,7 +85,7 @@ class RunContext:
                poison: str | None = None, defense: str | None = None, threads: int | None = None,
                accept: Callable[[dict], bool] | None = None, quiet: bool = False,
                unkeyed: dict | None = None, stage: str | None = None, code: str | None = None,
-               cpu_only: bool = False) -> str:
+               cpu_only: bool = False, model: ModelSpec | None = None) -> str:
         """Add the task that makes artifact `kind` from `inputs` (keys) with
         `fn(*inputs, **spec, model=..., device=...)`; return its key. `spec` is both what `fn` is
         called with and what the key hashes (dataclasses hash by their repr: every field).
@@ -90,16 +94,18 @@ class RunContext:
         `Registry.code`: its file and the project modules it imports) is hashed into the key only,
         so a changed method or helper makes its artifacts again. A `cpu_only` task computes on the
         CPU wherever it runs: it reserves no GPU, and is keyed (and called) with device "cpu". An input
-        given as `Viewed(key, view)` is keyed by `key` and reaches `fn` as `view(artifact)`."""
+        given as `Viewed(key, view)` is keyed by `key` and reaches `fn` as `view(artifact)`. `model`: the
+        architecture the task trains when it is not the run's (a victim of the panel)."""
         views = tuple(i.view if isinstance(i, Viewed) else None for i in inputs)
         inputs = tuple(i.key if isinstance(i, Viewed) else i for i in inputs)
         if any(v is not None for v in views):
             fn = functools.partial(_viewing, fn, views)
         threads = self.cfg.threads if threads is None else threads
         device = "cpu" if cpu_only else self.device
-        key = key_of(kind, {"spec": spec, "inputs": list(inputs), "model": self.model.key(),
+        model = model or self.model
+        key = key_of(kind, {"spec": spec, "inputs": list(inputs), "model": model.key(),
                             "device": device, "threads": threads, **({"code": code} if code else {})})
-        args = {**spec, **(unkeyed or {}), "model": self.model, "device": device}
+        args = {**spec, **(unkeyed or {}), "model": model, "device": device}
         return self.graph.add(Task(key, stage or kind, fn, tuple(inputs), args, poison, defense, threads,
                                    0.0 if cpu_only else self.cfg.gpu_fraction, accept, quiet))
 

@@ -229,8 +229,15 @@ def _per_seed(sec: dict, summary: float, path: tuple[str, ...]) -> list[float]:
     return values if values and None not in values else [summary]
 
 
-def _accuracy_metrics(sec: dict | None) -> dict[str, list[float]]:
-    """metric name -> per-seed values of the judged empirical accuracies of one poison section."""
+def crafting_model(doc: dict) -> str | None:
+    """The architecture a report's poisons were crafted on, where it has a victim panel."""
+    return (doc.get("victims") or {}).get("crafting_model")
+
+
+def _accuracy_metrics(sec: dict | None, crafting: str | None = None) -> dict[str, list[float]]:
+    """metric name -> per-seed values of the judged empirical accuracies of one poison section: the
+    crafting model's, and each other victim's of the panel (trained normally and under each defense:
+    the final accuracies the verdict judges), so a poison that no longer stops one of them fails."""
     if sec is None:
         return {}
     emp = sec["empirical"]
@@ -239,6 +246,12 @@ def _accuracy_metrics(sec: dict | None) -> dict[str, list[float]]:
     for d, v in (emp.get("defenses") or {}).items():
         where[f"defense {d}: accuracy"] = (v["accuracy"], ("defenses", d))
         where[f"defense {d}: peak_accuracy"] = (v["peak_accuracy"], ("defenses_peak", d))
+    for arch, v in (sec.get("victims") or {}).items():
+        if arch == crafting:  # its numbers are `empirical`'s, above
+            continue
+        where[f"victim {arch}: protected_accuracy"] = (v["protected_accuracy"], ("victims", arch, "protected_accuracy"))
+        for d, dv in (v.get("defenses") or {}).items():
+            where[f"victim {arch} defense {d}: accuracy"] = (dv["accuracy"], ("victims", arch, "defenses", d))
     return {metric: _per_seed(sec, summary, path) for metric, (summary, path) in where.items()}
 
 
@@ -251,11 +264,11 @@ def _certificate_seeds(cert: dict) -> int:
 
 
 def _accuracy_rows(name: str, bsec: dict, rsec: dict, n_base: int, n_report: int, alpha: float,
-                   tolerance: float) -> list[Row]:
+                   tolerance: float, crafting: tuple[str | None, str | None] = (None, None)) -> list[Row]:
     judged = name != CONTROL
-    racc = _accuracy_metrics(rsec)
+    racc = _accuracy_metrics(rsec, crafting[1])
     rows = []
-    for metric, bvals in _accuracy_metrics(bsec).items():
+    for metric, bvals in _accuracy_metrics(bsec, crafting[0]).items():
         rvals = racc.get(metric)
         if rvals is None:
             rows.append(Row(name, metric, _mean(bvals), None, MISSING if judged else NOT_JUDGED, (len(bvals), None)))
@@ -289,10 +302,10 @@ def _certified_rows(name: str, bcert: dict | None, rcert: dict | None, tolerance
     return rows
 
 
-def _new_rows(name: str, rsec: dict) -> list[Row]:
+def _new_rows(name: str, rsec: dict, crafting: str | None) -> list[Row]:
     """A poison only the report has: shown, never judged."""
     rows = [Row(name, metric, None, _mean(rvals), NEW, (None, len(rvals)))
-            for metric, rvals in _accuracy_metrics(rsec).items()]
+            for metric, rvals in _accuracy_metrics(rsec, crafting).items()]
     cert = rsec.get("certificate") or {}
     rows += [Row(name, _curve_label(pt), None, pt["learnability"], NEW, (None, _certificate_seeds(cert)))
              for pt in cert.get("curve", [])]
@@ -303,17 +316,18 @@ def compare(baseline: dict, report: dict, tolerance: float, alpha: float = 0.05)
     """The table rows, in baseline order then poisons new in the report (see require_comparable first)."""
     bp, rp = baseline["poisons"], report["poisons"]
     n_base, n_report = baseline["dataset"]["n_test"], report["dataset"]["n_test"]
+    crafting = (crafting_model(baseline), crafting_model(report))
     rows: list[Row] = []
     for name, bsec in bp.items():
         rsec = rp.get(name)
         if rsec is None:
             rows.append(Row(name, "poison", "present", ABSENT, MISSING if name != CONTROL else NOT_JUDGED))
             continue
-        rows += _accuracy_rows(name, bsec, rsec, n_base, n_report, alpha, tolerance)
+        rows += _accuracy_rows(name, bsec, rsec, n_base, n_report, alpha, tolerance, crafting)
         rows += _certified_rows(name, bsec.get("certificate"), rsec.get("certificate"), tolerance)
     for name, rsec in rp.items():
         if name not in bp:
-            rows += _new_rows(name, rsec)
+            rows += _new_rows(name, rsec, crafting[1])
     _holm(rows, alpha, tolerance)
     return rows
 

@@ -42,7 +42,8 @@ def load_context(cfg: RunConfig, data: Dataset | None = None) -> RunContext:
     cache = Cache(cfg.cache_dir)
     data = data or load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.seed, cfg.test, cfg.image_size)
     arch = cfg.model
-    check_input_size(arch, data.shape)  # where dataset and model first meet, before any task
+    for a in dict.fromkeys([arch, *cfg.panel()]):
+        check_input_size(a, data.shape)  # where dataset and models first meet, before any task
     gpus = torch.cuda.is_available()
     if cfg.executor == "ray" and cfg.address:
         gpus = cluster.connect(cfg.address, cfg.workers, cfg.connect_timeout)  # its GPUs decide where tasks compute
@@ -98,8 +99,12 @@ def begin(cfg: RunConfig, command: str, what: str, data: Dataset | None = None) 
     mark_started(out, cfg, command)
     d = ctx.data
     say(f"dataset {d.name}: {len(d.x_train)} train / {len(d.x_test)} test, {'x'.join(map(str, d.shape))}, "
-        f"{d.num_classes} classes; model {ctx.model.arch}; {what}")
+        f"{d.num_classes} classes; model {ctx.model.arch}{_panel(cfg)}; {what}")
     return out, ctx, t0
+
+
+def _panel(cfg: RunConfig) -> str:
+    return f", victims {', '.join(cfg.panel())}" if cfg.panel() != [cfg.model] else ""
 
 
 def run(cfg: RunConfig, command: str) -> tuple[dict, Path]:

@@ -44,13 +44,19 @@ def _eta_key(r: float) -> str:
     return format(r, "g")
 
 
+def _accuracies(emp: dict) -> dict:
+    """One victim's judged accuracies at one seed (the crafting model's `empirical`, or a panel entry)."""
+    defenses = emp.get("defenses") or {}
+    return {**{f: emp[f] for f, _ in ACCURACIES},
+            "defenses": {d: v["accuracy"] for d, v in defenses.items()},
+            "defenses_peak": {d: v["peak_accuracy"] for d, v in defenses.items()}}
+
+
 def record(seed: int, section: dict) -> dict:
     """The per-seed entry of `replicates`: what the run measured at this seed."""
-    emp = section["empirical"]
-    defenses = emp.get("defenses") or {}
-    out = {"seed": seed, **{f: emp[f] for f, _ in ACCURACIES},
-           "defenses": {d: v["accuracy"] for d, v in defenses.items()},
-           "defenses_peak": {d: v["peak_accuracy"] for d, v in defenses.items()}}
+    out = {"seed": seed, **_accuracies(section["empirical"])}
+    if "victims" in section:
+        out["victims"] = {a: _accuracies(v) for a, v in section["victims"].items()}
     if "certificate" in section:
         out["certified"] = {_eta_key(p["eta_over_sigma"]): p["learnability"] for p in section["certificate"]["curve"]}
         out["sigma"] = section["certificate"]["sigma"]  # the σ rule is seeded too
@@ -84,21 +90,31 @@ def _summary(values: list[float], n_test: int, mean: str, interval: str) -> dict
     return {mean: s["mean"], interval: s["interval"]}
 
 
-def combine(sections: list[dict], seeds: list[int], n_test: int, alpha: float) -> dict:
-    """The report section of one poison from its K replicates' sections (in seed order)."""
-    records = [record(s, sec) for s, sec in zip(seeds, sections)]
-    first = sections[0]
-    emp = dict(first["empirical"])
+def _combined(first: dict, records: list[dict], n_test: int) -> dict:
+    """One victim's section over the replicates: `first` (the first seed's) with each judged accuracy
+    the mean over `records` (that victim's per-seed entries) and its interval beside it."""
+    emp = dict(first)
     for field, interval in ACCURACIES:
         emp.update(_summary([r[field] for r in records], n_test, field, interval))
-    emp.update(interval_method=method(len(records)), seeds=len(records),
-               confidence=CONFIDENCE)
     if emp.get("defenses"):
         emp["defenses"] = {d: {**_summary([r["defenses"][d] for r in records], n_test, "accuracy", "interval"),
                                **_summary([r["defenses_peak"][d] for r in records], n_test, "peak_accuracy",
                                           "peak_interval")}
                            for d in emp["defenses"]}
+    return emp
+
+
+def combine(sections: list[dict], seeds: list[int], n_test: int, alpha: float) -> dict:
+    """The report section of one poison from its K replicates' sections (in seed order)."""
+    records = [record(s, sec) for s, sec in zip(seeds, sections)]
+    first = sections[0]
+    emp = _combined(first["empirical"], records, n_test)
+    emp.update(interval_method=method(len(records)), seeds=len(records),
+               confidence=CONFIDENCE)
     out = {**first, "empirical": emp, "replicates": records}
+    if "victims" in first:
+        out["victims"] = {a: _combined(v, [r["victims"][a] for r in records], n_test)
+                          for a, v in first["victims"].items()}
     if "recovery" in first:
         out["recovery"] = {m: ({**r, **_summary([rec["recovery"][m] for rec in records], n_test, "best_accuracy",
                                                 "best_interval")} if r["curve"] else r)

@@ -7,7 +7,7 @@ never after.
 """
 from __future__ import annotations
 
-from certify import certificate, crafting, recovery, victims
+from certify import certificate, crafting, panel, recovery, victims
 from certify.certificate import scope
 from certify.context import RunContext, Slice
 from certify.scores import stages as scores
@@ -15,6 +15,7 @@ from certify.scores import stages as scores
 SLICES: tuple[Slice, ...] = (
     crafting.SLICE,      # craft: the released set (given by `audit`); run: the clean release
     victims.SLICE,       # train, defended; run: the clean model
+    panel.SLICE,         # the other victim architectures (--victims): train, defended; run: their clean models
     scores.SLICE,        # sal, sal-defended, mi; run: SAL of the clean model
     scope.SLICE,         # K victims trained independently on the release (read by the certificate's section)
     certificate.SLICE,   # surrogate, draws; run: σ, the independent model

@@ -5,8 +5,9 @@ thresholds of `VerdictConfig` (the README says which measured tables each defaul
 The rule:
 - the protection is judged by the attacker's best: the model trained normally on the release (its
   final accuracy: the peak `peak_protected_accuracy` is chosen on the test set, which an attacker
-  does not have), the model trained under each defense of the run, and each recovery attack at the
-  point it early-stops on (the η whose accuracy on the attacker's own clean split is highest,
+  does not have), the model trained under each defense of the run, the same for every other
+  architecture of the victim panel (`--victims`, each against its own clean model), and each
+  recovery attack at the point it early-stops on (the η whose accuracy on the attacker's own clean split is highest,
   `recovery.M.chosen`; its test accuracy is what counts);
 - each accuracy is read at the upper end of its 95 % interval (over the run's seeds, or the test
   set's binomial interval with one seed), the conservative reading for a data owner (reports without
@@ -86,6 +87,11 @@ class Attack:
     interval: list | None  # its 95 % interval (None in reports without one)
     reference: float  # the clean model's accuracy the same way (under the same defense)
     against: str  # how `reference` is named in the reasons
+    victim: str | None = None  # the architecture attacked, where the run has a victim panel
+
+    @property
+    def label(self) -> str:
+        return self.what if self.victim is None else f"{self.what} ({self.victim})"
 
     @property
     def upper(self) -> float:
@@ -101,24 +107,51 @@ def _shown(value: float, interval: list | None) -> str:
     return f"{value:.3f}" if interval is None else f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
-def _defended(section: dict, control: dict | None, clean: float) -> tuple[list[Attack], list[str]]:
-    """Each defense's attack against the clean control under the same defense, and the reasons for
-    those compared with the clean model instead (no control under that defense)."""
-    emp = section["empirical"]
-    twins = ((control or {}).get("empirical") or {}).get("defenses") or {}
+def _defended(emp: dict, twins: dict, clean: float, victim: str | None = None) -> tuple[list[Attack], list[str]]:
+    """Each defense's attack on one victim (`emp`: its accuracies) against the clean control under the
+    same defense (`twins`: the control's defenses on that victim), and the reasons for those compared
+    with the clean model instead (no control under that defense)."""
+    on = f" on {victim}" if victim else ""
     out, notes = [], []
     for d, v in (emp.get("defenses") or {}).items():
         twin = (twins.get(d) or {}).get("accuracy")
         if twin is not None and twin > 0:
-            out.append(Attack(d, v["accuracy"], v.get("interval"), twin, f"the clean control under {d}"))
+            out.append(Attack(d, v["accuracy"], v.get("interval"), twin, f"the clean control under {d}", victim))
         else:
-            out.append(Attack(d, v["accuracy"], v.get("interval"), clean, "clean"))
+            out.append(Attack(d, v["accuracy"], v.get("interval"), clean, "clean", victim))
             why = "trained to 0 under it" if twin is not None else "not trained under it in this run"
-            notes.append(f"{d} compared with the clean model trained normally: the clean control was {why}")
+            notes.append(f"{d}{on} compared with the clean model trained normally: the clean control was {why}")
     return out, notes
 
 
-def _recovered(section: dict, clean: float) -> tuple[list[Attack], list[str]]:
+def _panel(section: dict, control: dict | None, crafting: str | None) -> tuple[list[Attack], list[str]]:
+    """The attacks on each victim architecture of the panel other than the crafting model: trained
+    normally (against its own clean model) and under each defense; and their reasons."""
+    twins = (control or {}).get("victims") or {}
+    out, reasons = [], []
+    for arch, v in (section.get("victims") or {}).items():
+        if arch == crafting:
+            continue
+        clean = v["clean_accuracy"]
+        if clean <= 0:
+            reasons.append(f"{arch}: its clean model's test accuracy is 0, so it is not judged")
+            continue
+        out.append(Attack("undefended", v["protected_accuracy"], v.get("protected_interval"), clean,
+                          f"{arch}'s clean model", arch))
+        reasons.append(f"{arch}: protected accuracy {_shown(v['protected_accuracy'], v.get('protected_interval'))} = "
+                       f"{v['protected_accuracy'] / clean:.2f} × its clean model ({clean:.3f})")
+        defended, notes = _defended(v, (twins.get(arch) or {}).get("defenses") or {}, clean, arch)
+        out += defended
+        reasons += [_reached(a) for a in defended] + notes
+    return out, reasons
+
+
+def _reached(a: Attack) -> str:
+    under = "" if a.against == "clean" else f" = {a.accuracy / a.reference:.2f} × {a.against} ({a.reference:.3f})"
+    return f"{a.label} reaches {_shown(a.accuracy, a.interval)}{under}"
+
+
+def _recovered(section: dict, clean: float, victim: str | None = None) -> tuple[list[Attack], list[str]]:
     """Each recovery attack at the point it early-stops on, and the reasons for curves that could
     not be early-stopped (their test-set peak stands in)."""
     out, notes = [], []
@@ -136,7 +169,7 @@ def _recovered(section: dict, clean: float) -> tuple[list[Attack], list[str]]:
             what = f"recovery {method} at its test-set peak (η/σ = {r})"
             notes.append(f"recovery {method} records no accuracy on the attacker's own split: its test-set peak "
                          "stands in, an upper bound on what the attacker can pick")
-        out.append(Attack(what, value, rec.get("best_interval"), clean, "clean"))
+        out.append(Attack(what, value, rec.get("best_interval"), clean, "clean", victim))
     return out, notes
 
 
@@ -238,33 +271,37 @@ def remedy(best: Attack, name: str) -> str:
     return f"to raise the level: {restores} restores the accuracy, so try {instead} or a larger budget ({plan})"
 
 
-def judge(section: dict, control: dict | None, cfg: VerdictConfig, name: str = "POISON") -> dict:
+def judge(section: dict, control: dict | None, cfg: VerdictConfig, name: str = "POISON",
+          crafting: str | None = None) -> dict:
     """{"level", "reasons"} of one poison's report section; `control` is the clean control's section
-    (None where the run has none); `name` the poison's, for the commands the reasons suggest."""
+    (None where the run has none); `name` the poison's, for the commands the reasons suggest;
+    `crafting` the crafting model's architecture, where the run has a victim panel (`victims`): the
+    attacker's best is then over every victim, and the reasons name the victim of each attack."""
     emp = section["empirical"]
     clean = emp["clean_accuracy"]
     if clean <= 0:
         return {"level": "none", "reasons": ["the clean model's test accuracy is 0: there is nothing to protect"]}
-    undefended = Attack("undefended", emp["protected_accuracy"], emp.get("protected_interval"), clean, "clean")
-    defended, notes = _defended(section, control, clean)
-    recovered, rec_notes = _recovered(section, clean)
-    tried = [undefended, *defended, *recovered]
-    reasons = [f"protected accuracy {_shown(undefended.accuracy, undefended.interval)} = "
+    mine = crafting if section.get("victims") else None
+    undefended = Attack("undefended", emp["protected_accuracy"], emp.get("protected_interval"), clean, "clean", mine)
+    twins = ((control or {}).get("empirical") or {}).get("defenses") or {}
+    defended, notes = _defended(emp, twins, clean, mine)
+    recovered, rec_notes = _recovered(section, clean, mine)
+    panel, panel_reasons = _panel(section, control, crafting)
+    tried = [undefended, *defended, *recovered, *panel]
+    craft = f" on {mine} (the crafting model)" if mine else ""
+    reasons = [f"protected accuracy{craft} {_shown(undefended.accuracy, undefended.interval)} = "
                f"{undefended.accuracy / clean:.2f} × clean ({clean:.3f})"]
-    for a in tried[1:]:
-        under = "" if a.against == "clean" else f" = {a.accuracy / a.reference:.2f} × {a.against} ({a.reference:.3f})"
-        reasons.append(f"{a.what} reaches {_shown(a.accuracy, a.interval)}{under}")
-    reasons += notes + rec_notes
+    reasons += [_reached(a) for a in [*defended, *recovered]] + notes + rec_notes + panel_reasons
     best = max(tried, key=lambda a: a.ratio)  # the first of equals: undefended before any defense
     level = _level(best.ratio, cfg)
     limit = {"strong": cfg.strong, "partial": cfg.partial, "weak": cfg.weak}.get(level)
     bound = f"at most {limit:g}" if limit is not None else f"above {cfg.weak:g}"
     against = f"{best.against} ({best.reference:.3f})" if best.against != "clean" else f"clean ({clean:.3f})"
     if best.interval is None:
-        reasons.append(f"attacker's best: {best.accuracy:.3f} ({best.what}) = {best.ratio:.2f} × {against} "
+        reasons.append(f"attacker's best: {best.accuracy:.3f} ({best.label}) = {best.ratio:.2f} × {against} "
                        f"({bound}: {level})")
     else:
-        reasons.append(f"attacker's best: {_shown(best.accuracy, best.interval)} ({best.what}); the upper end "
+        reasons.append(f"attacker's best: {_shown(best.accuracy, best.interval)} ({best.label}); the upper end "
                        f"{best.upper:.3f} = {best.ratio:.2f} × {against} ({bound}: {level})")
     if level != "strong":
         reasons.append(remedy(best, name))
@@ -288,9 +325,10 @@ def judge(section: dict, control: dict | None, cfg: VerdictConfig, name: str = "
     return {"level": level, "reasons": reasons}
 
 
-def verdicts(poisons: dict[str, dict], cfg: VerdictConfig) -> dict[str, dict]:
-    """The verdict of every section of a report's `poisons` (the clean control gets none)."""
+def verdicts(poisons: dict[str, dict], cfg: VerdictConfig, crafting: str | None = None) -> dict[str, dict]:
+    """The verdict of every section of a report's `poisons` (the clean control gets none); `crafting`:
+    the crafting model's architecture (where the sections have a victim panel)."""
     control = poisons.get(CONTROL)
     return {name: ({"level": "none", "reasons": ["the clean control: no perturbation"]} if name == CONTROL
-                   else judge(sec, control, cfg, name))
+                   else judge(sec, control, cfg, name, crafting))
             for name, sec in poisons.items()}

@@ -46,13 +46,28 @@ def _keeps_checkpoints(ctx: RunContext, *fields: str, scored: bool = True) -> di
 
 
 def add_victim(ctx: RunContext, release: str, name: str, seed_name: str = "victim", stage: str = "train",
-               scored: bool = True) -> str:
+               scored: bool = True, arch: str | None = None) -> str:
     """The model trained normally on `release`; it keeps per-epoch weights when SAL will score them
-    (never where not `scored`: the independently trained models the certificate measures against)."""
-    spec = {"seed": derive(ctx.cfg.seed, seed_name), "training": ctx.cfg.train}
-    kept = _keeps_checkpoints(ctx, "per_class", "train_accuracy", scored=scored)
+    (never where not `scored`: the independently trained models the certificate measures against, the
+    panel's other architectures). `arch`: a victim of the panel (default: the crafting model)."""
+    model, training = _victim_of(ctx, arch)
+    spec = {"seed": derive(ctx.cfg.seed, seed_name), "training": training}
+    kept = _keeps_checkpoints(ctx, "per_class", "train_accuracy", scored=scored and arch is None)
     return ctx.cached("model", spec, train_task, (ctx.data_key, release), poison=name, accept=kept["accept"],
-                      unkeyed={**kept["unkeyed"], "desc": f"train {name}"}, stage=stage)
+                      unkeyed={**kept["unkeyed"], "desc": f"train {name}{_on(arch)}"}, stage=f"{stage}{_on(arch)}",
+                      model=model)
+
+
+def _victim_of(ctx: RunContext, arch: str | None):
+    """(model spec, training) of a victim: the crafting model's, or a panel architecture's."""
+    if arch is None or arch == ctx.model.arch:
+        return ctx.model, ctx.cfg.train
+    return ctx.model.of(arch), ctx.cfg.victim_training(arch)
+
+
+def _on(arch: str | None) -> str:
+    """What names a panel victim's task (its stage in progress and records)."""
+    return f" ({arch})" if arch else ""
 
 
 def defended_data(data: Dataset, released: dict, defense: str, params, prepare_seed: int):
@@ -89,12 +104,15 @@ def defense_spec(ctx: RunContext, defense: str) -> dict:
             "prepare_seed": derive(cfg.seed, "defense", defense)}
 
 
-def add_defended(ctx: RunContext, release: str, name: str, defense: str) -> str:
+def add_defended(ctx: RunContext, release: str, name: str, defense: str, arch: str | None = None) -> str:
     from defenses.base import DEFENSES
 
-    spec = {**defense_spec(ctx, defense), "seed": derive(ctx.cfg.seed, "victim"), "training": ctx.cfg.train}
+    model, training = _victim_of(ctx, arch)
+    spec = {**defense_spec(ctx, defense), "seed": derive(ctx.cfg.seed, "victim"), "training": training}
+    kept = _keeps_checkpoints(ctx, scored=arch is None)
     return ctx.cached("defended", spec, defended_task, (ctx.data_key, release), poison=name, defense=defense,
-                      code=DEFENSES.code(defense), **_keeps_checkpoints(ctx))
+                      code=DEFENSES.code(defense), model=model, stage=f"defended{_on(arch)}",
+                      **kept)
 
 
 def distance(model: ModelSpec, state_a: dict, state_b: dict) -> float:

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from attacks.base import POISONS, undershoot
-from certify import certificate, replicates, slices
+from certify import certificate, panel, replicates, slices
 from certify.cache import atomic_write, tensor_digest
 from certify.config import RunConfig, to_dict
 from certify.context import RunContext
@@ -41,7 +41,7 @@ from certify.report.assemble import environment, timings
 
 SCHEMA = "ue-certify/plan/v1"
 # the slices of a plan: the run's, less scores and recovery, and the perceptual distances
-SLICES = slices.only("crafting", "victims", "certificate") + (perceptual.SLICE,)
+SLICES = slices.only("crafting", "victims", "panel", "certificate") + (perceptual.SLICE,)
 
 __all__ = ["PlanRequest", "load_request", "run_plan", "budget_row", "Targets", "SCHEMA"]
 
@@ -86,11 +86,12 @@ def _add_tasks(ctx: RunContext, request: PlanRequest) -> dict:
 
 
 def budget_row(budget: Budget, applied_epsilon: float, protected: dict, defended: dict[str, dict], cert: dict,
-               clean_certified: float | None, perceptual: dict) -> dict:
+               clean_certified: float | None, perceptual: dict, victims: dict[str, dict] | None = None) -> dict:
     """One budget's line of plan.json. `protected` and each of `defended` are {"mean", "interval",
     "method"} over the plan's seeds (certify.intervals.summarize). The certified values are read at
     the point of the curve a run's summary quotes; the gap is the clean control's certified
-    learnability minus this one's (positive: the poison lowers what can be certifiably learned)."""
+    learnability minus this one's (positive: the poison lowers what can be certifiably learned).
+    `victims`: each other architecture of the panel, {"protected": summary, "defended": {d: summary}}."""
     point = reference_point(cert["curve"])
     certified = point["learnability"]
     best = max(defended, key=lambda d: defended[d]["mean"]) if defended else None
@@ -107,6 +108,11 @@ def budget_row(budget: Budget, applied_epsilon: float, protected: dict, defended
                                for p in cert["curve"]],
            "max_certified_eta": cert["max_certified_eta"], "surrogate_accuracy": cert["surrogate_accuracy"],
            "psnr": perceptual["psnr"], "ssim": perceptual["ssim"]}
+    if victims:
+        row["victims"] = {a: {"protected_accuracy": v["protected"]["mean"], "protected_interval": v["protected"]["interval"],
+                              "defenses": {d: s["mean"] for d, s in v["defended"].items()},
+                              "defense_intervals": {d: s["interval"] for d, s in v["defended"].items()}}
+                          for a, v in victims.items()}
     return {**row, "attacker_best": attacker_best(row)}
 
 
@@ -137,8 +143,13 @@ def _assemble(ctx: RunContext, request: PlanRequest, keys: list[dict], outcome, 
         protected = accuracy([s["empirical"]["protected_accuracy"] for s in secs])
         defended = {d: accuracy([s["empirical"]["defenses"][d]["accuracy"] for s in secs])
                     for d in secs[0]["empirical"].get("defenses", {})}
+        others = [a for a in secs[0].get("victims", {}) if a != ctx.model.arch]
+        victims = {a: {"protected": accuracy([s["victims"][a]["protected_accuracy"] for s in secs]),
+                       "defended": {d: accuracy([s["victims"][a]["defenses"][d]["accuracy"] for s in secs])
+                                    for d in secs[0]["victims"][a]["defenses"]}} for a in others}
         cert = replicates.combine_certificate([s["certificate"] for s in secs], cfg.alpha)
-        row = budget_row(b, applied, protected, defended, cert, clean_point["learnability"], secs[0]["perceptual"])
+        row = budget_row(b, applied, protected, defended, cert, clean_point["learnability"], secs[0]["perceptual"],
+                         victims)
         row["meets_targets"] = meets(row, request.targets) if request.targets.given else None
         rows.append(row)
     warnings = [f"budget {r['budget']}: the release equals the clean images (no perturbation survives 8-bit "
@@ -151,6 +162,7 @@ def _assemble(ctx: RunContext, request: PlanRequest, keys: list[dict], outcome, 
             "seeds": replicates.seeds_of(cfg), "interval_method": clean["method"],
             "config": to_dict(cfg), "environment": environment(cfg, ctx.device), "dataset": ctx.data.info(),
             "model": {"arch": ctx.model.arch, "parameters": count_parameters(ctx.model.build(0))},
+            **({"victims": panel.summary(ctx)} if panel.summary(ctx) else {}),
             "targets": dataclasses.asdict(request.targets), "defenses": list(cfg.defenses),
             "certificate": {"eta_over_sigma": clean_point["eta_over_sigma"], "eta": clean_point["eta"],
                             "sigma": clean_cert["sigma"], "q": cfg.q, "alpha": cfg.alpha, "samples": cfg.samples,

@@ -38,13 +38,20 @@ def _upper(value: float, interval: list | None) -> float:
     return (interval or [None, value])[1]
 
 
+def _tried(row: dict, victim: str | None = None) -> list[tuple[str, float]]:
+    """(what, upper end) of one victim's row: trained normally, then under each defense."""
+    on = f" ({victim})" if victim else ""
+    intervals = row.get("defense_intervals") or {}
+    tried = [(f"undefended{on}", _upper(row["protected_accuracy"], row.get("protected_interval")))]
+    return tried + [(f"{d}{on}", _upper(a, intervals.get(d))) for d, a in (row.get("defenses") or {}).items()]
+
+
 def attacker_best(row: dict) -> dict:
     """{"accuracy", "by"}: the highest upper end of a 95 % interval (the value itself where a row has
-    none) over the model trained normally ("undefended") and under each defense of the row; the
+    none) over the model trained normally ("undefended") and under each defense of the row, on the
+    crafting model and on each other victim architecture of the row (`victims`, named in `by`); the
     first of equals, undefended first."""
-    intervals = row.get("defense_intervals") or {}
-    tried = [("undefended", _upper(row["protected_accuracy"], row.get("protected_interval")))]
-    tried += [(d, _upper(a, intervals.get(d))) for d, a in (row.get("defenses") or {}).items()]
+    tried = _tried(row) + [t for a, v in (row.get("victims") or {}).items() for t in _tried(v, a)]
     by, accuracy = max(tried, key=lambda t: t[1])
     return {"accuracy": accuracy, "by": by}
 

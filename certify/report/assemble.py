@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from attacks.base import undershoot
-from certify import cluster, device as devices, replicates, slices
+from certify import cluster, device as devices, panel, replicates, slices
 from certify.config import RunConfig, to_dict
 from certify.context import RunContext, images
 from certify.curves import reference_point
@@ -116,6 +116,8 @@ def assemble(ctx: RunContext, reps: list[RunContext], plans: list[dict], outcome
               "dataset": {**data.info(), "test_digest": ctx.test_digest, "test_source": test_set_of(cfg),
                           "class_names": list(map(str, data.classes))},
               "model": {"arch": ctx.model.arch, "parameters": count_parameters(ctx.model.build(0))}, "poisons": {}}
+    if panel.summary(ctx):
+        report["victims"] = panel.summary(ctx)
     if warnings:
         report["warnings"] = list(warnings)
     pictures: dict[str, bytes] = {}
@@ -132,7 +134,7 @@ def assemble(ctx: RunContext, reps: list[RunContext], plans: list[dict], outcome
         report["warnings"] = report.get("warnings", []) + short
     if any(n != CONTROL for n in report["poisons"]):
         report["comparison"] = comparison(report["poisons"], seed=cfg.seed)
-    for name, verdict in verdicts(report["poisons"], cfg.verdict).items():
+    for name, verdict in verdicts(report["poisons"], cfg.verdict, ctx.model.arch).items():
         report["poisons"][name]["verdict"] = verdict
         say(f"verdict {name}: {verdict['level']}")
     report["timings"] = timings(outcome.records, time.time() - t0)

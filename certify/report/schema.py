@@ -71,13 +71,30 @@ EMPIRICAL = _obj(
 
 _FRACTIONS_BY_NAME = {"type": "object", "additionalProperties": _FRACTION}
 
+# one architecture of the victim panel (`--victims`; newer reports): its own clean model, the model
+# trained on the release and under each defense (the first three are means with `seeds`, as in EMPIRICAL)
+VICTIM = _obj(
+    {"clean_accuracy": _FRACTION, "protected_accuracy": _FRACTION, "peak_protected_accuracy": _FRACTION,
+     "defenses": {"type": "object", "additionalProperties": DEFENSE}},
+    {"clean_train_accuracy": _FRACTION, "protected_train_accuracy": _FRACTION,
+     "clean_interval": _INTERVAL, "protected_interval": _INTERVAL, "peak_protected_interval": _INTERVAL},
+)
+VICTIM_REPLICATE = _obj({"clean_accuracy": _FRACTION, "protected_accuracy": _FRACTION,
+                         "peak_protected_accuracy": _FRACTION, "defenses": _FRACTIONS_BY_NAME,
+                         "defenses_peak": _FRACTIONS_BY_NAME})
+# the report's top level: who crafted, the panel in the user's order, each one's training recipe
+PANEL = _obj({"crafting_model": _STR, "architectures": {"type": "array", "items": _STR, "minItems": 1},
+              "training": {"type": "object", "additionalProperties": {"type": "object"}}},
+             {"parameters": {"type": "object", "additionalProperties": _COUNT}})
+
 # one replicate seed's numbers (newer reports); its seed is unique within the list (validate_report)
 REPLICATE = _obj(
     {"seed": {"type": "integer"}, "clean_accuracy": _FRACTION, "protected_accuracy": _FRACTION,
      "peak_protected_accuracy": _FRACTION, "defenses": _FRACTIONS_BY_NAME, "defenses_peak": _FRACTIONS_BY_NAME},
     {"sigma": {"type": "number", "exclusiveMinimum": 0},  # that seed's certificate σ
      "certified": {"type": "object", "additionalProperties": _FRACTION_OR_NULL},  # keyed by eta_over_sigma
-     "recovery": _FRACTIONS_BY_NAME},
+     "recovery": _FRACTIONS_BY_NAME,
+     "victims": {"type": "object", "additionalProperties": VICTIM_REPLICATE}},
 )
 
 CURVE_POINT = _obj({
@@ -231,6 +248,7 @@ POISON = _obj(
         "samples": SAMPLES,
         "origin": _STR,  # "built-in" or a plugin's "distribution version"; newer reports
         "replicates": {"type": "array", "items": REPLICATE, "minItems": 1},  # in seed order; newer reports
+        "victims": {"type": "object", "additionalProperties": VICTIM},  # the panel, by architecture
     },
 )
 
@@ -244,6 +262,8 @@ _REPLICATED_POISON = {
         "empirical": {"required": _INTERVAL_FIELDS, "properties": {
             "defenses": {"additionalProperties": {"required": ["interval", "peak_interval"]}}}},
         "certificate": {"required": ["replicates", "replicate_alpha"]},
+        "victims": {"additionalProperties": {"required": _INTERVAL_FIELDS[:3], "properties": {
+            "defenses": {"additionalProperties": {"required": ["interval", "peak_interval"]}}}}},
         "recovery": {"additionalProperties": {"if": {"properties": {"curve": {"minItems": 1}}},
                                               "then": {"required": ["best_accuracy", "best_interval"]}}},
     },
@@ -291,6 +311,7 @@ REPORT_SCHEMA: dict = {
          "timings": {"type": "object", "additionalProperties": _NONNEG},
          "warnings": {"type": "array", "items": _STR},
          "comparison": COMPARISON,
+         "victims": PANEL,
          "execution": _obj({"executor": {"enum": ["ray", "serial"]}, "cached": {"type": "integer", "minimum": 0},
                             "tasks": {"type": "array", "items": TASK_RECORD}})},
         allOf=[_SEEDS_CONSISTENT],
