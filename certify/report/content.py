@@ -15,9 +15,12 @@ from certify.registry import CONTROL
 from certify.report import figures
 from certify.report.document import Bullets, Code, Figure, Paragraph, Preformatted, Section, Strong, Table
 from certify.report.literature import comparison_section
-from certify.report.text import DASH, acc, num, signed
+from certify.report.text import DASH, acc, num, ratio, signed
 
 PREFERRED_GRID = (0.1, 0.5)
+TRAIN_FIT = ("on its own un-augmented training images; a victim far below 1 underfits, and a shortcut it cannot "
+             "fit reads as protection")
+VICTIMS_TRAINING = "Victims and their training"
 
 
 # ----------------------------------------------------------------------------- numbers and lookups
@@ -470,8 +473,7 @@ def _overview(sec: dict, n_test: int) -> Bullets:
     ]
     if emp.get("clean_train_accuracy") is not None:  # how well each victim fits its own training set
         items.append([Strong("Training-set accuracy"), f": clean model {acc(emp['clean_train_accuracy'])}, "
-                      f"protected model {acc(emp['protected_train_accuracy'])} (on its own un-augmented training "
-                      "images; a victim far below 1 underfits, and a shortcut it cannot fit reads as protection)"])
+                      f"protected model {acc(emp['protected_train_accuracy'])} ({TRAIN_FIT})"])
     if sec.get("origin", BUILT_IN) != BUILT_IN:
         items.insert(0, [Strong("Method"), f": from the plugin {sec['origin']}"])
     hist = [f"{len(emp[k])} epochs ({k.split('_')[0]})" for k in ("clean_history", "protected_history") if emp.get(k)]
@@ -516,6 +518,71 @@ def _defenses(emp: dict) -> Section:
                                         spread(emp, v["peak_accuracy"], v.get("peak_interval")),
                                         signed(v["accuracy"] - emp["protected_accuracy"])]
                                        for d, v in emp["defenses"].items()])])
+
+
+def _crafting_mark(arch: str, report: dict) -> str:
+    return f"{arch} (crafting)" if arch == report["victims"]["crafting_model"] else arch
+
+
+def _victims_training(report: dict) -> Section:
+    """The run's victim panel: which architectures, and the recipe each trained with."""
+    panel = report["victims"]
+    crafting = panel["crafting_model"]
+    rows = [[_crafting_mark(a, report), str(t["epochs"]), str(t["batch_size"]), f"{t['lr']:g}", f"{t['momentum']:g}",
+             f"{t['weight_decay']:g}", f"{t['crop']} px" if t["crop"] else "off", "yes" if t["flip"] else "no"]
+            for a in figures.victim_names(report) if (t := panel["training"].get(a)) is not None]
+    text = (f"The poisons were crafted once, on the crafting model {crafting}. Every victim architecture then "
+            "trained with its own recipe on each release (its protected model), on the clean data (its own clean "
+            "model) and under each defense of the run; each poison's Victims table holds the accuracies.")
+    if crafting not in panel["training"]:
+        text += (f" The crafting model {crafting} is not among the victims named; it trained with the run's recipe "
+                 "(train in the Configuration).")
+    return Section(VICTIMS_TRAINING, [Paragraph([text]), Table(
+        ["victim", "epochs", "batch size", "lr", "momentum", "weight decay", "random crop", "flip"], rows)])
+
+
+def _defended_ratio(v: dict, control: dict | None, d: str) -> str:
+    """A victim's accuracy under defense `d` as a fraction of its clean model's under the same defense (the
+    clean control's), or with † of its undefended clean model where the control has none under `d`."""
+    own = ((v.get("defenses") or {}).get(d) or {}).get("accuracy")
+    ref = (((control or {}).get("defenses") or {}).get(d) or {}).get("accuracy")
+    if ref is not None:
+        return ratio(own, ref)
+    return DASH if own is None else f"{ratio(own, v['clean_accuracy'])} †"
+
+
+def _victims(sec: dict, report: dict) -> Section:
+    """One row per victim architecture of this poison: clean, protected, the ratio, each defense."""
+    emp = figures.replicated(report) or {}  # its interval method is every victim's
+    control = report["poisons"].get(CONTROL)
+    defenses = figures.defense_names(report)
+    archs = [(a, v) for a in figures.victim_names(report) if (v := figures.victim_of(report, sec, a)) is not None]
+    fits = any(v.get("clean_train_accuracy") is not None for _, v in archs)
+    header = ["victim", "clean acc", "protected acc", "protected / clean"]
+    header += [h for d in defenses for h in (f"{d} acc", f"{d} / clean under {d}")]
+    header += ["training-set acc (clean / protected)"] if fits else []
+    rows = []
+    for a, v in archs:
+        twin = figures.victim_of(report, control, a) if control is not None else None
+        row = [_crafting_mark(a, report), spread(emp, v["clean_accuracy"], v.get("clean_interval")),
+               spread(emp, v["protected_accuracy"], v.get("protected_interval")),
+               ratio(v["protected_accuracy"], v["clean_accuracy"])]
+        for d in defenses:
+            dv = (v.get("defenses") or {}).get(d) or {}
+            row += [spread(emp, dv.get("accuracy"), dv.get("interval")) or DASH, _defended_ratio(v, twin, d)]
+        if fits:
+            row.append(DASH if v.get("clean_train_accuracy") is None else
+                       f"{acc(v['clean_train_accuracy'])} / {acc(v.get('protected_train_accuracy')) or DASH}")
+        rows.append(row)
+    text = (f"This poison was crafted once, on the crafting model {report['victims']['crafting_model']}; each "
+            f"architecture below trained on its release and on the clean data with its own recipe (see "
+            f"“{VICTIMS_TRAINING}” above). Protected / clean is the protected model's accuracy as a fraction of the "
+            "same victim's clean model; under a defense, as a fraction of that victim's clean model trained under "
+            f"the same defense (the clean control's{'' if control is not None else ', absent in this run'})")
+    if any(c.endswith("†") for row in rows for c in row):
+        text += ", or, marked †, of its undefended clean model where the control has no model under that defense"
+    text += "." + (f" Training-set accuracy is {TRAIN_FIT}." if fits else "")
+    return Section("Victims", [Paragraph([text]), Table(header, rows)])
 
 
 def _certificate(name: str, sec: dict, report: dict) -> Section:
@@ -604,6 +671,8 @@ def _poison(name: str, sec: dict, report: dict, figs: list) -> Section:
         children.append(replicates)
     if sec["empirical"].get("defenses"):
         children.append(_defenses(sec["empirical"]))
+    if report.get("victims"):
+        children.append(_victims(sec, report))
     if sec.get("certificate"):
         children.append(_certificate(name, sec, report))
     if sec.get("sal_ud"):
@@ -644,6 +713,8 @@ def build_document(report: dict) -> Section:
     children = ([verdict] if verdict else []) + _header(report)
     if report.get("warnings"):
         children.append(Section("Warnings", [Bullets([[w] for w in report["warnings"]])]))
+    if report.get("victims"):
+        children.append(_victims_training(report))
     children.append(_summary(report))
     literature = comparison_section(report)
     if literature is not None:

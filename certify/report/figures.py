@@ -74,6 +74,26 @@ def defense_names(report: dict) -> list[str]:
     return names
 
 
+def victim_names(report: dict) -> list[str]:
+    """The victim panel's architectures, the crafting model first (the reference every other victim is
+    read against, whether or not `--victims` named it), then the others in the user's order; [] for a
+    run without a panel."""
+    panel = report.get("victims")
+    if not panel:
+        return []
+    crafting = panel["crafting_model"]
+    return [crafting] + [a for a in panel["architectures"] if a != crafting]
+
+
+def victim_of(report: dict, sec: dict, arch: str) -> dict | None:
+    """A poison's accuracies on one victim architecture: its `victims` entry, or for the crafting model
+    its `empirical` section (the same fields) where the panel does not name it; None if not measured."""
+    own = (sec.get("victims") or {}).get(arch)
+    if own is None and arch == report["victims"]["crafting_model"]:
+        return sec["empirical"]
+    return own
+
+
 def replicated(report: dict) -> dict | None:
     """An empirical section with intervals (its `seeds` is K, its `confidence` the level: the same for
     every poison of a run), or None for a report from before replicate seeds."""

@@ -1,0 +1,131 @@
+"""The victim panel in the report (`--victims`): the run's recipes, each poison's Victims table, the
+figure, the transfer block and what the certificate does not cover; a run without a panel renders
+as before."""
+import pytest
+
+from certify.report import validate_report
+from certify.report.content import build_document
+from certify.report.document import Paragraph, Section, Table, walk
+from certify.report.html import build_html
+from certify.report.markdown import build_markdown
+from sample_reports import make_report
+
+PANEL = ("cnn16", "resnet20")  # the crafting model cnn not among them
+
+
+def _section(doc: Section, title: str, within: str | None = None) -> Section:
+    if within is not None:
+        doc = _section(doc, within)
+    return next(b for _, b in walk(doc) if isinstance(b, Section) and b.title == title)
+
+
+def _table(section: Section) -> Table:
+    return next(b for b in section.children if isinstance(b, Table))
+
+
+def _text(section: Section) -> str:
+    return " ".join("".join(p if isinstance(p, str) else p.text for p in b.parts) for _, b in walk(section)
+                    if isinstance(b, Paragraph))
+
+
+def _rows(table: Table) -> dict[str, dict[str, str]]:
+    return {row[0]: dict(zip(table.header, row)) for row in table.rows}
+
+
+def test_each_poison_has_a_victims_table_with_the_crafting_model_first():
+    r = make_report(victims=PANEL)
+    validate_report(r)
+    table = _table(_section(build_document(r), "Victims", within="Poison: miue"))
+    assert table.header == ["victim", "clean acc", "protected acc", "protected / clean", "jpeg acc",
+                            "jpeg / clean under jpeg", "grayscale acc", "grayscale / clean under grayscale",
+                            "training-set acc (clean / protected)"]
+    assert [row[0] for row in table.rows] == ["cnn (crafting)", "cnn16", "resnet20"]
+    rows = _rows(table)
+    # the crafting model's row is its own measurement, the same as the poison's empirical section
+    assert rows["cnn (crafting)"]["protected acc"] == "0.210" and rows["cnn (crafting)"]["protected / clean"] == \
+        f"{0.21 / 0.535:.3f}" == "0.393"
+    v = r["poisons"]["miue"]["victims"]["resnet20"]
+    assert (v["clean_accuracy"], v["protected_accuracy"]) == pytest.approx((0.635, 0.41))
+    assert rows["resnet20"]["clean acc"] == "0.635" and rows["resnet20"]["protected acc"] == "0.410"
+    assert rows["resnet20"]["protected / clean"] == f"{0.41 / 0.635:.3f}" == "0.646"
+    assert rows["resnet20"]["jpeg acc"] == "0.410"
+    # the underfitting victim shows: 0.790 of its own clean training images
+    assert rows["resnet20"]["training-set acc (clean / protected)"] == "0.790 / 0.980"
+    md = build_markdown(r)
+    assert "| cnn (crafting) | 0.535 | 0.210 | 0.393 |" in md and "| cnn16 | 0.585 | 0.310 | 0.530 |" in md
+    # named among the victims, the crafting model still leads; the others keep the user's order
+    r = make_report(victims=("resnet20", "cnn", "cnn16"))
+    validate_report(r)
+    table = _table(_section(build_document(r), "Victims", within="Poison: miue"))
+    assert [row[:3] for row in table.rows] == [["cnn (crafting)", "0.535", "0.210"], ["resnet20", "0.585", "0.310"],
+                                               ["cnn16", "0.635", "0.410"]]
+
+
+def test_a_defense_ratio_is_to_the_victims_clean_model_under_the_same_defense():
+    r = make_report(victims=PANEL)
+    doc = build_document(r)
+    rows = _rows(_table(_section(doc, "Victims", within="Poison: miue")))
+    ctl = r["poisons"]["none"]["victims"]["cnn16"]["defenses"]["jpeg"]["accuracy"]
+    own = r["poisons"]["miue"]["victims"]["cnn16"]["defenses"]["jpeg"]["accuracy"]
+    assert (own, ctl) == pytest.approx((0.36, 0.685))
+    assert rows["cnn16"]["jpeg / clean under jpeg"] == f"{own / ctl:.3f}" == "0.526"
+    # the crafting model's, not named in the panel, against the control's own empirical section
+    assert rows["cnn (crafting)"]["jpeg / clean under jpeg"] == f"{0.31 / 0.635:.3f}"
+    assert "†" not in build_markdown(r)
+    # where the control has no model under jpeg for a victim: its undefended clean accuracy, marked
+    del r["poisons"]["none"]["victims"]["cnn16"]["defenses"]["jpeg"]
+    section = _section(build_document(r), "Victims", within="Poison: miue")
+    rows = _rows(_table(section))
+    assert rows["cnn16"]["jpeg / clean under jpeg"] == f"{0.36 / 0.585:.3f} †"
+    assert rows["resnet20"]["jpeg / clean under jpeg"] == f"{0.41 / 0.735:.3f}"  # its own control under jpeg
+    assert "marked †, of its undefended clean model" in _text(section)
+
+
+def test_the_control_has_its_victims_table_too():
+    rows = _rows(_table(_section(build_document(make_report(victims=PANEL)), "Victims",
+                                 within="Poison: none (clean control)")))
+    assert rows["cnn16"]["protected / clean"] == rows["cnn16"]["jpeg / clean under jpeg"] == "1.000"
+
+
+def test_three_seeds_give_every_victim_its_interval():
+    r = make_report(seeds=3, victims=PANEL)
+    validate_report(r)
+    v = r["poisons"]["miue"]["victims"]["cnn16"]
+    assert [rep["victims"]["cnn16"]["protected_accuracy"] for rep in r["poisons"]["miue"]["replicates"]] == \
+        pytest.approx([0.31, 0.325, 0.295])
+    half = f"{v['protected_interval'][1] - v['protected_accuracy']:.3f}"
+    assert half == "0.037"
+    rows = _rows(_table(_section(build_document(r), "Victims", within="Poison: miue")))
+    assert rows["cnn16"]["protected acc"] == f"0.310 ± {half}"
+    assert rows["cnn16"]["jpeg acc"] == "0.360 ± 0.056"
+    assert rows["cnn16"]["protected / clean"] == "0.530"  # of the means
+    one = make_report(seeds=1, victims=PANEL)
+    lo, hi = one["poisons"]["miue"]["victims"]["cnn16"]["protected_interval"]
+    rows = _rows(_table(_section(build_document(one), "Victims", within="Poison: miue")))
+    assert rows["cnn16"]["protected acc"] == f"0.310 [{lo:.3f}, {hi:.3f}]"  # Clopper-Pearson: no ±
+
+
+def test_the_run_lists_each_victims_recipe():
+    r = make_report(victims=PANEL)
+    r["victims"]["training"]["resnet20"].update(lr=0.1, crop=4, flip=False, epochs=30)
+    doc = build_document(r)
+    section = _section(doc, "Victims and their training")
+    titles = [b.title for b in doc.children if isinstance(b, Section)]
+    assert titles.index("Victims and their training") < titles.index("Summary")
+    table = _table(section)
+    assert table.header == ["victim", "epochs", "batch size", "lr", "momentum", "weight decay", "random crop", "flip"]
+    assert table.rows == [["cnn16", "15", "128", "0.05", "0.9", "0.0005", "off", "yes"],
+                          ["resnet20", "30", "128", "0.1", "0.9", "0.0005", "4 px", "no"]]
+    assert "The crafting model cnn is not among the victims named" in _text(section)
+    # the Victims table points to it
+    assert "(see “Victims and their training” above)" in _text(_section(doc, "Victims", within="Poison: miue"))
+    named = _section(build_document(make_report(victims=("cnn", "cnn16"))), "Victims and their training")
+    assert [row[0] for row in _table(named).rows] == ["cnn (crafting)", "cnn16"]
+    assert "not among the victims" not in _text(named)
+
+
+def test_a_report_without_victims_renders_as_before():
+    r = make_report(seeds=3)
+    md = build_markdown(r)
+    assert "Victims" not in md and "crafting" not in md and "victims.png" not in md
+    assert "Victims" not in build_html(r, {})
