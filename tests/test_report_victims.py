@@ -23,8 +23,8 @@ def _table(section: Section) -> Table:
     return next(b for b in section.children if isinstance(b, Table))
 
 
-def _text(section: Section) -> str:
-    return " ".join("".join(p if isinstance(p, str) else p.text for p in b.parts) for _, b in walk(section)
+def _text(section: Section, sep: str = " ") -> str:
+    return sep.join("".join(p if isinstance(p, str) else p.text for p in b.parts) for _, b in walk(section)
                     if isinstance(b, Paragraph))
 
 
@@ -129,3 +129,22 @@ def test_a_report_without_victims_renders_as_before():
     md = build_markdown(r)
     assert "Victims" not in md and "crafting" not in md and "victims.png" not in md
     assert "Victims" not in build_html(r, {})
+
+
+def _not_guaranteed(r: dict, poison: str = "Poison: miue") -> str:
+    cert = _section(build_document(r), "Certificate", within=poison)
+    return next(t for t in _text(cert, sep="\n").split("\n") if t.startswith("What is not guaranteed."))
+
+
+def test_the_certificate_names_the_victims_it_does_not_cover():
+    for name in ("Poison: miue", "Poison: none (clean control)"):
+        text = _not_guaranteed(make_report(victims=PANEL), name)
+        assert ("It bounds the surrogate of the crafting model, cnn (its architecture), not the other victims cnn16 "
+                "and resnet20, whose protection is measured only empirically (their rows in the Victims table "
+                "above).") in text
+    assert "not the other victims cnn16, resnet20 and mlp," in _not_guaranteed(
+        make_report(victims=("cnn16", "cnn", "resnet20", "mlp")))
+    poison = [b.title for b in _section(build_document(make_report(victims=PANEL)), "Poison: miue").children
+              if isinstance(b, Section)]
+    assert poison.index("Victims") < poison.index("Certificate")  # "above" holds
+    assert "crafting model" not in _not_guaranteed(make_report())

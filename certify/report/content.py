@@ -351,6 +351,19 @@ def _victims_covered(cert: dict, data: str, seeds: int) -> str:
     return text
 
 
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _other_victims(report: dict) -> str:
+    """The victim architectures besides the crafting model, which the certificate does not reach ('' without)."""
+    crafting, *others = figures.victim_names(report) or [None]
+    if not others:
+        return ""
+    return (f" It bounds the surrogate of the crafting model, {crafting} (its architecture), not the other victims "
+            f"{_and(others)}, whose protection is measured only empirically (their rows in the Victims table above).")
+
+
 def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
     cert = sec["certificate"]
     control = report["poisons"].get(CONTROL)
@@ -392,8 +405,7 @@ def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
              f"with probability at least {1 - 2 * alpha:g}.")
     abstain = [pt for pt in curve if pt["learnability"] is None]
     if abstain:
-        where = [f"η = {pt['eta']:.4g} (η/σ = {pt['eta_over_sigma']:g})" for pt in abstain]
-        where = where[0] if len(where) == 1 else ", ".join(where[:-1]) + " and " + where[-1]
+        where = _and([f"η = {pt['eta']:.4g} (η/σ = {pt['eta_over_sigma']:g})" for pt in abstain])
         text += (f" At {where} the certificate abstains: with {n} draws{' (of at least one seed)' if k > 1 else ''} "
                  "no bound exists at this confidence. "
                  "That is a limit of the number of draws, not a learnability of 0 or 1.")
@@ -422,6 +434,7 @@ def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
                    " The certificate says nothing about models farther than η from θ̂, about models trained "
                    "differently (another architecture, recipe, training length, augmentation or a defense), "
                    "about the accuracy of any single unsmoothed model, or about data other than this test set."
+                   + _other_victims(report)
                    + (" It concerns the surrogate θ̂, not the protected model whose accuracies are listed above; "
                       "those accuracies, the defenses, the scores and the recovery attack are measurements of "
                       "single runs, not guarantees." if k == 1 else
