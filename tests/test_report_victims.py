@@ -3,9 +3,10 @@ figure, the transfer block and what the certificate does not cover; a run withou
 as before."""
 import pytest
 
-from certify.report import validate_report
+from certify.report import validate_report, write_report
 from certify.report.content import build_document
 from certify.report.document import Paragraph, Section, Table, walk
+from certify.report.figures import plan, render
 from certify.report.html import build_html
 from certify.report.markdown import build_markdown
 from sample_reports import make_report
@@ -148,3 +149,61 @@ def test_the_certificate_names_the_victims_it_does_not_cover():
               if isinstance(b, Section)]
     assert poison.index("Victims") < poison.index("Certificate")  # "above" holds
     assert "crafting model" not in _not_guaranteed(make_report())
+
+
+def _drawn(r: dict):
+    import matplotlib
+
+    from certify.report.figures import _RC, draw
+
+    spec = next(s for s in plan(r) if s.filename == "victims.png")
+    with matplotlib.rc_context(_RC):
+        fig = draw(r, spec)
+        fig.draw_without_rendering()
+    return fig
+
+
+def test_the_victims_figure_is_planned_and_drawn_only_with_victims():
+    assert "victims.png" not in {s.filename for s in plan(make_report(seeds=3))}
+    r = make_report(seeds=3, victims=PANEL)
+    [spec] = [s for s in plan(r) if s.filename == "victims.png"]
+    assert spec.poison is None and "crafting model cnn" in spec.caption
+    png = render(r, spec)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == render(r, spec)
+    assert f"![{spec.caption}](figures/victims.png)" in build_markdown(r)
+
+
+def test_the_victims_figure_shows_each_protected_accuracy_its_interval_and_clean_tick():
+    r = make_report(seeds=3, victims=PANEL)
+    fig = _drawn(r)
+    ax, = fig.axes
+    # bars per architecture (cnn, cnn16, resnet20), each over the poisons none, miue
+    heights = [round(p.get_height(), 3) for p in ax.patches]
+    assert heights == [0.535, 0.21, 0.585, 0.31, 0.635, 0.41]
+    bars = [c for c in ax.containers if hasattr(c, "errorbar")]
+    _, _, (lines,) = bars[1].errorbar.lines  # cnn16's error bars, over none then miue
+    lo, hi = r["poisons"]["miue"]["victims"]["cnn16"]["protected_interval"]
+    assert [round(float(y), 6) for y in lines.get_segments()[1][:, 1]] == [round(lo, 6), round(hi, 6)]
+    # the ticks are the horizontal black segments (the error bars are vertical)
+    clean = sorted(round(float(seg[0][1]), 3) for c in ax.collections for seg in c.get_segments()
+                   if seg[0][1] == seg[1][1] and c.get_color().tolist() == [[0, 0, 0, 1]])
+    assert clean == [0.535, 0.535, 0.585, 0.585, 0.635, 0.635]
+    legend, = fig.legends  # above the axes: it covers no bar
+    assert legend.get_window_extent().y0 >= ax.get_window_extent().y1
+    assert [t.get_text() for t in legend.get_texts()] == ["cnn (crafting)", "cnn16", "resnet20", "its clean model"]
+
+
+def test_written_report_holds_the_victims_figure(tmp_path):
+    r = make_report(victims=PANEL)
+    for sec in r["poisons"].values():  # fewer figures to draw
+        for key in ("certificate", "sal_ud", "mutual_information", "recovery"):
+            del sec[key]
+    write_report(r, tmp_path)
+    assert (tmp_path / "figures" / "victims.png").read_bytes()[:4] == b"\x89PNG"
+    assert '<img src="data:image/png;base64,' in (tmp_path / "report.html").read_text()
+    bare = make_report()
+    for sec in bare["poisons"].values():
+        for key in ("certificate", "sal_ud", "mutual_information", "recovery"):
+            del sec[key]
+    write_report(bare, tmp_path / "bare")
+    assert not (tmp_path / "bare" / "figures" / "victims.png").exists()
