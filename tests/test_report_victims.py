@@ -207,3 +207,26 @@ def test_written_report_holds_the_victims_figure(tmp_path):
             del sec[key]
     write_report(bare, tmp_path / "bare")
     assert not (tmp_path / "bare" / "figures" / "victims.png").exists()
+
+
+def test_the_literature_comparison_has_the_transfer_table():
+    from certify.scores.comparison import comparison
+
+    r = make_report(victims=PANEL, poisons=("none", "miue", "em"))
+    r["comparison"] = comparison(r["poisons"])
+    validate_report(r)
+    section = _section(build_document(r), "Comparison with the literature")
+    table = section.children[-1]
+    assert table.header == ["poison", "cnn (crafting)", "cnn16", "resnet20"]
+    # the control is no poison: its protected models are clean ones
+    assert table.rows == [["miue", "0.210 (0.393)", "0.310 (0.530)", "0.410 (0.646)"],
+                          ["em", f"0.300 ({0.3 / 0.5:.3f})", f"0.400 ({0.4 / 0.55:.3f})", f"0.500 ({0.5 / 0.6:.3f})"]]
+    text = _text(section)
+    assert ("Transfer is measured here as the protection crafted on the crafting model cnn seen by the other "
+            "architectures; the published MI-UE and APBench transfer tables are in reports/POISONS.md.") in text
+    # a report without comparison (older, or hand-made) still gets the transfer block, in the same section
+    del r["comparison"]
+    assert _section(build_document(r), "Comparison with the literature").children[-1] == table
+    r = make_report(poisons=("none", "miue"))
+    r["comparison"] = comparison(r["poisons"])
+    assert "Transfer" not in _text(_section(build_document(r), "Comparison with the literature"))
