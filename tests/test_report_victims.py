@@ -83,9 +83,13 @@ def test_a_defense_ratio_is_to_the_victims_clean_model_under_the_same_defense():
 
 
 def test_the_control_has_its_victims_table_too():
-    rows = _rows(_table(_section(build_document(make_report(victims=PANEL)), "Victims",
-                                 within="Poison: none (clean control)")))
+    doc = build_document(make_report(victims=PANEL))
+    section = _section(doc, "Victims", within="Poison: none (clean control)")
+    rows = _rows(_table(section))
     assert rows["cnn16"]["protected / clean"] == rows["cnn16"]["jpeg / clean under jpeg"] == "1.000"
+    assert _text(section).startswith("The clean control's release is the clean data itself")  # nothing crafted
+    assert _text(_section(doc, "Victims", within="Poison: miue")).startswith(
+        "This poison was crafted once, on the crafting model cnn;")
 
 
 def test_three_seeds_give_every_victim_its_interval():

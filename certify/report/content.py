@@ -547,10 +547,11 @@ def _victims_training(report: dict) -> Section:
     text = (f"The poisons were crafted once, on the crafting model {crafting}. Every victim architecture then "
             "trained with its own recipe on each release (its protected model), on the clean data (its own clean "
             "model) and under each defense of the run; each poison's Victims table holds the accuracies.")
+    parts = [text]
     if crafting not in panel["training"]:
-        text += (f" The crafting model {crafting} is not among the victims named; it trained with the run's recipe "
-                 "(train in the Configuration).")
-    return Section(VICTIMS_TRAINING, [Paragraph([text]), Table(
+        parts += [f" The crafting model {crafting} is not among the victims named; it trained with the run's recipe (",
+                  Code("train"), " in the Configuration)."]
+    return Section(VICTIMS_TRAINING, [Paragraph(parts), Table(
         ["victim", "epochs", "batch size", "lr", "momentum", "weight decay", "random crop", "flip"], rows)])
 
 
@@ -564,7 +565,7 @@ def _defended_ratio(v: dict, control: dict | None, d: str) -> str:
     return DASH if own is None else f"{ratio(own, v['clean_accuracy'])} †"
 
 
-def _victims(sec: dict, report: dict) -> Section:
+def _victims(name: str, sec: dict, report: dict) -> Section:
     """One row per victim architecture of this poison: clean, protected, the ratio, each defense."""
     emp = figures.replicated(report) or {}  # its interval method is every victim's
     control = report["poisons"].get(CONTROL)
@@ -587,15 +588,28 @@ def _victims(sec: dict, report: dict) -> Section:
             row.append(DASH if v.get("clean_train_accuracy") is None else
                        f"{acc(v['clean_train_accuracy'])} / {acc(v.get('protected_train_accuracy')) or DASH}")
         rows.append(row)
-    text = (f"This poison was crafted once, on the crafting model {report['victims']['crafting_model']}; each "
-            f"architecture below trained on its release and on the clean data with its own recipe (see "
-            f"“{VICTIMS_TRAINING}” above). Protected / clean is the protected model's accuracy as a fraction of the "
-            "same victim's clean model; under a defense, as a fraction of that victim's clean model trained under "
-            f"the same defense (the clean control's{'' if control is not None else ', absent in this run'})")
-    if any(c.endswith("†") for row in rows for c in row):
+    daggers = any(c.endswith("†") for row in rows for c in row)
+    return Section("Victims", [Paragraph([_victims_note(name, report, control is not None, daggers, fits)]),
+                               Table(header, rows)])
+
+
+def _victims_note(name: str, report: dict, has_control: bool, daggers: bool, fits: bool) -> str:
+    """What a Victims table is and how its ratios read."""
+    if name == CONTROL:  # nothing was crafted: its release is the clean data
+        text = ("The clean control's release is the clean data itself, so each victim's protected model here is a "
+                "second clean model, trained with its own recipe (see "
+                f"“{VICTIMS_TRAINING}” above): the reference each poison's Victims table is read against. ")
+    else:
+        text = (f"This poison was crafted once, on the crafting model {report['victims']['crafting_model']}; each "
+                f"architecture below trained on its release and on the clean data with its own recipe (see "
+                f"“{VICTIMS_TRAINING}” above). ")
+    text += ("Protected / clean is the protected model's accuracy as a fraction of the same victim's clean model; "
+             "under a defense, as a fraction of that victim's clean model trained under the same defense (the clean "
+             f"control's{'' if has_control else ', absent in this run'})")
+    if daggers:
         text += ", or, marked †, of its undefended clean model where the control has no model under that defense"
     text += "." + (f" Training-set accuracy is {TRAIN_FIT}." if fits else "")
-    return Section("Victims", [Paragraph([text]), Table(header, rows)])
+    return text
 
 
 def _certificate(name: str, sec: dict, report: dict) -> Section:
@@ -685,7 +699,7 @@ def _poison(name: str, sec: dict, report: dict, figs: list) -> Section:
     if sec["empirical"].get("defenses"):
         children.append(_defenses(sec["empirical"]))
     if report.get("victims"):
-        children.append(_victims(sec, report))
+        children.append(_victims(name, sec, report))
     if sec.get("certificate"):
         children.append(_certificate(name, sec, report))
     if sec.get("sal_ud"):

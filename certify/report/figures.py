@@ -490,7 +490,8 @@ def _victims(report, fig):
         sides = [(m - v["protected_interval"][0], v["protected_interval"][1] - m) if v.get("protected_interval")
                  else (0.0, 0.0) for m, v in zip(vals, got)]
         ax.bar(pos, vals, width, yerr=np.array(sides).T, capsize=2, error_kw={"lw": 1},
-               color=METHOD_COLORS[j % len(METHOD_COLORS)], label=_t(f"{arch} (crafting)" if arch == crafting else arch))
+               color=METHOD_COLORS[j % len(METHOD_COLORS)],
+               label=_t(f"{arch} (crafting)" if arch == crafting else arch))
         ax.hlines([_nan(v.get("clean_accuracy")) for v in got], pos - width / 2, pos + width / 2, color="k", lw=2)
     ax.set_xticks(np.arange(len(names)))
     _name_ticks(ax, names)

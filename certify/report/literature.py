@@ -58,7 +58,9 @@ def certified_drop(row: dict) -> float | None:
 
 def _transferred(v: dict | None) -> str:
     """A victim's protected accuracy with, in brackets, its fraction of the same victim's clean accuracy."""
-    return DASH if v is None else f"{acc(v['protected_accuracy'])} ({ratio(v['protected_accuracy'], v['clean_accuracy'])})"
+    if v is None:
+        return DASH
+    return f"{acc(v['protected_accuracy'])} ({ratio(v['protected_accuracy'], v['clean_accuracy'])})"
 
 
 def _transfer(report: dict) -> list:
