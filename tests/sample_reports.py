@@ -1,6 +1,6 @@
 """Synthetic report.json documents for the report, gate and picture tests (a helper module, not a
-test module): `make_report` builds one run's report (optionally of K replicate seeds, `add_seeds`),
-from hand-set accuracies and seeded certificate draws."""
+test module): `make_report` builds one run's report (optionally of K replicate seeds, `add_seeds`,
+and of a victim panel, `add_victims`), from hand-set accuracies and seeded certificate draws."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,6 +10,9 @@ from certify.report.schema import SCHEMA_ID
 
 GRID = [0.05, 0.1, 0.25, 0.5, 1.0, 1.5]
 SIGMA = 0.02
+CRAFTING = "cnn"  # the crafting model of a report with victims
+VICTIM_TRAIN = {"epochs": 15, "batch_size": 128, "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0005,
+                "flip": True, "crop": 0, "eval_batch": 500}
 
 
 def _certificate(mean: float, seed: int) -> dict:
@@ -84,31 +87,78 @@ def add_seeds(report: dict, k: int) -> None:
     offsets = [0.015 * ((i + 1) // 2) * (1 if i % 2 else -1) for i in range(k)]
     for sec in report["poisons"].values():
         emp, cert = sec["empirical"], sec["certificate"]
-        reps = [{"seed": seed, "clean_accuracy": emp["clean_accuracy"] + o,
-                 "protected_accuracy": emp["protected_accuracy"] + o,
-                 "peak_protected_accuracy": emp["peak_protected_accuracy"] + o,
-                 "defenses": {d: v["accuracy"] + 1.5 * o for d, v in emp["defenses"].items()},
-                 "defenses_peak": {d: v["peak_accuracy"] + 1.5 * o for d, v in emp["defenses"].items()},
+        reps = [{"seed": seed, **_seed_of(emp, o),
                  "certified": {format(pt["eta_over_sigma"], "g"): None if pt["learnability"] is None
                                else max(0.0, pt["learnability"] - 0.01 * i) for pt in cert["curve"]},
                  "recovery": {m: max(pt["accuracy"] for pt in r["curve"]) + o for m, r in sec["recovery"].items()}}
                 for i, (seed, o) in enumerate(zip(seeds, offsets))]
+        for arch, v in (sec.get("victims") or {}).items():  # each victim's seeds lie as the crafting model's
+            for rep, o in zip(reps, offsets):
+                rep.setdefault("victims", {})[arch] = _seed_of(v, o)
+            _summarize_seeds(v, [rep["victims"][arch] for rep in reps], n)
         sec["replicates"] = reps
-        for key in ("clean", "protected", "peak_protected"):
-            emp[f"{key}_accuracy"], emp[f"{key}_interval"] = summarize([r[f"{key}_accuracy"] for r in reps], n)
-        for d, v in emp["defenses"].items():
-            v["accuracy"], v["interval"] = summarize([r["defenses"][d] for r in reps], n)
-            v["peak_accuracy"], v["peak_interval"] = summarize([r["defenses_peak"][d] for r in reps], n)
+        _summarize_seeds(emp, reps, n)
         emp.update(interval_method="clopper-pearson" if k == 1 else "student-t", seeds=k, confidence=0.95)
         for m, r in sec["recovery"].items():
             r["best_accuracy"], r["best_interval"] = summarize([rep["recovery"][m] for rep in reps], n)
         cert.update(replicates=k, replicate_alpha=cert["alpha"] / k)  # the first seed's bounds are the largest
 
 
-def make_report(dataset_name: str = "cifar10-mini", poisons=("none", "miue"), seeds: int | None = None) -> dict:
+def _seed_of(acc: dict, o: float) -> dict:
+    """One seed's accuracies (a replicate entry's fields), `o` away from `acc`'s (1.5·o under a defense)."""
+    return {"clean_accuracy": acc["clean_accuracy"] + o, "protected_accuracy": acc["protected_accuracy"] + o,
+            "peak_protected_accuracy": acc["peak_protected_accuracy"] + o,
+            "defenses": {d: v["accuracy"] + 1.5 * o for d, v in acc["defenses"].items()},
+            "defenses_peak": {d: v["peak_accuracy"] + 1.5 * o for d, v in acc["defenses"].items()}}
+
+
+def _summarize_seeds(acc: dict, reps: list[dict], n_test: int) -> None:
+    """`acc`'s accuracies (an empirical section or a victim's) become the means over `reps`, with intervals."""
+    for key in ("clean", "protected", "peak_protected"):
+        acc[f"{key}_accuracy"], acc[f"{key}_interval"] = summarize([r[f"{key}_accuracy"] for r in reps], n_test)
+    for d, v in acc["defenses"].items():
+        v["accuracy"], v["interval"] = summarize([r["defenses"][d] for r in reps], n_test)
+        v["peak_accuracy"], v["peak_interval"] = summarize([r["defenses_peak"][d] for r in reps], n_test)
+
+
+def _victim(emp: dict, j: int) -> dict:
+    """The j-th architecture's numbers that is not the crafting model (j >= 1): a clean model 0.05·j better
+    than the crafting model's, a protection that transfers less (0.1·j more accuracy on the release, and
+    on the clean data itself: the clean control's victims keep protected = clean), a training-set
+    accuracy that says whether it fits."""
+    up = 0.05 * j
+    protected = min(1.0, emp["protected_accuracy"] + (up if emp["protected_accuracy"] == emp["clean_accuracy"]
+                                                       else 2 * up))
+    return {"clean_accuracy": emp["clean_accuracy"] + up, "protected_accuracy": protected,
+            "peak_protected_accuracy": protected + 0.03,
+            "clean_train_accuracy": 0.99 - 0.2 * (j - 1), "protected_train_accuracy": 0.98,
+            "defenses": {d: {"accuracy": v["accuracy"] + up, "peak_accuracy": v["peak_accuracy"] + up}
+                         for d, v in emp["defenses"].items()}}
+
+
+def add_victims(report: dict, architectures) -> None:
+    """The fields of a run with `--victims` (before `add_seeds`): the panel, each architecture's training,
+    and per poison each victim's accuracies; the crafting model's, where it is among them, are its own."""
+    report["victims"] = {"crafting_model": CRAFTING, "architectures": list(architectures),
+                         "training": {a: dict(VICTIM_TRAIN, epochs=VICTIM_TRAIN["epochs"] + 5 * i)
+                                      for i, a in enumerate(architectures)}}
+    others = [a for a in architectures if a != CRAFTING]
+    for sec in report["poisons"].values():
+        emp = sec["empirical"]
+        own = {k: emp[k] for k in ("clean_accuracy", "protected_accuracy", "peak_protected_accuracy")}
+        own.update(clean_train_accuracy=0.99, protected_train_accuracy=0.99,
+                   defenses={d: dict(v) for d, v in emp["defenses"].items()})
+        sec["victims"] = {a: own if a == CRAFTING else _victim(emp, others.index(a) + 1) for a in architectures}
+
+
+def make_report(dataset_name: str = "cifar10-mini", poisons=("none", "miue"), seeds: int | None = None,
+                victims=None) -> dict:
     """A synthetic report; with `seeds` (K >= 1) one of a run with K replicate seeds, else one from
-    before replicates."""
+    before replicates; with `victims` (architectures, the crafting model `CRAFTING` among them or not)
+    one of a run with that victim panel."""
     report = _base_report(dataset_name, poisons)
+    if victims is not None:
+        add_victims(report, victims)
     if seeds is not None:
         add_seeds(report, seeds)
     return report

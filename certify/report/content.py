@@ -15,9 +15,12 @@ from certify.registry import CONTROL
 from certify.report import figures
 from certify.report.document import Bullets, Code, Figure, Paragraph, Preformatted, Section, Strong, Table
 from certify.report.literature import comparison_section
-from certify.report.text import DASH, acc, num, signed
+from certify.report.text import DASH, acc, num, ratio, signed
 
 PREFERRED_GRID = (0.1, 0.5)
+TRAIN_FIT = ("on its own un-augmented training images; a victim far below 1 underfits, and a shortcut it cannot "
+             "fit reads as protection")
+VICTIMS_TRAINING = "Victims and their training"
 
 
 # ----------------------------------------------------------------------------- numbers and lookups
@@ -348,6 +351,19 @@ def _victims_covered(cert: dict, data: str, seeds: int) -> str:
     return text
 
 
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _other_victims(report: dict) -> str:
+    """The victim architectures besides the crafting model, which the certificate does not reach ('' without)."""
+    crafting, *others = figures.victim_names(report) or [None]
+    if not others:
+        return ""
+    return (f" It bounds the surrogate of the crafting model, {crafting} (its architecture), not the other victims "
+            f"{_and(others)}, whose protection is measured only empirically (their rows in the Victims table above).")
+
+
 def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
     cert = sec["certificate"]
     control = report["poisons"].get(CONTROL)
@@ -389,8 +405,7 @@ def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
              f"with probability at least {1 - 2 * alpha:g}.")
     abstain = [pt for pt in curve if pt["learnability"] is None]
     if abstain:
-        where = [f"η = {pt['eta']:.4g} (η/σ = {pt['eta_over_sigma']:g})" for pt in abstain]
-        where = where[0] if len(where) == 1 else ", ".join(where[:-1]) + " and " + where[-1]
+        where = _and([f"η = {pt['eta']:.4g} (η/σ = {pt['eta_over_sigma']:g})" for pt in abstain])
         text += (f" At {where} the certificate abstains: with {n} draws{' (of at least one seed)' if k > 1 else ''} "
                  "no bound exists at this confidence. "
                  "That is a limit of the number of draws, not a learnability of 0 or 1.")
@@ -419,6 +434,7 @@ def _guarantee(name: str, sec: dict, report: dict) -> list[Paragraph]:
                    " The certificate says nothing about models farther than η from θ̂, about models trained "
                    "differently (another architecture, recipe, training length, augmentation or a defense), "
                    "about the accuracy of any single unsmoothed model, or about data other than this test set."
+                   + _other_victims(report)
                    + (" It concerns the surrogate θ̂, not the protected model whose accuracies are listed above; "
                       "those accuracies, the defenses, the scores and the recovery attack are measurements of "
                       "single runs, not guarantees." if k == 1 else
@@ -470,8 +486,7 @@ def _overview(sec: dict, n_test: int) -> Bullets:
     ]
     if emp.get("clean_train_accuracy") is not None:  # how well each victim fits its own training set
         items.append([Strong("Training-set accuracy"), f": clean model {acc(emp['clean_train_accuracy'])}, "
-                      f"protected model {acc(emp['protected_train_accuracy'])} (on its own un-augmented training "
-                      "images; a victim far below 1 underfits, and a shortcut it cannot fit reads as protection)"])
+                      f"protected model {acc(emp['protected_train_accuracy'])} ({TRAIN_FIT})"])
     if sec.get("origin", BUILT_IN) != BUILT_IN:
         items.insert(0, [Strong("Method"), f": from the plugin {sec['origin']}"])
     hist = [f"{len(emp[k])} epochs ({k.split('_')[0]})" for k in ("clean_history", "protected_history") if emp.get(k)]
@@ -516,6 +531,85 @@ def _defenses(emp: dict) -> Section:
                                         spread(emp, v["peak_accuracy"], v.get("peak_interval")),
                                         signed(v["accuracy"] - emp["protected_accuracy"])]
                                        for d, v in emp["defenses"].items()])])
+
+
+def _crafting_mark(arch: str, report: dict) -> str:
+    return f"{arch} (crafting)" if arch == report["victims"]["crafting_model"] else arch
+
+
+def _victims_training(report: dict) -> Section:
+    """The run's victim panel: which architectures, and the recipe each trained with."""
+    panel = report["victims"]
+    crafting = panel["crafting_model"]
+    rows = [[_crafting_mark(a, report), str(t["epochs"]), str(t["batch_size"]), f"{t['lr']:g}", f"{t['momentum']:g}",
+             f"{t['weight_decay']:g}", f"{t['crop']} px" if t["crop"] else "off", "yes" if t["flip"] else "no"]
+            for a in figures.victim_names(report) if (t := panel["training"].get(a)) is not None]
+    text = (f"The poisons were crafted once, on the crafting model {crafting}. Every victim architecture then "
+            "trained with its own recipe on each release (its protected model), on the clean data (its own clean "
+            "model) and under each defense of the run; each poison's Victims table holds the accuracies.")
+    parts = [text]
+    if crafting not in panel["training"]:
+        parts += [f" The crafting model {crafting} is not among the victims named; it trained with the run's recipe (",
+                  Code("train"), " in the Configuration)."]
+    return Section(VICTIMS_TRAINING, [Paragraph(parts), Table(
+        ["victim", "epochs", "batch size", "lr", "momentum", "weight decay", "random crop", "flip"], rows)])
+
+
+def _defended_ratio(v: dict, control: dict | None, d: str) -> str:
+    """A victim's accuracy under defense `d` as a fraction of its clean model's under the same defense (the
+    clean control's), or with † of its undefended clean model where the control has none under `d`."""
+    own = ((v.get("defenses") or {}).get(d) or {}).get("accuracy")
+    ref = (((control or {}).get("defenses") or {}).get(d) or {}).get("accuracy")
+    if ref is not None:
+        return ratio(own, ref)
+    return DASH if own is None else f"{ratio(own, v['clean_accuracy'])} †"
+
+
+def _victims(name: str, sec: dict, report: dict) -> Section:
+    """One row per victim architecture of this poison: clean, protected, the ratio, each defense."""
+    emp = figures.replicated(report) or {}  # its interval method is every victim's
+    control = report["poisons"].get(CONTROL)
+    defenses = figures.defense_names(report)
+    archs = [(a, v) for a in figures.victim_names(report) if (v := figures.victim_of(report, sec, a)) is not None]
+    fits = any(v.get("clean_train_accuracy") is not None for _, v in archs)
+    header = ["victim", "clean acc", "protected acc", "protected / clean"]
+    header += [h for d in defenses for h in (f"{d} acc", f"{d} / clean under {d}")]
+    header += ["training-set acc (clean / protected)"] if fits else []
+    rows = []
+    for a, v in archs:
+        twin = figures.victim_of(report, control, a) if control is not None else None
+        row = [_crafting_mark(a, report), spread(emp, v["clean_accuracy"], v.get("clean_interval")),
+               spread(emp, v["protected_accuracy"], v.get("protected_interval")),
+               ratio(v["protected_accuracy"], v["clean_accuracy"])]
+        for d in defenses:
+            dv = (v.get("defenses") or {}).get(d) or {}
+            row += [spread(emp, dv.get("accuracy"), dv.get("interval")) or DASH, _defended_ratio(v, twin, d)]
+        if fits:
+            row.append(DASH if v.get("clean_train_accuracy") is None else
+                       f"{acc(v['clean_train_accuracy'])} / {acc(v.get('protected_train_accuracy')) or DASH}")
+        rows.append(row)
+    daggers = any(c.endswith("†") for row in rows for c in row)
+    return Section("Victims", [Paragraph([_victims_note(name, report, control is not None, daggers, fits)]),
+                               Table(header, rows)])
+
+
+def _victims_note(name: str, report: dict, has_control: bool, daggers: bool, fits: bool) -> str:
+    """What a Victims table is and how its ratios read."""
+    if name == CONTROL:  # nothing was crafted: its release is the clean data
+        text = ("The clean control's release is the clean data itself, so each victim's protected model here is a "
+                "second clean model, trained with its own recipe (see "
+                f"“{VICTIMS_TRAINING}” above): the reference each poison's Victims table is read against. ")
+    else:
+        text = (f"This poison was crafted once, on the crafting model {report['victims']['crafting_model']}; each "
+                f"architecture below trained on its release and on the clean data with its own recipe (see "
+                f"“{VICTIMS_TRAINING}” above). ")
+    text += ("Protected / clean is the protected model's accuracy as a fraction of the same victim's clean model; "
+             "under a defense, as a fraction of that victim's clean model trained under the same defense (the clean "
+             f"control's{'' if has_control else ', absent in this run'})")
+    if daggers:
+        text += ", or, marked †, of its undefended clean model where the control has no model under that defense"
+    text += "." + (f" Training-set accuracy is {TRAIN_FIT}." if fits else "")
+    return text
 
 
 def _certificate(name: str, sec: dict, report: dict) -> Section:
@@ -604,6 +698,8 @@ def _poison(name: str, sec: dict, report: dict, figs: list) -> Section:
         children.append(replicates)
     if sec["empirical"].get("defenses"):
         children.append(_defenses(sec["empirical"]))
+    if report.get("victims"):
+        children.append(_victims(name, sec, report))
     if sec.get("certificate"):
         children.append(_certificate(name, sec, report))
     if sec.get("sal_ud"):
@@ -644,6 +740,8 @@ def build_document(report: dict) -> Section:
     children = ([verdict] if verdict else []) + _header(report)
     if report.get("warnings"):
         children.append(Section("Warnings", [Bullets([[w] for w in report["warnings"]])]))
+    if report.get("victims"):
+        children.append(_victims_training(report))
     children.append(_summary(report))
     literature = comparison_section(report)
     if literature is not None:

@@ -48,7 +48,7 @@ class FigureSpec:
     caption: str
     poison: str | None  # None: one figure across poisons
     kind: str           # certificate | samples | history | per_class | sal | recovery | defenses | replicates | ud
-                        # | timeline
+                        # | victims | timeline
 
 
 def slugs(names) -> dict[str, str]:
@@ -72,6 +72,26 @@ def defense_names(report: dict) -> list[str]:
             if d not in names:
                 names.append(d)
     return names
+
+
+def victim_names(report: dict) -> list[str]:
+    """The victim panel's architectures, the crafting model first (the reference every other victim is
+    read against, whether or not `--victims` named it), then the others in the user's order; [] for a
+    run without a panel."""
+    panel = report.get("victims")
+    if not panel:
+        return []
+    crafting = panel["crafting_model"]
+    return [crafting] + [a for a in panel["architectures"] if a != crafting]
+
+
+def victim_of(report: dict, sec: dict, arch: str) -> dict | None:
+    """A poison's accuracies on one victim architecture: its `victims` entry, or for the crafting model
+    its `empirical` section (the same fields) where the panel does not name it; None if not measured."""
+    own = (sec.get("victims") or {}).get(arch)
+    if own is None and arch == report["victims"]["crafting_model"]:
+        return sec["empirical"]
+    return own
 
 
 def replicated(report: dict) -> dict | None:
@@ -109,6 +129,12 @@ def plan(report: dict) -> list[FigureSpec]:
         specs.append(FigureSpec("replicates.png", "Test accuracy of the clean model, the protected model and the "
                                 f"protected model under each defense, per poison: {_replicates_key(emp)}", None,
                                 "replicates"))
+    if report.get("victims"):
+        specs.append(FigureSpec("victims.png", "Test accuracy of each victim architecture's protected model, per "
+                                f"poison (bars; the crafting model {report['victims']['crafting_model']} first), "
+                                "with its interval where the run has seeds (error bar), and the clean model of the "
+                                "same architecture (black tick over each bar): transfer reads as a bar far below "
+                                "its tick", None, "victims"))
     if any((s.get("sal_ud") or {}).get("ud") is not None for s in poisons.values()):
         specs.append(FigureSpec("ud.png", UD_CAPTION, None, "ud"))
     for name, sec in poisons.items():
@@ -445,6 +471,39 @@ def _defenses(report, fig):
     fig.legend(ncol=min(len(series), 5), loc="outside upper center")  # above the axes: it covers no bar
 
 
+def _victims(report, fig):
+    import numpy as np
+    from matplotlib.lines import Line2D
+
+    poisons = report["poisons"]
+    names = list(poisons)
+    archs = victim_names(report)
+    crafting = report["victims"]["crafting_model"]
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_axisbelow(True)
+    width = 0.8 / len(archs)
+    for j, arch in enumerate(archs):
+        pos = np.arange(len(names)) - 0.4 + width * (j + 0.5)
+        got = [victim_of(report, poisons[n], arch) or {} for n in names]
+        vals = [_nan(v.get("protected_accuracy")) for v in got]
+        # an interval's two sides; none (a report without seeds, an absent victim) draws no error bar
+        sides = [(m - v["protected_interval"][0], v["protected_interval"][1] - m) if v.get("protected_interval")
+                 else (0.0, 0.0) for m, v in zip(vals, got)]
+        ax.bar(pos, vals, width, yerr=np.array(sides).T, capsize=2, error_kw={"lw": 1},
+               color=METHOD_COLORS[j % len(METHOD_COLORS)],
+               label=_t(f"{arch} (crafting)" if arch == crafting else arch))
+        ax.hlines([_nan(v.get("clean_accuracy")) for v in got], pos - width / 2, pos + width / 2, color="k", lw=2)
+    ax.set_xticks(np.arange(len(names)))
+    _name_ticks(ax, names)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("protected accuracy per victim architecture")
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="k", lw=2))
+    labels.append("its clean model")
+    fig.legend(handles, labels, ncol=min(len(labels), 5), loc="outside upper center")  # above: it covers no bar
+
+
 def _measures(report) -> list:
     """What the replicates figure shows of each poison, as (label, colour, sec -> (each seed's value,
     mean, [low, high]), or None where it was not measured): clean, undefended, under each defense."""
@@ -582,7 +641,8 @@ def _timeline(report, fig):
 
 
 _SIZES = {"certificate": (11, 4.4), "history": (6, 3.6), "per_class": (7, 3.8), "sal": (11, 4),
-          "recovery": (7.5, 4.6), "defenses": (8, 4.4), "replicates": (9, 4.4), "ud": (8, 4.2), "timeline": (10, 4.2)}
+          "recovery": (7.5, 4.6), "defenses": (8, 4.4), "replicates": (9, 4.4), "ud": (8, 4.2),
+          "victims": (9, 4.4), "timeline": (10, 4.2)}
 
 
 def draw(report: dict, spec: FigureSpec):
@@ -591,7 +651,8 @@ def draw(report: dict, spec: FigureSpec):
 
     fig = Figure(figsize=_SIZES[spec.kind], dpi=DPI, layout="constrained")
     if spec.poison is None:
-        {"defenses": _defenses, "replicates": _replicates, "ud": _ud, "timeline": _timeline}[spec.kind](report, fig)
+        {"defenses": _defenses, "replicates": _replicates, "ud": _ud, "victims": _victims,
+         "timeline": _timeline}[spec.kind](report, fig)
     else:
         {"certificate": _certificate, "history": _history, "per_class": _per_class, "sal": _sal,
          "recovery": _recovery}[spec.kind](report, spec.poison, fig)

@@ -4,12 +4,15 @@ One table with a row per poison of the run (the three papers' measures: accuracy
 learnability, UD, MI gap, covariance score, accuracy and UD under the ISS defenses), one with the rank
 correlations across poisons, and the definitions. A run with a single poison gets its one-row table
 (and the control's row) and correlations that say they need 3 poisons; a report without
-`comparison` (older reports, a run of the clean control alone) gets no section.
+`comparison` (older reports, a run of the clean control alone) gets no section. A run with a victim
+panel (`--victims`) adds the transfer table: each poison's protection on every victim architecture.
 """
 from __future__ import annotations
 
-from certify.report.document import Bullets, Paragraph, Section, Strong, Table
-from certify.report.text import DASH, acc, num, signed
+from certify.registry import CONTROL
+from certify.report.document import Bullets, Code, Paragraph, Section, Strong, Table
+from certify.report.figures import victim_names, victim_of
+from certify.report.text import DASH, acc, num, ratio, signed
 
 ISS = ("jpeg", "grayscale")  # always shown: the defenses the MI-UE paper says it is weakest against
 
@@ -53,10 +56,35 @@ def certified_drop(row: dict) -> float | None:
     return None if row.get("certified_gap") is None else -row["certified_gap"]
 
 
+def _transferred(v: dict | None) -> str:
+    """A victim's protected accuracy with, in brackets, its fraction of the same victim's clean accuracy."""
+    if v is None:
+        return DASH
+    return f"{acc(v['protected_accuracy'])} ({ratio(v['protected_accuracy'], v['clean_accuracy'])})"
+
+
+def _transfer(report: dict) -> list:
+    """The transfer table of a run with a victim panel ([] without, or without a poison besides the control,
+    whose protected model is a clean one)."""
+    crafting, *others = victim_names(report) or [None]
+    poisons = {n: s for n, s in report["poisons"].items() if n != CONTROL}
+    if not others or not poisons:
+        return []
+    rows = [[name] + [_transferred(victim_of(report, sec, a)) for a in [crafting] + others]
+            for name, sec in poisons.items()]
+    return [Paragraph([Strong("Transfer across architectures."), " Protected accuracy of each victim architecture "
+                       "(in brackets: as a fraction of the same architecture's clean model). Transfer is measured "
+                       f"here as the protection crafted on the crafting model {crafting} seen by the other "
+                       "architectures; the published MI-UE and APBench transfer tables are in ",
+                       Code("reports/POISONS.md"), "."]),
+            Table(["poison", f"{crafting} (crafting)"] + others, rows)]
+
+
 def comparison_section(report: dict) -> Section | None:
     comp = report.get("comparison")
+    transfer = _transfer(report)
     if not comp:
-        return None
+        return Section("Comparison with the literature", transfer) if transfer else None
     r = comp["eta_over_sigma"]
     control = comp["control"]
     defenses = list(ISS) + [d for d in comp["defenses"] if d not in ISS]
@@ -94,4 +122,4 @@ def comparison_section(report: dict) -> Section | None:
     ])
     return Section("Comparison with the literature", [
         Paragraph(["The three papers' measures for every poison of this run (dash: not measured in this run)."]),
-        Table(header, rows), _correlations(comp), notes])
+        Table(header, rows), _correlations(comp), notes, *transfer])

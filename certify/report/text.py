@@ -15,3 +15,8 @@ def num(x, digits: int = 4) -> str:
 
 def signed(x) -> str:
     return f"{x:+.3f}"
+
+
+def ratio(x, of) -> str:
+    """x as a fraction of `of` (an accuracy of a reference accuracy), a dash where either is absent."""
+    return DASH if x is None or not of else f"{x / of:.3f}"
