@@ -15,9 +15,9 @@ from certify.registry import Registry
 MODELS = Registry("model")
 # The smallest image side each model trains on. Training can meet a batch of one image (the last,
 # partial batch), and BatchNorm in training mode needs more than one value per channel, so the last
-# BatchNorm must still see at least 2x2 pixels: the CNN and the VGG halve the side twice (8 -> 2), the ResNet
-# three times rounding up (9 -> 2), the ResNet-20 twice rounding up (5 -> 2). The ViT has no BatchNorm:
-# one patch is enough. `tests/test_data.py` checks each minimum and the side below it.
+# BatchNorm must still see at least 2x2 pixels: the CNN and the VGG halve the side twice (8 -> 2), the
+# ResNet-18 three times rounding up (9 -> 2), the ResNet-20 twice rounding up (5 -> 2). The ViT has no
+# BatchNorm: one patch is enough. `tests/test_data.py` checks each minimum and the side below it.
 CNN_MIN_SIDE, RESNET_MIN_SIDE, RESNET20_MIN_SIDE, VIT_PATCH = 8, 9, 5, 4
 
 
@@ -73,14 +73,16 @@ class CifarResNet20(nn.Module):
         super().__init__()
         from torchvision.models.resnet import BasicBlock  # imported on use: it costs seconds at start-up
 
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16),
+                                   nn.ReLU()]
         width_in = 16
         for width, stride in ((16, 1), (32, 2), (64, 2)):
             for block in range(3):
                 s = stride if block == 0 else 1
                 shortcut = None
                 if s != 1 or width_in != width:
-                    shortcut = nn.Sequential(nn.Conv2d(width_in, width, 1, stride=s, bias=False), nn.BatchNorm2d(width))
+                    shortcut = nn.Sequential(nn.Conv2d(width_in, width, 1, stride=s, bias=False),
+                                             nn.BatchNorm2d(width))
                 layers.append(BasicBlock(width_in, width, s, shortcut))
                 width_in = width
         self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -187,20 +189,29 @@ def _mlp(shape, num_classes):
     return MLP(c * h * w, num_classes)
 
 
+# The panel's recipes: each model's training on cifar10-mini as measured with bench/victim_fit.py
+# (reports/BENCHMARKS.md, "Does the victim fit"), every optimizer field spelled out so a run's own
+# `train.*` cannot change what was measured; the flip stays the run's (the data's), as it was measured.
+SGD_AS_MEASURED = {"lr": 0.05, "weight_decay": 5e-4, "crop": 0}
+RESNET20_RECIPE = {"epochs": 20, "batch_size": 32, **SGD_AS_MEASURED}  # fits 0.968 of the training split
+VGG_RECIPE = {"epochs": 30, "batch_size": 32, **SGD_AS_MEASURED}  # fits 0.994; 20 epochs fit 0.906
+VIT_RECIPE = {"epochs": 30, "batch_size": 64, **SGD_AS_MEASURED}  # fits only 0.561; batch 32 fit less
+
+
 @MODELS.register("resnet20", "CIFAR ResNet-20 (He et al. 2016; 1x1-conv shortcuts), ~0.27 M parameters",
-                 min_side=RESNET20_MIN_SIDE)
+                 min_side=RESNET20_MIN_SIDE, recipe=RESNET20_RECIPE)
 def _resnet20(shape, num_classes):
     return CifarResNet20(shape[0], num_classes)
 
 
 @MODELS.register("vgg-small", "small VGG: 2 conv-BN-ReLU per stage, widths 32-64-128, ~0.29 M parameters",
-                 min_side=CNN_MIN_SIDE)
+                 min_side=CNN_MIN_SIDE, recipe=VGG_RECIPE)
 def _vgg_small(shape, num_classes):
     return SmallVGG(shape[0], num_classes)
 
 
 @MODELS.register("vit-tiny", "torchvision ViT, 4x4 patches, 4 layers, 4 heads, hidden 64 (~0.14 M parameters); "
-                 "square sides divisible by 4", min_side=VIT_PATCH)
+                 "square sides divisible by 4", min_side=VIT_PATCH, recipe=VIT_RECIPE)
 def _vit_tiny(shape, num_classes):
     return TinyViT(shape, num_classes)
 

@@ -1,10 +1,13 @@
-"""The victim panel (issue 26): ResNet-20, the small VGG and the tiny ViT."""
+"""The victim panel (issue 26): ResNet-20, the small VGG and the tiny ViT, their recipes and listing."""
+import dataclasses
+
 import pytest
 import torch
 
 from certify.cli import main
 from certify.errors import UserError
-from certify.models import build_model, count_parameters
+from certify.models import MODELS, build_model, count_parameters, victim_training
+from certify.training import TrainConfig
 
 PANEL = ["resnet20", "vgg-small", "vit-tiny"]
 
@@ -43,6 +46,30 @@ def test_the_vit_refuses_images_its_patches_do_not_tile():
 def test_the_same_seed_builds_the_same_weights():
     a, b = (build_model("resnet20", (3, 8, 8), 10, 3) for _ in range(2))
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("arch", PANEL)
+def test_each_panel_model_has_a_recipe_of_training_fields_without_flip(arch):
+    recipe = dict(MODELS.get(arch).recipe)
+    assert recipe, f"{arch} documents no recipe"
+    assert set(recipe) <= {f.name for f in dataclasses.fields(TrainConfig)}
+    assert "flip" not in recipe  # the dataset's (natural images only), never the architecture's
+    TrainConfig(**recipe).validate(arch)
+
+
+@pytest.mark.parametrize("arch", ["cnn", "cnn16", "mlp", "resnet18"])
+def test_the_older_models_keep_the_runs_training(arch):
+    base = TrainConfig(epochs=7)
+    assert victim_training(arch, base) == base
+
+
+def test_victim_training_is_the_run_then_the_recipe_then_the_users_overrides():
+    base = TrainConfig(epochs=3, lr=0.2, flip=False, eval_batch=100)
+    recipe = dict(MODELS.get("resnet20").recipe)
+    got = victim_training("resnet20", base, {"lr": 0.01})
+    assert got == dataclasses.replace(base, **{**recipe, "lr": 0.01})
+    assert got.flip is False and got.eval_batch == 100  # what the recipe leaves is the run's
+    assert base.lr == 0.2  # the run's own config is not changed
 
 
 def test_certify_list_shows_the_panel(capsys):
