@@ -23,59 +23,79 @@ from pathlib import Path
 import torch
 
 from certify.data import load_dataset
-from certify.models import SmallCNN, build_model
+from certify.models import MODELS, SmallCNN, build_model
 from certify.seeding import derive
 from certify.training import TrainConfig, evaluate, train
 
-# name -> (cnn width, 0 for the `mlp`; TrainConfig fields); unset: batch 128, lr 0.05, cosine, momentum 0.9,
-# weight decay 5e-4. The first block was measured first; batch size was the lever, so the second
-# block varies it, with weight decay and the MLP.
-CANDIDATES: dict[str, tuple[int, dict]] = {
-    "cnn-e15-flip": (8, {"epochs": 15, "flip": True}),  # the former cifar10-mini default
-    "cnn-e40-noflip": (8, {"epochs": 40, "flip": False}),
-    "cnn16-e15-noflip": (16, {"epochs": 15, "flip": False}),
-    "cnn16-e30-flip": (16, {"epochs": 30, "flip": True}),
-    "cnn16-e30-noflip": (16, {"epochs": 30, "flip": False}),
-    "cnn16-e60-noflip": (16, {"epochs": 60, "flip": False}),
-    "cnn16-e30-noflip-b64": (16, {"epochs": 30, "flip": False, "batch_size": 64}),
-    "cnn32-e15-noflip": (32, {"epochs": 15, "flip": False}),
-    "cnn32-e20-noflip": (32, {"epochs": 20, "flip": False}),
-    "cnn32-e30-noflip": (32, {"epochs": 30, "flip": False}),
-    "cnn32-e30-flip": (32, {"epochs": 30, "flip": True}),
-    "cnn32-e15-noflip-lr0.1": (32, {"epochs": 15, "flip": False, "lr": 0.1}),
-    "cnn64-e10-noflip": (64, {"epochs": 10, "flip": False}),
-    "mlp-e15-noflip": (0, {"epochs": 15, "flip": False}),
-    "mlp-e15-noflip-wd0": (0, {"epochs": 15, "flip": False, "weight_decay": 0.0}),
-    "mlp-e30-noflip": (0, {"epochs": 30, "flip": False}),
-    "mlp-e30-flip": (0, {"epochs": 30, "flip": True}),
-    "cnn-e60-noflip-wd0": (8, {"epochs": 60, "flip": False, "weight_decay": 0.0}),
-    "cnn16-e60-noflip-wd0": (16, {"epochs": 60, "flip": False, "weight_decay": 0.0}),
-    "cnn16-e60-noflip-b64-wd0": (16, {"epochs": 60, "flip": False, "batch_size": 64, "weight_decay": 0.0}),
-    "cnn16-e60-noflip-b32": (16, {"epochs": 60, "flip": False, "batch_size": 32}),
-    "cnn16-e45-noflip-b64-wd0-lr0.1": (16, {"epochs": 45, "flip": False, "batch_size": 64, "weight_decay": 0.0,
-                                            "lr": 0.1}),
-    "cnn32-e30-noflip-wd0": (32, {"epochs": 30, "flip": False, "weight_decay": 0.0}),
-    "cnn32-e30-noflip-b64-wd0": (32, {"epochs": 30, "flip": False, "batch_size": 64, "weight_decay": 0.0}),
+# name -> (model: a registered architecture, or `cnnW`, the small CNN at width W; TrainConfig fields); unset:
+# batch 128, lr 0.05, cosine, momentum 0.9, weight decay 5e-4, flip. The first block was measured first;
+# batch size was the lever, so the second block varies it, with weight decay and the MLP.
+CANDIDATES: dict[str, tuple[str, dict]] = {
+    "cnn-e15-flip": ("cnn", {"epochs": 15, "flip": True}),  # the former cifar10-mini default
+    "cnn-e40-noflip": ("cnn", {"epochs": 40, "flip": False}),
+    "cnn16-e15-noflip": ("cnn16", {"epochs": 15, "flip": False}),
+    "cnn16-e30-flip": ("cnn16", {"epochs": 30, "flip": True}),
+    "cnn16-e30-noflip": ("cnn16", {"epochs": 30, "flip": False}),
+    "cnn16-e60-noflip": ("cnn16", {"epochs": 60, "flip": False}),
+    "cnn16-e30-noflip-b64": ("cnn16", {"epochs": 30, "flip": False, "batch_size": 64}),
+    "cnn32-e15-noflip": ("cnn32", {"epochs": 15, "flip": False}),
+    "cnn32-e20-noflip": ("cnn32", {"epochs": 20, "flip": False}),
+    "cnn32-e30-noflip": ("cnn32", {"epochs": 30, "flip": False}),
+    "cnn32-e30-flip": ("cnn32", {"epochs": 30, "flip": True}),
+    "cnn32-e15-noflip-lr0.1": ("cnn32", {"epochs": 15, "flip": False, "lr": 0.1}),
+    "cnn64-e10-noflip": ("cnn64", {"epochs": 10, "flip": False}),
+    "mlp-e15-noflip": ("mlp", {"epochs": 15, "flip": False}),
+    "mlp-e15-noflip-wd0": ("mlp", {"epochs": 15, "flip": False, "weight_decay": 0.0}),
+    "mlp-e30-noflip": ("mlp", {"epochs": 30, "flip": False}),
+    "mlp-e30-flip": ("mlp", {"epochs": 30, "flip": True}),
+    "cnn-e60-noflip-wd0": ("cnn", {"epochs": 60, "flip": False, "weight_decay": 0.0}),
+    "cnn16-e60-noflip-wd0": ("cnn16", {"epochs": 60, "flip": False, "weight_decay": 0.0}),
+    "cnn16-e60-noflip-b64-wd0": ("cnn16", {"epochs": 60, "flip": False, "batch_size": 64, "weight_decay": 0.0}),
+    "cnn16-e60-noflip-b32": ("cnn16", {"epochs": 60, "flip": False, "batch_size": 32}),
+    "cnn16-e45-noflip-b64-wd0-lr0.1": ("cnn16", {"epochs": 45, "flip": False, "batch_size": 64, "weight_decay": 0.0,
+                                                "lr": 0.1}),
+    "cnn32-e30-noflip-wd0": ("cnn32", {"epochs": 30, "flip": False, "weight_decay": 0.0}),
+    "cnn32-e30-noflip-b64-wd0": ("cnn32", {"epochs": 30, "flip": False, "batch_size": 64, "weight_decay": 0.0}),
     # next (not measured yet): the smallest batch measured was the best lever
-    "cnn16-e60-noflip-b32-wd0": (16, {"epochs": 60, "flip": False, "batch_size": 32, "weight_decay": 0.0}),
-    "cnn16-e60-noflip-b16": (16, {"epochs": 60, "flip": False, "batch_size": 16}),
+    "cnn16-e60-noflip-b32-wd0": ("cnn16", {"epochs": 60, "flip": False, "batch_size": 32, "weight_decay": 0.0}),
+    "cnn16-e60-noflip-b16": ("cnn16", {"epochs": 60, "flip": False, "batch_size": 16}),
+    # the victim panel (issue 26), with the run's flip (cifar10-mini's default): a recipe sets no flip
+    "resnet20-e15-b64": ("resnet20", {"epochs": 15, "batch_size": 64}),
+    "vgg-small-e15-b64": ("vgg-small", {"epochs": 15, "batch_size": 64}),
+    "vit-tiny-e30-b64": ("vit-tiny", {"epochs": 30, "batch_size": 64}),
+    # 15 epochs at batch 64 fit 0.85 (resnet20) and 0.80 (vgg-small): more steps, as for cnn16
+    "resnet20-e20-b32": ("resnet20", {"epochs": 20, "batch_size": 32}),
+    "vgg-small-e20-b32": ("vgg-small", {"epochs": 20, "batch_size": 32}),
+    "vit-tiny-e30-b32": ("vit-tiny", {"epochs": 30, "batch_size": 32}),  # 30 at batch 64 fit 0.56
+    "vgg-small-e30-b32": ("vgg-small", {"epochs": 30, "batch_size": 32}),  # 20 fit 0.91
 }
+
+# Seconds per epoch at one thread, measured: only to start the longest candidates first.
+EPOCH_SECONDS = {"mlp": 0.6, "cnn": 2, "cnn16": 3.5, "cnn32": 9, "cnn64": 28, "resnet20": 19, "vgg-small": 19,
+                 "vit-tiny": 9}
+
+
+def make_model(name: str, shape: tuple[int, int, int], num_classes: int, seed: int) -> torch.nn.Module:
+    """A registered architecture, or `cnnW`: the small CNN at a width no architecture registers."""
+    if name in MODELS.names():
+        return build_model(name, shape, num_classes, seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return SmallCNN(shape[0], num_classes, int(name.removeprefix("cnn")))
 
 
 def run_candidate(job: tuple) -> dict:
     name, dataset, seed, threads, device = job
     torch.set_num_threads(threads)
-    width, fields = CANDIDATES[name]
+    arch, fields = CANDIDATES[name]
     data = load_dataset(dataset)
     cfg = TrainConfig(**fields)
     s = derive(seed, "victim")
-    torch.manual_seed(s)
-    model = (SmallCNN(data.shape[0], data.num_classes, width) if width
-             else build_model("mlp", data.shape, data.num_classes, s)).to(device)
+    model = make_model(arch, data.shape, data.num_classes, s).to(device)
     t0 = time.perf_counter()
     hist = train(model, data.x_train, data.y_train, cfg, s, desc=name)
     seconds = time.perf_counter() - t0
-    return {"name": name, "width": width, "parameters": sum(p.numel() for p in model.parameters()),
+    return {"name": name, "model": arch, "parameters": sum(p.numel() for p in model.parameters()),
             "train": {**vars(TrainConfig()), **fields}, "seconds": round(seconds, 1),
             "seconds_per_epoch": round(seconds / cfg.epochs, 2),
             "train_accuracy": evaluate(model, data.x_train, data.y_train, cfg.eval_batch),
@@ -98,8 +118,8 @@ def main(argv=None) -> None:
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
         raise SystemExit(f"unknown candidates: {', '.join(unknown)}; known: {', '.join(CANDIDATES)}")
-    # longest first (cost ~ width^1.5 x epochs, measured per epoch on CPU), so the pool ends sooner
-    order = sorted(names, key=lambda n: -CANDIDATES[n][0] ** 1.5 * CANDIDATES[n][1]["epochs"])
+    # longest first, so the pool ends sooner
+    order = sorted(names, key=lambda n: -EPOCH_SECONDS[CANDIDATES[n][0]] * CANDIDATES[n][1]["epochs"])
     jobs = [(n, args.dataset, args.seed, args.threads, args.device) for n in order]
     meta = {"machine": args.machine, "dataset": args.dataset, "seed": args.seed, "threads": args.threads, "jobs": args.jobs,
             "device": args.device, "cpu": platform.processor() or platform.machine(),
