@@ -35,6 +35,15 @@ def _defenses(value: str) -> list[str]:
     return [] if names == ["none"] else names
 
 
+def _victims(value: str) -> list[str]:
+    """--victims: architectures, every item named (an empty one is a typo, not "no victim")."""
+    names = [v.strip() for v in value.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"an empty item in {value!r}: name each architecture once "
+                                         "(see `certify list`)")
+    return names
+
+
 def _floats(value: str) -> list[float]:
     try:
         return [float(v) for v in _list(value)]
@@ -61,7 +70,7 @@ def _evaluation_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `audit` (they run the same stages)."""
     p.add_argument("--config", help="YAML file of settings (flags override it)")
     p.add_argument("--model", help="architecture (see `certify list`); default: the dataset's")
-    p.add_argument("--victims", type=_list,
+    p.add_argument("--victims", type=_victims,
                    help="victim architectures (comma-separated, see `certify list`): each trains on the release, "
                    "the clean data and under each defense (default: the --model alone)")
     p.add_argument("--defense", dest="defenses", type=_defenses,

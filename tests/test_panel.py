@@ -56,6 +56,28 @@ def test_each_victim_trains_on_the_release_its_clean_data_and_under_each_defense
     assert {"train (mlp)", "defended (mlp)"} <= stages and "train (cnn)" not in stages
 
 
+def test_one_craft_task_is_shared_by_every_victim(panel_run):
+    tmp, _ = panel_run
+    tasks = _report(tmp / "panel")["execution"]["tasks"]
+    crafts = [t for t in tasks if t["stage"] == "craft"]
+    assert sorted(t["poison"] for t in crafts) == ["none", "ops"]  # once per release, not per victim
+    trained = sorted((t["stage"], t["poison"]) for t in tasks if t["stage"].startswith("train"))
+    assert trained == [("train", "none"), ("train", "ops"), ("train (mlp)", "none"), ("train (mlp)", "ops")]
+
+
+def test_serial_and_ray_give_the_same_panel_report(panel_run, ray_local):
+    tmp, args = panel_run
+    out = tmp / "on-ray"
+    ray_args = [a for a in args if a not in ("--executor", "serial")]
+    ray_args[ray_args.index("--cache-dir") + 1] = str(tmp / "ray-cache")  # nothing reused: Ray trains all
+    assert main([*ray_args, "--executor", "ray", "--workers", "2", "--victims", "cnn,mlp", "--out", str(out)]) == 0
+    serial, ray = _report(tmp / "panel"), _report(out)
+    assert {t["node"] for t in ray["execution"]["tasks"]} != {"driver"}
+    for name in ("none", "ops"):
+        assert ray["poisons"][name]["victims"] == serial["poisons"][name]["victims"]
+        assert ray["poisons"][name]["verdict"] == serial["poisons"][name]["verdict"]
+
+
 def test_the_default_panel_gives_todays_report(panel_run):
     tmp, _ = panel_run
     alone, panel = _report(tmp / "alone"), _report(tmp / "panel")
@@ -181,7 +203,9 @@ def test_audit_with_a_panel(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, config, message", [
-    (["--victims", "cnn,vgg99"], "", "unknown model 'vgg99'"),
+    (["--victims", "cnn,vgg99"], "", "unknown model 'vgg99'; choose from: cnn, cnn16, mlp"),
+    (["--victims", "cnn,,mlp"], "", "an empty item in 'cnn,,mlp'"),
+    (["--victims", ""], "", "an empty item in ''"),
     (["--victims", "cnn,mlp,cnn"], "", "victims names cnn more than once"),
     (["--victims", ",".join(["cnn", "mlp", "cnn16"] * 3)], "", "number of victims must be at most 8"),
     (["--victims", "cnn,mlp"], "victim_train: {cnn61: {epochs: 2}}\n", "unknown model 'cnn61'"),
