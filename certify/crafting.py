@@ -23,6 +23,7 @@ from attacks.base import POISONS, CraftContext, check_budget, check_release
 from certify import certificate
 from certify.context import ModelSpec, RunContext, Slice, images, task_device
 from certify.data import Dataset
+from certify.plugins import BUILT_IN
 from certify.registry import CONTROL
 from certify.seeding import derive
 from certify.training import TrainConfig
@@ -44,9 +45,11 @@ def craft_task(data: Dataset, *sigma: float, poison: str, params, seed: int, mod
         extra["sigma"] = sigma[0]
         params = dataclasses.replace(params, **{sigma_field(params): extra["sigma"]})
     make_model = (lambda s: model.build(s, dev)) if type(params).uses_model else None
-    ctx = CraftContext(data.x_train, data.y_train, data.num_classes, make_model, training, seed, dev)
-    released = POISONS.call(poison, "craft", ctx, params)
-    check_release(POISONS.label(poison), data.x_train, released)
+    x, y = data.x_train, data.y_train
+    if POISONS.get(poison).origin != BUILT_IN:  # a plugin writing into ctx.x would change the clean set itself
+        x, y = x.clone(), y.clone()
+    ctx = CraftContext(x, y, data.num_classes, make_model, training, seed, dev)
+    released = check_release(POISONS.label(poison), data.x_train, POISONS.call(poison, "craft", ctx, params))
     check_budget(POISONS.label(poison), data.x_train, released, type(params).norm,
                  float(params.epsilon_for(data.shape)))
     return {"released": torch.round(released * 255).to(torch.uint8), **extra}
@@ -57,8 +60,9 @@ def fits(data: Dataset) -> Callable[[dict], bool]:
     shape): one of another shape or type under the same key (another version's, or planted) is made
     again, not handed to training."""
     shape = tuple(data.x_train.shape)
-    return lambda a: (isinstance(a.get("released"), torch.Tensor) and a["released"].dtype == torch.uint8
-                      and a["released"].layout == torch.strided and tuple(a["released"].shape) == shape)
+    return lambda a: (type(a.get("released")) is torch.Tensor and a["released"].dtype == torch.uint8
+                      and a["released"].layout == torch.strided and a["released"].device.type != "meta"
+                      and tuple(a["released"].shape) == shape)
 
 
 def poison_params(ctx: RunContext, name: str):

@@ -330,6 +330,13 @@ CRAFTS = [
     ("nan", "return ctx.x * float('nan')", "craft returned NaN or Inf"),
     ("range", "return ctx.x + 2", "craft returned values 2 .. 3, outside [0, 1]"),
     ("budget", "return (ctx.x + 0.5).clamp(0, 1)", "released data exceeds its linf budget"),
+    # fourth pass (issue 32)
+    ("meta", "return torch.empty_like(ctx.x, device='meta')", "craft returned a tensor on device meta"),
+    ("subclass", "return ctx.x.clone().as_subclass(Evil)", "craft returned a Evil (a torch.Tensor subclass)"),
+    ("generator-exit", "raise GeneratorExit('bye')", "craft failed: GeneratorExit: bye"),
+    ("base-exception", "raise Custom('own')", "craft failed: Custom: own"),
+    # the budget is measured against the clean set as it was, not as the plugin left it
+    ("writes-clean", "ctx.x.add_(0.5).clamp_(0, 1); return ctx.x.clone()", "released data exceeds its linf budget"),
 ]
 
 
@@ -337,7 +344,16 @@ CRAFTS = [
 def test_plugin_craft_is_checked_at_the_boundary(plugin_site, capsys, tmp_path, body, message):
     fake_dist(plugin_site, "bad-craft", "0.2", {"certify.poisons": {"m": "plug_bad_craft"}}, {"plug_bad_craft": f"""
         import sys
+        import torch
         from attacks.base import POISONS, PoisonParams
+
+        class Evil(torch.Tensor):  # a subclass that overrides every operation, even .shape
+            @classmethod
+            def __torch_function__(cls, func, types, args=(), kwargs=None):
+                raise RuntimeError("evil")
+
+        class Custom(BaseException):
+            pass
 
         @POISONS.register("m", "a craft that goes wrong", PoisonParams)
         def craft(ctx, p):
@@ -391,6 +407,43 @@ def test_a_plugin_defense_hook_that_raises_during_training_is_one_line(plugin_si
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0] == f"certify: error: defense h (plugin bad-hook 0.3): {hook} failed: ValueError: hook broke"
+
+
+def test_a_plugin_craft_returning_a_parameter_is_its_values(plugin_site, tmp_path, capsys):
+    """A tensor that requires grad (an nn.Parameter) is a release of its values, detached."""
+    import numpy as np
+
+    fake_dist(plugin_site, "grad-craft", "0.1", {"certify.poisons": {"g": "plug_grad_craft"}}, {"plug_grad_craft": """
+        import torch
+        from attacks.base import POISONS, PoisonParams
+
+        @POISONS.register("g", "a Parameter", PoisonParams)
+        def craft(ctx, p):
+            return torch.nn.Parameter(ctx.x.clone())
+    """})
+    out = tmp_path / "out"
+    assert main(["--quiet", "poison", "--poison", "g", "--dataset", "digits", "--format", "npz", "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0, capsys.readouterr().err
+    with np.load(out / "data.npz") as z:
+        assert z["x"].dtype == np.uint8
+
+
+def test_plugin_params_that_fail_are_one_line(plugin_site, capsys):
+    """A plugin's Params run its code (a default factory, validate): behind the boundary too."""
+    fake_dist(plugin_site, "bad-params", "0.4", {"certify.poisons": {"v": "plug_bad_params"}}, {"plug_bad_params": """
+        from dataclasses import dataclass
+        from attacks.base import POISONS, PoisonParams
+
+        @dataclass
+        class P(PoisonParams):
+            def validate(self, where):
+                raise ValueError("validate broke")
+
+        POISONS.register("v", "params whose validate raises", P)(lambda ctx, p: ctx.x)
+    """})
+    assert main(["run", "--dataset", "digits", "--poison", "v", "--executor", "serial"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "certify: error: poison v (plugin bad-params 0.4): parameters failed: ValueError: validate broke"]
 
 
 def test_defense_and_recovery_plugins(plugin_site, digits, capsys):
