@@ -446,6 +446,43 @@ def test_plugin_params_that_fail_are_one_line(plugin_site, capsys):
         "certify: error: poison v (plugin bad-params 0.4): parameters failed: ValueError: validate broke"]
 
 
+# what a plugin defense's hook returns, and the line that says so (fourth pass, issue 32)
+HOOK_RESULTS = [
+    ("bt-shape", "batch_transform=lambda x, y, g: (x[:, :, :4], y)", "batch_transform returned images as a float32 "
+     "tensor of shape"),
+    ("bt-float64", "batch_transform=lambda x, y, g: (x.double(), y)", "batch_transform returned images as a float64"),
+    ("bt-nan", "batch_transform=lambda x, y, g: (x * float('nan'), y)", "batch_transform returned images with NaN"),
+    ("bt-none", "batch_transform=lambda x, y, g: None", "batch_transform returned NoneType; expected (images, labels)"),
+    ("bt-labels", "batch_transform=lambda x, y, g: (x, y + 100)", "batch_transform returned labels 10"),
+    ("prepare-none", "prepare=lambda x, y, s: None", "prepare returned NoneType"),
+    ("prepare-labels", "prepare=lambda x, y, s: (x, y.float())", "prepare returned labels as a float32 tensor"),
+    ("loss-vector", "loss_fn=lambda m, x, y, g: F.cross_entropy(m(x), y, reduction='none')",
+     "loss_fn returned a float32 tensor of shape"),
+    ("loss-float", "loss_fn=lambda m, x, y, g: 1.0", "loss_fn returned float; expected a scalar float tensor"),
+    ("loss-nan", "loss_fn=lambda m, x, y, g: F.cross_entropy(m(x), y) * float('nan')",
+     "loss_fn returned a NaN or infinite loss"),
+]
+
+
+@pytest.mark.parametrize("hooks, message", [h[1:] for h in HOOK_RESULTS], ids=[h[0] for h in HOOK_RESULTS])
+def test_what_a_plugin_defense_hook_returns_is_checked(plugin_site, tmp_path, capsys, hooks, message):
+    fake_dist(plugin_site, "odd-hook", "0.5", {"certify.defenses": {"o": "plug_odd_hook"}}, {"plug_odd_hook": f"""
+        import torch.nn.functional as F
+        from defenses.base import DEFENSES, Defense
+
+        @DEFENSES.register("o", "a defense whose hook returns something odd")
+        def make(params):
+            return Defense("o", {hooks})
+    """})
+    out = tmp_path / "out"
+    code = main(["--quiet", "run", "--poison", "random", "--dataset", "digits", "--defense", "o", "--executor",
+                 "serial", "--skip", "certify,scores,recovery", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("certify: error: defense o (plugin odd-hook 0.5): ") and message in err[0], err[0]
+    assert not (out / "report.json").exists()
+
+
 def test_defense_and_recovery_plugins(plugin_site, digits, capsys):
     fake_dist(plugin_site, "tiny-methods", "0.3", **TINY)
     assert DEFENSES.get("hflip").origin == RECOVERY.get("still").origin == "tiny-methods 0.3"
