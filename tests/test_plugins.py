@@ -483,6 +483,41 @@ def test_what_a_plugin_defense_hook_returns_is_checked(plugin_site, tmp_path, ca
     assert not (out / "report.json").exists()
 
 
+@pytest.mark.parametrize("curve, message", [
+    ("None", "recover returned NoneType; expected a list of 2 points"),
+    ("[]", "recover returned 0 points; expected a list of 2 points"),
+    ("[{'eta': e} for e in etas]", "point 0 as dict with keys eta; expected a dict with eta and accuracy"),
+    ("[{'eta': e, 'accuracy': float('nan')} for e in etas]", "accuracy nan at point 0; expected a number in [0, 1]"),
+    ("[{'eta': e, 'accuracy': 'high'} for e in etas]", "accuracy 'high' at point 0"),
+    ("[{'eta': e, 'accuracy': 7} for e in etas]", "accuracy 7 at point 0"),
+    ("[{'eta': 0.0, 'accuracy': 0.5} for e in etas]", "eta 0 at point 1; expected 2 (the etas it was given"),
+], ids=["none", "empty", "no-accuracy", "nan", "string", "over-one", "etas-changed"])
+def test_a_plugin_recovery_curve_is_checked(plugin_site, curve, message):
+    """(fourth pass, issue 32) before it is cached or reported: section() read it unchecked."""
+    from certify.recovery import checked_curve
+
+    fake_dist(plugin_site, "odd-curve", "0.6", {"certify.recovery": {"c": "plug_odd_curve"}}, {"plug_odd_curve": """
+        from dataclasses import dataclass
+        from typing import ClassVar
+        from attacks.recovery import RECOVERY
+
+        @dataclass
+        class P:
+            bn: ClassVar[str] = "frozen"
+            constraint: ClassVar[str] = "ball"
+
+        RECOVERY.register("c", "a curve to check", P)(lambda inputs, params: [])
+    """})
+    etas = [0.0, 2.0]
+    with pytest.raises(UserError) as e:
+        checked_curve("c", eval(curve, {"etas": etas}), etas)
+    assert str(e.value).startswith("recovery attack c (plugin odd-curve 0.6): recover returned ")
+    assert message in str(e.value), str(e.value)
+    good = [{"eta": 0, "accuracy": 1, "attacker_accuracy": 0.5}, {"eta": 2.0, "accuracy": 0.25}]
+    assert checked_curve("c", good, etas) == [{"eta": 0.0, "accuracy": 1.0, "attacker_accuracy": 0.5},
+                                              {"eta": 2.0, "accuracy": 0.25}]
+
+
 def test_defense_and_recovery_plugins(plugin_site, digits, capsys):
     fake_dist(plugin_site, "tiny-methods", "0.3", **TINY)
     assert DEFENSES.get("hflip").origin == RECOVERY.get("still").origin == "tiny-methods 0.3"
