@@ -446,6 +446,26 @@ def test_plugin_params_that_fail_are_one_line(plugin_site, capsys):
         "certify: error: poison v (plugin bad-params 0.4): parameters failed: ValueError: validate broke"]
 
 
+def test_plugin_epsilon_for_that_fails_is_one_line(plugin_site, tmp_path, capsys):
+    """A plugin's Params may override epsilon_for (the applied budget): called outside the craft, it
+    was a traceback."""
+    fake_dist(plugin_site, "bad-eps", "0.4", {"certify.poisons": {"e": "plug_bad_eps"}}, {"plug_bad_eps": """
+        from dataclasses import dataclass
+        from attacks.base import POISONS, PoisonParams
+
+        @dataclass
+        class P(PoisonParams):
+            def epsilon_for(self, shape):
+                raise ValueError("no budget")
+
+        POISONS.register("e", "params whose epsilon_for raises", P)(lambda ctx, p: ctx.x)
+    """})
+    assert main(["--quiet", "poison", "--poison", "e", "--dataset", "digits", "--format", "npz", "--out",
+                 str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "certify: error: poison e (plugin bad-eps 0.4): epsilon_for failed: ValueError: no budget"]
+
+
 # what a plugin defense's hook returns, and the line that says so (fourth pass, issue 32)
 HOOK_RESULTS = [
     ("bt-shape", "batch_transform=lambda x, y, g: (x[:, :, :4], y)", "batch_transform returned images as a float32 "
