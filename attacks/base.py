@@ -117,13 +117,21 @@ def measure(x: torch.Tensor, released: torch.Tensor, norm: str) -> float:
     return float(per_image_norm(released - x, norm).max())
 
 
-def check_release(label: str, x: torch.Tensor, released) -> None:
+def check_release(label: str, x: torch.Tensor, released) -> torch.Tensor:
     """What a craft must return (a plugin's above all): float32 images of the clean set's shape, finite,
     in [0, 1]; anything else is one line naming the poison (`label`: with its plugin), not a traceback
-    in training or a release stored unchecked."""
+    in training or a release stored unchecked. Returns it detached (a Parameter, or a tensor that
+    requires grad, is accepted as its values)."""
     want = f"expected float32 images shaped like the clean ones ({'×'.join(map(str, x.shape))}) in [0, 1]"
     if not isinstance(released, torch.Tensor):
         raise UserError(f"poison {label}: craft returned {type(released).__name__}; {want}")
+    # a subclass may override every operation (`__torch_function__`, even `.shape`): only its type is read
+    if type(released) not in (torch.Tensor, torch.nn.Parameter):
+        raise UserError(f"poison {label}: craft returned a {type(released).__name__} (a torch.Tensor subclass); "
+                        f"{want}, as a plain torch.Tensor")
+    released = released.detach()
+    if released.device.type == "meta":  # a shape without values: any reduction on it raises
+        raise UserError(f"poison {label}: craft returned a tensor on device meta (it holds no values); {want}")
     if tuple(released.shape) != tuple(x.shape):
         raise UserError(f"poison {label}: craft returned shape {'×'.join(map(str, released.shape))}; {want}")
     if released.dtype != torch.float32 or released.layout != torch.strided:
@@ -134,6 +142,7 @@ def check_release(label: str, x: torch.Tensor, released) -> None:
     lo, hi = float(released.min()), float(released.max())
     if lo < 0 or hi > 1:
         raise UserError(f"poison {label}: craft returned values {lo:g} .. {hi:g}, outside [0, 1]; {want}")
+    return released
 
 
 def check_budget(name: str, x: torch.Tensor, released: torch.Tensor, norm: str, epsilon: float) -> float:

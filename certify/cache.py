@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -73,7 +75,14 @@ class Cache:
         """The artifact `key` (torch.load of tensors and plain values: a dict, as every task makes), or
         None if absent, corrupt or not a dict. What it holds is checked by its task (`Task.accept`)."""
         p = self.path(key, ".pt")
-        if not p.exists():
+        try:
+            mode = p.lstat().st_mode
+        except OSError:  # absent (or a path the filesystem refuses)
+            return None
+        if stat.S_ISLNK(mode) and not p.is_file():  # a dangling link or a loop: replaced by the next save
+            return None
+        if not p.is_file():  # a folder or a FIFO under an artifact's name: opening a FIFO waits forever
+            _remove(p)
             return None
         try:
             value = torch.load(p, weights_only=True)
@@ -85,4 +94,15 @@ class Cache:
         return value
 
     def save(self, key: str, value: dict[str, Any]) -> None:
-        atomic_write(self.path(key, ".pt"), lambda tmp: torch.save(value, tmp))
+        p = self.path(key, ".pt")
+        if p.is_dir() and not p.is_symlink():  # os.replace cannot put a file where a folder is
+            _remove(p)
+        atomic_write(p, lambda tmp: torch.save(value, tmp))
+
+
+def _remove(p: Path) -> None:
+    """Whatever is at `p` (inside the cache, under an artifact's name): a folder with what it holds."""
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ as `certify audit` does), and its section is the budget head (or the head given)
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import torch
@@ -23,9 +24,12 @@ from attacks.base import POISONS, CraftContext, check_budget, check_release
 from certify import certificate
 from certify.context import ModelSpec, RunContext, Slice, images, task_device
 from certify.data import Dataset
+from certify.errors import UserError
+from certify.plugins import BUILT_IN, one_line
 from certify.registry import CONTROL
 from certify.seeding import derive
 from certify.training import TrainConfig
+from certify.validation import shown
 
 
 def sigma_field(params) -> str | None:
@@ -44,12 +48,31 @@ def craft_task(data: Dataset, *sigma: float, poison: str, params, seed: int, mod
         extra["sigma"] = sigma[0]
         params = dataclasses.replace(params, **{sigma_field(params): extra["sigma"]})
     make_model = (lambda s: model.build(s, dev)) if type(params).uses_model else None
-    ctx = CraftContext(data.x_train, data.y_train, data.num_classes, make_model, training, seed, dev)
-    released = POISONS.call(poison, "craft", ctx, params)
-    check_release(POISONS.label(poison), data.x_train, released)
+    x, y = data.x_train, data.y_train
+    if POISONS.get(poison).origin != BUILT_IN:  # a plugin writing into ctx.x would change the clean set itself
+        x, y = x.clone(), y.clone()
+    ctx = CraftContext(x, y, data.num_classes, make_model, training, seed, dev)
+    released = check_release(POISONS.label(poison), data.x_train, POISONS.call(poison, "craft", ctx, params))
     check_budget(POISONS.label(poison), data.x_train, released, type(params).norm,
-                 float(params.epsilon_for(data.shape)))
+                 applied_epsilon(poison, params, data.shape))
     return {"released": torch.round(released * 255).to(torch.uint8), **extra}
+
+
+def applied_epsilon(poison: str, params, shape: tuple) -> float:
+    """The budget `params.epsilon_for(shape)`: a plugin's (its Params may override it) behind the same
+    boundary as its craft, and a finite number >= 0."""
+    if POISONS.get(poison).origin == BUILT_IN:
+        return float(params.epsilon_for(shape))
+    where = f"poison {POISONS.label(poison)}: epsilon_for"
+    try:
+        eps = params.epsilon_for(shape)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:
+        raise UserError(f"{where} failed: {one_line(e)}") from None
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise UserError(f"{where} returned {shown(eps)}; expected a finite number >= 0")
+    return float(eps)
 
 
 def fits(data: Dataset) -> Callable[[dict], bool]:
@@ -57,8 +80,9 @@ def fits(data: Dataset) -> Callable[[dict], bool]:
     shape): one of another shape or type under the same key (another version's, or planted) is made
     again, not handed to training."""
     shape = tuple(data.x_train.shape)
-    return lambda a: (isinstance(a.get("released"), torch.Tensor) and a["released"].dtype == torch.uint8
-                      and a["released"].layout == torch.strided and tuple(a["released"].shape) == shape)
+    return lambda a: (type(a.get("released")) is torch.Tensor and a["released"].dtype == torch.uint8
+                      and a["released"].layout == torch.strided and a["released"].device.type != "meta"
+                      and tuple(a["released"].shape) == shape)
 
 
 def poison_params(ctx: RunContext, name: str):
@@ -89,7 +113,7 @@ def budget_head(ctx: RunContext, name: str, crafted: dict, params=None) -> dict:
     if "sigma" in crafted:
         params = dataclasses.replace(params, **{sigma_field(params): crafted["sigma"]})
     norm = type(params).norm
-    epsilon = float(params.epsilon_for(ctx.data.shape))
+    epsilon = applied_epsilon(name, params, ctx.data.shape)
     measured = check_budget(name, ctx.data.x_train, images(crafted["released"]), norm, epsilon)
     return {"budget": {"norm": norm, "epsilon": epsilon, "measured": measured},
             "parameters": dataclasses.asdict(params) if params else {}, "origin": POISONS.get(name).origin}

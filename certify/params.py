@@ -32,19 +32,19 @@ def coerce(value: Any, tp: Any, key: str, where: str = "config") -> Any:
             except UserError:
                 pass
         allowed = " or ".join(_type_name(a) for a in typing.get_args(tp))
-        raise UserError(f"{where}: {key} must be {allowed}, got {value!r}")
+        raise UserError(f"{where}: {key} must be {allowed}, got {shown(value)}")
     if tp is type(None):
         if value is None:
             return None
-        raise UserError(f"{where}: {key} must be null, got {value!r}")
+        raise UserError(f"{where}: {key} must be null, got {shown(value)}")
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise UserError(f"{where}: {key} must be a list, got {value!r}")
+            raise UserError(f"{where}: {key} must be a list, got {shown(value)}")
         return [coerce(v, item, f"{key}[{i}]", where) for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise UserError(f"{where}: {key} must be a mapping, got {value!r}")
+            raise UserError(f"{where}: {key} must be a mapping, got {shown(value)}")
         args = typing.get_args(tp)
         return {k: coerce(v, args[1], f"{key}.{k}", where) for k, v in value.items()} if args else value
     if dataclasses.is_dataclass(tp):
@@ -58,11 +58,11 @@ def coerce(value: Any, tp: Any, key: str, where: str = "config") -> Any:
             raise UserError(f"{where}: {key} must be a finite number, got {shown(value)}") from None
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{where}: {key} must be an integer, got {value!r}")
+            raise UserError(f"{where}: {key} must be an integer, got {shown(value)}")
         return value
     if tp in (bool, str):
         if not isinstance(value, tp):
-            raise UserError(f"{where}: {key} must be {_type_name(tp)}, got {value!r}")
+            raise UserError(f"{where}: {key} must be {_type_name(tp)}, got {shown(value)}")
         return value
     raise TypeError(f"unsupported parameter type {tp} for {key}")
 
@@ -70,7 +70,7 @@ def coerce(value: Any, tp: Any, key: str, where: str = "config") -> Any:
 def from_dict(cls, data: Any, where: str = "config", prefix: str = ""):
     """Build dataclass `cls` from the mapping `data`, each value checked against its field's type."""
     if not isinstance(data, dict):
-        raise UserError(f"{where}: {prefix or 'parameters'} must be a mapping, got {data!r}")
+        raise UserError(f"{where}: {prefix or 'parameters'} must be a mapping, got {shown(data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}

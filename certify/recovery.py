@@ -9,13 +9,17 @@ be early-stopped: its test-set peak stands in, an upper bound on what the attack
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from attacks.recovery import RECOVERY
 from certify.certificate import sigma_input
 from certify.context import ModelSpec, RunContext, Slice, task_device
 from certify.curves import early_stop
 from certify.data import Dataset
+from certify.errors import UserError
+from certify.plugins import BUILT_IN
 from certify.seeding import derive
+from certify.validation import shown
 
 
 def recovery_task(data: Dataset, surrogate: dict, sigma: float, *, method: str, params, seed: int,
@@ -26,7 +30,41 @@ def recovery_task(data: Dataset, surrogate: dict, sigma: float, *, method: str, 
     x_att, y_att = attacker_split(data.x_train, data.y_train, attacker_fraction, attacker_seed)
     net = model.load(surrogate["state"], task_device(device))
     inputs = RecoveryInputs(net, x_att, y_att, data.x_test, data.y_test, [r * sigma for r in eta_sigma], seed)
-    return {"curve": RECOVERY.call(method, "recover", inputs, params), "attacker_images": len(x_att)}
+    curve = RECOVERY.call(method, "recover", inputs, params)
+    if RECOVERY.get(method).origin != BUILT_IN:
+        curve = checked_curve(method, curve, inputs.etas)
+    return {"curve": curve, "attacker_images": len(x_att)}
+
+
+def checked_curve(method: str, curve, etas: list[float]) -> list[dict]:
+    """What a plugin's recovery attack must return: one point per eta, in order, each a
+    dict with `eta` and `accuracy` (and optionally `attacker_accuracy`), accuracies numbers in [0, 1];
+    anything else is one line naming the attack, before it is cached or reported. Returns the points
+    with plain floats."""
+    where = f"recovery attack {RECOVERY.label(method)}: recover returned"
+    if not isinstance(curve, (list, tuple)) or len(curve) != len(etas):
+        got = f"{len(curve)} points" if isinstance(curve, (list, tuple)) else type(curve).__name__
+        raise UserError(f"{where} {got}; expected a list of {len(etas)} points (one per eta)")
+    out = []
+    for i, (point, eta) in enumerate(zip(curve, etas)):
+        if not isinstance(point, dict) or "eta" not in point or "accuracy" not in point:
+            raise UserError(f"{where} point {i} as {type(point).__name__}"
+                            f"{' with keys ' + ', '.join(map(str, point)) if isinstance(point, dict) else ''}; "
+                            f"expected a dict with eta and accuracy")
+        clean = {}
+        for key in ("eta", "accuracy", "attacker_accuracy"):
+            if key not in point:
+                continue
+            v = point[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (
+                    key != "eta" and not 0 <= v <= 1):
+                raise UserError(f"{where} {key} {shown(v)} at point {i}; expected "
+                                f"{'a finite number' if key == 'eta' else 'a number in [0, 1]'}")
+            clean[key] = float(v)
+        if not math.isclose(clean["eta"], eta, rel_tol=1e-6, abs_tol=1e-12):
+            raise UserError(f"{where} eta {clean['eta']:g} at point {i}; expected {eta:g} (the etas it was given, in order)")
+        out.append(clean)
+    return out
 
 
 def add_recovery(ctx: RunContext, surrogate: str, sigma: str, name: str) -> dict[str, str]:

@@ -135,14 +135,17 @@ class Registry:
 
     def call(self, name: str, step: str, *args):
         """`name`'s factory on `args` (`step` says what it is: "craft", "make"). A plugin's is behind a
-        boundary: anything it raises (SystemExit too) is one line naming the plugin and the method; a
-        built-in's exception is a bug, and its traceback is what fixes it. A user's Ctrl-C still stops."""
+        boundary: anything it raises (SystemExit and any other BaseException) is one line naming the plugin
+        and the method; a built-in's exception is a bug, and its traceback is what fixes it. A user's
+        Ctrl-C still stops."""
         entry = self.get(name)
         if entry.origin == plugins.BUILT_IN:
             return entry.factory(*args)
         try:
             return entry.factory(*args)
-        except (Exception, SystemExit) as e:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # SystemExit, GeneratorExit, a plugin's own BaseException subclass
             raise UserError(f"{self.what} {self.label(name)}: {step} failed: {plugins.one_line(e)}") from None
 
     def code(self, name: str) -> str:
@@ -180,11 +183,22 @@ class Registry:
             raise UserError(f"{where}: parameters must be a mapping, got {overrides!r}")
         values = {**(for_dataset(getattr(cls, "dataset_defaults", {}), dataset, {}) if dataset else {}),
                   **getattr(cls, "profile_defaults", {}).get(profile, {}), **(overrides or {})}
-        obj = from_dict(cls, values, where)
-        check = getattr(obj, "validate", None)
-        if check is not None:
-            check(where)
-        return obj
+        if entry.origin == plugins.BUILT_IN:
+            return _validated(cls, values, where)
+        try:  # a plugin's Params (its defaults, its validate) behind the same boundary as its methods
+            return _validated(cls, values, where)
+        except (UserError, KeyboardInterrupt):
+            raise
+        except BaseException as e:
+            raise UserError(f"{self.what} {self.label(name)}: parameters failed: {plugins.one_line(e)}") from None
+
+
+def _validated(cls: type, values: dict, where: str):
+    obj = from_dict(cls, values, where)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        check(where)
+    return obj
 
 
 # The packages whose modules a method's code digest follows (their files are this project's).

@@ -14,6 +14,9 @@ from certify.files import read_small_text
 
 
 MAX_CHECKPOINT_BYTES = 2**20  # run.json holds one configuration
+# what a run or a plan writes in --out: name -> whether it is a folder (checked before any work)
+OUTPUTS = {"run.json": False, "report.json": False, "report.md": False, "report.html": False, "plan.json": False,
+           "plan.md": False, "plan.html": False, "figures": True}
 
 
 def check_out(cfg: RunConfig) -> Path:
@@ -38,6 +41,12 @@ def check_out(cfg: RunConfig) -> Path:
                             f"(differs in: {', '.join(changed)})")
     elif stored.exists() or (out / "report.json").exists():
         raise UserError(f"output directory {out} already holds a run; use --resume or another --out")
+    for name, folder in OUTPUTS.items():  # found only once the work is done, it would cost the whole run
+        p = out / name
+        if (p.exists() or p.is_symlink()) and p.is_dir() != folder:
+            raise UserError(f"output directory {out}: {name} is a {'folder' if p.is_dir() else 'file'} (or a link, "
+                            f"FIFO or device) where a run writes its {'folder' if folder else 'file'}; remove it or "
+                            f"use another --out")
     existing = next(p for p in [out, *out.absolute().parents] if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         reason = "Not a directory" if not existing.is_dir() else "Permission denied"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import reprlib
 
 from certify.errors import UserError
 
@@ -12,8 +13,17 @@ MAX_THREADS = 1024  # threads, smoothing.threads, workers: each thread asks the 
 MAX_CROP = 64  # random-crop padding (train.crop, rem.crop, ar.crop) sizes a padded copy of every batch
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxset = 2, 4, 4, 4, 4
+_SHORT.maxstring = _SHORT.maxother = 40
+
+
 def shown(value) -> str:
-    """A value for a message: a number of thousands of digits is shown by its length."""
+    """A value for a message: a number of thousands of digits is shown by its length; a container by
+    its first items (YAML aliases can make one of 10**9 items from a few lines: never written out whole)."""
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        text = _SHORT.repr(value)
+        return text if len(text) <= 80 else text[:80] + "…"
     text = repr(value)
     return text if len(text) <= 40 else f"{text[:12]}… ({len(text)} characters)"
 

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,14 @@ def _hostile_round3(w: Path) -> None:
     torch.save(torch.zeros(1).expand(20, 8, 8), w / "delta-expanded.pt")
     # a perturbation of 16 MiB of zeros, deflated to kilobytes, for a clean set of 20 8x8 images
     np.savez_compressed(w / "delta-bomb.npz", d=np.zeros(2**22, np.float32))
+    # fourth pass (issue 32): YAML aliases making a list of 10**9 items from one line (the message wrote it out whole)
+    (w / "laughs.yaml").write_text("train: {epochs: [&a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1], " + ", ".join(
+        f"&{n} [" + ", ".join([f"*{p}"] * 10) + "]" for p, n in zip("abcdefgh", "bcdefghi")) + "]}\n")
+    # fourth pass (issue 32): tensors torch.load warns about on stderr before they are refused
+    torch.save({"x": x.float().div(255).to_sparse(), "y": y}, w / "sparse.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save({"x": torch.quantize_per_tensor(x.float() / 255, 0.01, 0, torch.quint8), "y": y}, w / "quantized.pt")
 
 
 def _resume_list(out: Path, world: Path) -> None:
@@ -256,6 +265,14 @@ def world(tmp_path_factory) -> Path:
     _hostile_config(w)
     _hostile_round3(w)
     return w
+
+
+def _figures_file(out: Path, world: Path) -> None:
+    (out / "figures").write_text("not a folder\n")
+
+
+def _report_md_folder(out: Path, world: Path) -> None:
+    (out / "report.md").mkdir()
 
 
 def _resume_other_config(out: Path, world: Path) -> None:
@@ -514,6 +531,15 @@ ROWS = [
      INPROC, None),
     ("idx-fifo", RUN + DIGITS + ["--dataset", "idx:{W}/fifo-idx"], "t-images-idx3-ubyte: not a regular file",
      INPROC, None),
+    # fourth pass (issue 32)
+    ("pt-sparse-tensor", RUN + DIGITS + ["--dataset", "pt:{W}/sparse.pt"], "x: a float32 tensor on device cpu, layout "
+     "sparse_coo", SUB, None),  # the console script: torch's warnings reach stderr there
+    ("yaml-billion-laughs", RUN + DIGITS + ["--config", "{W}/laughs.yaml"],
+     "train.epochs must be an integer, got [[1, 1, 1, 1, ...], [[...]", INPROC, None),
+    ("pt-quantized-tensor", RUN + DIGITS + ["--dataset", "pt:{W}/quantized.pt"], "x: a quint8 tensor on device cpu",
+     INPROC, None),
+    ("out-holds-figures-file", RUN + DIGITS, "figures is a file", INPROC, _figures_file),
+    ("out-holds-report-md-folder", RUN + DIGITS, "report.md is a folder", INPROC, _report_md_folder),
     ("plan-255-linf-budgets", ["plan", "--executor", "serial", "--cache-dir", "{CACHE}", "--out", "{OUT}", "--dataset",
                                "digits", "--poison", "em", "--budgets", ",".join(f"{k}/255" for k in range(1, 256))],
      "--budgets: 255 budgets, over the limit of 32", INPROC, None),
@@ -603,6 +629,20 @@ def test_bad_input(row, world, tmp_path, capsys, request):
         code = main(argv)
         _, err = capsys.readouterr()
         _check(rid, code, err, key, out, cache, before)
+
+
+def test_npz_images_are_counted_as_float32(world, tmp_path, monkeypatch, capsys):
+    """(fourth pass, issue 32) An npz x is limited as the float32 set it becomes, from its header: 1.5 GiB
+    of uint8 (6 GiB as float32) was a MemoryError traceback at 3.7 GB. Shown here with a lowered limit."""
+    from certify.data import _common
+
+    monkeypatch.setattr(_common, "MAX_BYTES", 4000)  # x: 20x8x8 uint8 = 1,280 bytes, 5,120 as float32
+    argv, out, cache, before = _prepare(("npz-float32-limit", RUN + DIGITS + ["--dataset", "npz:{W}/clean.npz"],
+                                         "", INPROC, None), world, tmp_path)
+    code = main(argv)
+    err = capsys.readouterr().err
+    _check("npz-float32-limit", code, err, "x (20x8x8 as float32): 5,120 bytes uncompressed, over the limit of 4,000",
+           out, cache, before)
 
 
 @pytest.mark.parametrize("extra", [["--dataset", "npz:/nonexistent/x.npz"], ["--model", "resnet18", "--dataset", "digits"],

@@ -330,6 +330,13 @@ CRAFTS = [
     ("nan", "return ctx.x * float('nan')", "craft returned NaN or Inf"),
     ("range", "return ctx.x + 2", "craft returned values 2 .. 3, outside [0, 1]"),
     ("budget", "return (ctx.x + 0.5).clamp(0, 1)", "released data exceeds its linf budget"),
+    # fourth pass (issue 32)
+    ("meta", "return torch.empty_like(ctx.x, device='meta')", "craft returned a tensor on device meta"),
+    ("subclass", "return ctx.x.clone().as_subclass(Evil)", "craft returned a Evil (a torch.Tensor subclass)"),
+    ("generator-exit", "raise GeneratorExit('bye')", "craft failed: GeneratorExit: bye"),
+    ("base-exception", "raise Custom('own')", "craft failed: Custom: own"),
+    # the budget is measured against the clean set as it was, not as the plugin left it
+    ("writes-clean", "ctx.x.add_(0.5).clamp_(0, 1); return ctx.x.clone()", "released data exceeds its linf budget"),
 ]
 
 
@@ -337,7 +344,16 @@ CRAFTS = [
 def test_plugin_craft_is_checked_at_the_boundary(plugin_site, capsys, tmp_path, body, message):
     fake_dist(plugin_site, "bad-craft", "0.2", {"certify.poisons": {"m": "plug_bad_craft"}}, {"plug_bad_craft": f"""
         import sys
+        import torch
         from attacks.base import POISONS, PoisonParams
+
+        class Evil(torch.Tensor):  # a subclass that overrides every operation, even .shape
+            @classmethod
+            def __torch_function__(cls, func, types, args=(), kwargs=None):
+                raise RuntimeError("evil")
+
+        class Custom(BaseException):
+            pass
 
         @POISONS.register("m", "a craft that goes wrong", PoisonParams)
         def craft(ctx, p):
@@ -391,6 +407,135 @@ def test_a_plugin_defense_hook_that_raises_during_training_is_one_line(plugin_si
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0] == f"certify: error: defense h (plugin bad-hook 0.3): {hook} failed: ValueError: hook broke"
+
+
+def test_a_plugin_craft_returning_a_parameter_is_its_values(plugin_site, tmp_path, capsys):
+    """A tensor that requires grad (an nn.Parameter) is a release of its values, detached."""
+    import numpy as np
+
+    fake_dist(plugin_site, "grad-craft", "0.1", {"certify.poisons": {"g": "plug_grad_craft"}}, {"plug_grad_craft": """
+        import torch
+        from attacks.base import POISONS, PoisonParams
+
+        @POISONS.register("g", "a Parameter", PoisonParams)
+        def craft(ctx, p):
+            return torch.nn.Parameter(ctx.x.clone())
+    """})
+    out = tmp_path / "out"
+    assert main(["--quiet", "poison", "--poison", "g", "--dataset", "digits", "--format", "npz", "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0, capsys.readouterr().err
+    with np.load(out / "data.npz") as z:
+        assert z["x"].dtype == np.uint8
+
+
+def test_plugin_params_that_fail_are_one_line(plugin_site, capsys):
+    """A plugin's Params run its code (a default factory, validate): behind the boundary too."""
+    fake_dist(plugin_site, "bad-params", "0.4", {"certify.poisons": {"v": "plug_bad_params"}}, {"plug_bad_params": """
+        from dataclasses import dataclass
+        from attacks.base import POISONS, PoisonParams
+
+        @dataclass
+        class P(PoisonParams):
+            def validate(self, where):
+                raise ValueError("validate broke")
+
+        POISONS.register("v", "params whose validate raises", P)(lambda ctx, p: ctx.x)
+    """})
+    assert main(["run", "--dataset", "digits", "--poison", "v", "--executor", "serial"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "certify: error: poison v (plugin bad-params 0.4): parameters failed: ValueError: validate broke"]
+
+
+def test_plugin_epsilon_for_that_fails_is_one_line(plugin_site, tmp_path, capsys):
+    """A plugin's Params may override epsilon_for (the applied budget): called outside the craft, it
+    was a traceback."""
+    fake_dist(plugin_site, "bad-eps", "0.4", {"certify.poisons": {"e": "plug_bad_eps"}}, {"plug_bad_eps": """
+        from dataclasses import dataclass
+        from attacks.base import POISONS, PoisonParams
+
+        @dataclass
+        class P(PoisonParams):
+            def epsilon_for(self, shape):
+                raise ValueError("no budget")
+
+        POISONS.register("e", "params whose epsilon_for raises", P)(lambda ctx, p: ctx.x)
+    """})
+    assert main(["--quiet", "poison", "--poison", "e", "--dataset", "digits", "--format", "npz", "--out",
+                 str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "certify: error: poison e (plugin bad-eps 0.4): epsilon_for failed: ValueError: no budget"]
+
+
+# what a plugin defense's hook returns, and the line that says so (fourth pass, issue 32)
+HOOK_RESULTS = [
+    ("bt-shape", "batch_transform=lambda x, y, g: (x[:, :, :4], y)", "batch_transform returned images as a float32 "
+     "tensor of shape"),
+    ("bt-float64", "batch_transform=lambda x, y, g: (x.double(), y)", "batch_transform returned images as a float64"),
+    ("bt-nan", "batch_transform=lambda x, y, g: (x * float('nan'), y)", "batch_transform returned images with NaN"),
+    ("bt-none", "batch_transform=lambda x, y, g: None", "batch_transform returned NoneType; expected (images, labels)"),
+    ("bt-labels", "batch_transform=lambda x, y, g: (x, y + 100)", "batch_transform returned labels 10"),
+    ("prepare-none", "prepare=lambda x, y, s: None", "prepare returned NoneType"),
+    ("prepare-labels", "prepare=lambda x, y, s: (x, y.float())", "prepare returned labels as a float32 tensor"),
+    ("loss-vector", "loss_fn=lambda m, x, y, g: F.cross_entropy(m(x), y, reduction='none')",
+     "loss_fn returned a float32 tensor of shape"),
+    ("loss-float", "loss_fn=lambda m, x, y, g: 1.0", "loss_fn returned float; expected a scalar float tensor"),
+    ("loss-nan", "loss_fn=lambda m, x, y, g: F.cross_entropy(m(x), y) * float('nan')",
+     "loss_fn returned a NaN or infinite loss"),
+]
+
+
+@pytest.mark.parametrize("hooks, message", [h[1:] for h in HOOK_RESULTS], ids=[h[0] for h in HOOK_RESULTS])
+def test_what_a_plugin_defense_hook_returns_is_checked(plugin_site, tmp_path, capsys, hooks, message):
+    fake_dist(plugin_site, "odd-hook", "0.5", {"certify.defenses": {"o": "plug_odd_hook"}}, {"plug_odd_hook": f"""
+        import torch.nn.functional as F
+        from defenses.base import DEFENSES, Defense
+
+        @DEFENSES.register("o", "a defense whose hook returns something odd")
+        def make(params):
+            return Defense("o", {hooks})
+    """})
+    out = tmp_path / "out"
+    code = main(["--quiet", "run", "--poison", "random", "--dataset", "digits", "--defense", "o", "--executor",
+                 "serial", "--skip", "certify,scores,recovery", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("certify: error: defense o (plugin odd-hook 0.5): ") and message in err[0], err[0]
+    assert not (out / "report.json").exists()
+
+
+@pytest.mark.parametrize("curve, message", [
+    ("None", "recover returned NoneType; expected a list of 2 points"),
+    ("[]", "recover returned 0 points; expected a list of 2 points"),
+    ("[{'eta': e} for e in etas]", "point 0 as dict with keys eta; expected a dict with eta and accuracy"),
+    ("[{'eta': e, 'accuracy': float('nan')} for e in etas]", "accuracy nan at point 0; expected a number in [0, 1]"),
+    ("[{'eta': e, 'accuracy': 'high'} for e in etas]", "accuracy 'high' at point 0"),
+    ("[{'eta': e, 'accuracy': 7} for e in etas]", "accuracy 7 at point 0"),
+    ("[{'eta': 0.0, 'accuracy': 0.5} for e in etas]", "eta 0 at point 1; expected 2 (the etas it was given"),
+], ids=["none", "empty", "no-accuracy", "nan", "string", "over-one", "etas-changed"])
+def test_a_plugin_recovery_curve_is_checked(plugin_site, curve, message):
+    """(fourth pass, issue 32) before it is cached or reported: section() read it unchecked."""
+    from certify.recovery import checked_curve
+
+    fake_dist(plugin_site, "odd-curve", "0.6", {"certify.recovery": {"c": "plug_odd_curve"}}, {"plug_odd_curve": """
+        from dataclasses import dataclass
+        from typing import ClassVar
+        from attacks.recovery import RECOVERY
+
+        @dataclass
+        class P:
+            bn: ClassVar[str] = "frozen"
+            constraint: ClassVar[str] = "ball"
+
+        RECOVERY.register("c", "a curve to check", P)(lambda inputs, params: [])
+    """})
+    etas = [0.0, 2.0]
+    with pytest.raises(UserError) as e:
+        checked_curve("c", eval(curve, {"etas": etas}), etas)
+    assert str(e.value).startswith("recovery attack c (plugin odd-curve 0.6): recover returned ")
+    assert message in str(e.value), str(e.value)
+    good = [{"eta": 0, "accuracy": 1, "attacker_accuracy": 0.5}, {"eta": 2.0, "accuracy": 0.25}]
+    assert checked_curve("c", good, etas) == [{"eta": 0.0, "accuracy": 1.0, "attacker_accuracy": 0.5},
+                                              {"eta": 2.0, "accuracy": 0.25}]
 
 
 def test_defense_and_recovery_plugins(plugin_site, digits, capsys):

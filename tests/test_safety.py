@@ -131,10 +131,28 @@ def test_cache_artifact_of_another_shape_is_made_again(tmp_path, capsys):
     first = export(0)
     (artifact,) = (cache / "craft").glob("craft-*.pt")
     good = torch.load(artifact, weights_only=True)["released"]
-    for planted in ({"released": good.repeat(1, 3, 1, 1)}, {"released": good.float()}, [good]):
+    for planted in ({"released": good.repeat(1, 3, 1, 1)}, {"released": good.float()}, [good],
+                    {"released": torch.empty_like(good, device="meta")}):  # a shape without values
         torch.save(planted, artifact)
         assert np.array_equal(export(1 + len(os.listdir(tmp_path))), first)
         assert torch.equal(torch.load(artifact, weights_only=True)["released"], good)  # made again, stored
+
+
+def test_cache_entry_that_is_no_file_is_made_again(tmp_path):
+    """A folder or a FIFO under an artifact's name (fourth pass, issue 32): torch.load of a FIFO waited
+    forever, and a folder's unlink raised IsADirectoryError; both are absent, and the next save replaces them."""
+    from certify.cache import Cache
+
+    cache = Cache(tmp_path / "cache")
+    for plant in (lambda p: p.mkdir(), os.mkfifo, lambda p: p.symlink_to(p)):
+        p = cache.path("craft-abc", ".pt")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        plant(p)
+        assert cache.load("craft-abc") is None
+        cache.save("craft-abc", {"released": torch.zeros(2)})
+        assert p.is_file() and not p.is_symlink()
+        assert torch.equal(cache.load("craft-abc")["released"], torch.zeros(2))
+        p.unlink()
 
 
 def test_pickled_npz_dataset_is_refused(tmp_path, capsys):

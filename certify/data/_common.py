@@ -138,7 +138,7 @@ def uint8_to_tensor(a: np.ndarray, channels_last: bool = True) -> torch.Tensor:
     t = torch.from_numpy(a)
     if channels_last:
         t = t.permute(0, 3, 1, 2)
-    return t.contiguous().to(torch.float32) / 255.0
+    return t.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)  # one float32 copy, not two
 
 
 def to_grid(x: torch.Tensor) -> torch.Tensor:
@@ -150,7 +150,7 @@ def pixels_to_grid(t: torch.Tensor, what: str) -> torch.Tensor:
     """N×C×H×W pixels, uint8 (0..255) or float in [0, 1], -> float32 on the 1/255 grid (float values
     rounded as 8-bit storage would). `what` names the array in messages ("PATH: x")."""
     if t.dtype == torch.uint8:
-        return t.contiguous().to(torch.float32) / 255.0
+        return t.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)  # one float32 copy, not two
     if not t.is_floating_point():
         raise UserError(f"{what} has dtype {str(t.dtype).removeprefix('torch.')}; expected uint8 (0..255) "
                         f"or float in [0, 1]")

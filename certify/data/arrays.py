@@ -16,6 +16,7 @@ from __future__ import annotations
 import pickle
 import re
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -72,7 +73,11 @@ def read_pt(p: Path, limit: ByteLimit | None = None):
     """What a `.pt` file holds (tensors and plain containers only), its members at most `limit` in all."""
     _check_pt_archive(p, limit)
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        # torch warns on stderr while loading sparse, quantized or legacy-storage tensors: what the file
+        # holds is refused below in one line, or read, without them
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True)
     except _LOAD_ERRORS as e:
         raise UserError(f"{p}: not loadable with torch.load(weights_only=True) ({_first_line(e)})") from None
 

@@ -24,15 +24,18 @@ from certify.data._common import ByteLimit, Source, check_bytes, check_side, lab
 from certify.errors import UserError
 
 # the .npy header readers numpy documents, by format version
+_CHUNK = 2**24  # bytes read (and decompressed) at a time
 _HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 # what a damaged or foreign zip can raise while it is read (unsupported or encrypted members included)
 _ZIP_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError,
                NotImplementedError, RuntimeError)
 
 
-def read_npy(f: BinaryIO, size: int, name: str) -> np.ndarray:
-    """The .npy array in the `size` bytes of stream f; its header is checked against `size` before
-    anything is allocated, and a stream that holds more or less is refused (ValueError)."""
+def read_npy(f: BinaryIO, size: int, name: str, check: Callable[[tuple, np.dtype], None] | None = None) -> np.ndarray:
+    """The .npy array in the `size` bytes of stream f; its header is checked against `size` (and by
+    `check(shape, dtype)`, which raises) before anything is allocated, and a stream that holds more or
+    less is refused (ValueError). Read in chunks: a zip member read whole is decompressed into a second
+    buffer of its size."""
     header = _HEADERS.get(np.lib.format.read_magic(f))
     if header is None:
         raise ValueError(f"{name}: unsupported .npy format version")
@@ -43,17 +46,26 @@ def read_npy(f: BinaryIO, size: int, name: str) -> np.ndarray:
     if nbytes != size - f.tell():
         raise ValueError(f"{name}: header says {shape} of {dtype} ({nbytes:,} bytes), "
                          f"the file holds {size - f.tell():,}")
+    if check is not None:
+        check(shape, dtype)
     buf = bytearray(nbytes)
-    if f.readinto(buf) != nbytes or f.read(1):  # reading to the end also checks a zip member's CRC
+    view, at = memoryview(buf), 0
+    while at < nbytes:
+        got = f.readinto(view[at:at + _CHUNK])
+        if not got:
+            break
+        at += got
+    if at != nbytes or f.read(1):  # reading to the end also checks a zip member's CRC
         raise ValueError(f"{name}: truncated or padded")
     return np.frombuffer(buf, dtype).reshape(shape, order="F" if fortran else "C")
 
 
-def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, p: Path, limit: ByteLimit | None) -> np.ndarray:
+def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, p: Path, limit: ByteLimit | None,
+                 check: Callable[[tuple, np.dtype], None] | None = None) -> np.ndarray:
     """One .npy member; its declared sizes are checked before anything is allocated or decompressed."""
     check_bytes(info.file_size, f"{p}: {info.filename}", limit)
     with z.open(info) as f:
-        return read_npy(f, info.file_size, info.filename)
+        return read_npy(f, info.file_size, info.filename, check)
 
 
 def _x_and_y(p: Path, names: list[str]) -> list[str]:
@@ -64,14 +76,14 @@ def _x_and_y(p: Path, names: list[str]) -> list[str]:
 
 
 def read_arrays(p: Path, choose: Callable[[Path, list[str]], list[str]] = _x_and_y,
-                limit: ByteLimit | None = None) -> dict[str, np.ndarray]:
+                limit: ByteLimit | None = None, checks: dict | None = None) -> dict[str, np.ndarray]:
     """The arrays `choose(p, names of every array)` picks from the .npz at p (by default x, y and, if
     present, classes), each at most `limit` as declared; any other member is never read. A damaged
     file is one line."""
     try:
         with zipfile.ZipFile(p) as z:
             members = {i.filename[:-4]: i for i in z.infolist() if i.filename.endswith(".npy")}
-            return {k: _read_member(z, members[k], p, limit) for k in choose(p, list(members))}
+            return {k: _read_member(z, members[k], p, limit, (checks or {}).get(k)) for k in choose(p, list(members))}
     except UserError:
         raise
     except _ZIP_ERRORS as e:
@@ -85,7 +97,10 @@ def read_npz(path: str | Path, where: str) -> tuple[torch.Tensor, np.ndarray, li
         raise UserError(f"{where}: {p} does not exist")
     if not p.is_file():
         raise UserError(f"{where}: {p} is not a file")
-    arrays = read_arrays(p)
+    def as_float32(shape: tuple, dtype) -> None:  # the images become float32: 4 bytes a value
+        check_bytes(math.prod(shape) * 4, f"{p}: x ({'x'.join(map(str, shape))} as float32)")
+
+    arrays = read_arrays(p, checks={"x": as_float32})
     x, y, names = arrays["x"], arrays["y"], arrays.get("classes")
 
     # images
