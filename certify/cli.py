@@ -336,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     except CheckFailed as e:
         print(f"certify: check failed: {e}", file=sys.stderr)
         return EXIT_CHECK_FAILED
+    except MemoryError:  # an input the stated limits did not catch: one line, not a traceback
+        print("certify: error: out of memory (the README's Limits table lists what certify checks before "
+              "allocating); finished work is saved: rerun with --resume --out DIR", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("certify: interrupted; finished work is saved: rerun with --resume --out DIR", file=sys.stderr)
         return 130

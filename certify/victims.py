@@ -3,6 +3,8 @@ one trained under each defense; its section is the report's `empirical`. `add_vi
 the independent clean model the certificate slice plans (the report's weight-space scale)."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from certify.context import ModelSpec, RunContext, Slice, images, task_device
@@ -53,9 +55,24 @@ def add_victim(ctx: RunContext, release: str, name: str, seed_name: str = "victi
     model, training = _victim_of(ctx, arch)
     spec = {"seed": derive(ctx.cfg.seed, seed_name), "training": training}
     kept = _keeps_checkpoints(ctx, "per_class", "train_accuracy", scored=scored and arch is None)
-    return ctx.cached("model", spec, train_task, (ctx.data_key, release), poison=name, accept=kept["accept"],
+    accept = kept["accept"]
+    return ctx.cached("model", spec, train_task, (ctx.data_key, release), poison=name,
+                      accept=lambda a: accept(a) and fits(model, a.get("state")),
                       unkeyed={**kept["unkeyed"], "desc": f"train {name}{_on(arch)}"}, stage=f"{stage}{_on(arch)}",
                       model=model)
+
+
+def fits(model: ModelSpec, state) -> bool:
+    """Whether a stored state is the weights of `model` (a cached artifact of another shape, or of
+    other contents, is trained again rather than failing where it is loaded)."""
+    want = _shapes(model)
+    return (isinstance(state, dict) and set(state) == set(want)
+            and all(isinstance(v, torch.Tensor) and tuple(v.shape) == want[k] for k, v in state.items()))
+
+
+@functools.lru_cache(maxsize=None)
+def _shapes(model: ModelSpec) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in model.build(0).state_dict().items()}
 
 
 def _victim_of(ctx: RunContext, arch: str | None):

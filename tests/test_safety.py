@@ -223,3 +223,44 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_cached_model_that_is_not_the_architectures_weights_is_trained_again(tmp_path, capsys):
+    """A model artifact whose fields hold strings, or weights of another shape (fourth pass, issue 32),
+    was a TypeError where it was loaded; it is trained again and the report is the first one's."""
+    import json
+
+    from certify.cli import main
+
+    (tmp_path / "c.yaml").write_text("dataset: digits\ntrain: {epochs: 1}\n")
+    # the certificate's surrogate starts from the stored victim: it loads the state
+    args = ["--quiet", "run", "--config", str(tmp_path / "c.yaml"), "--poison", "random", "--defense", "",
+            "--skip", "scores,recovery", "--samples", "10", "--executor", "serial", "--cache-dir", str(tmp_path / "cache")]
+
+    def accuracies(n: int) -> dict:
+        assert main([*args, "--out", str(tmp_path / f"out{n}")]) == 0, capsys.readouterr().err
+        report = json.loads((tmp_path / f"out{n}" / "report.json").read_text())
+        return {p: s["empirical"]["protected_accuracy"] for p, s in report["poisons"].items()}
+
+    first = accuracies(0)
+    models = sorted((tmp_path / "cache" / "model").glob("model-*.pt"))
+    assert models
+    for i, planted in enumerate(({"weight": "a string"}, {k: v[..., :1] if v.dim() else v for k, v in
+                                                          torch.load(models[0], weights_only=False)["state"].items()})):
+        for m in models:
+            artifact = torch.load(m, weights_only=False)
+            torch.save({**artifact, "state": planted}, m)
+        assert accuracies(1 + i) == first
+
+
+def test_out_of_memory_is_one_line(monkeypatch, capsys):
+    """An allocation no stated limit caught is one line and exit 2, not a MemoryError traceback."""
+    from certify import cli
+
+    def exhausted(ns, argv):
+        raise MemoryError
+
+    monkeypatch.setitem(cli.COMMANDS, "list", exhausted)
+    assert cli.main(["list"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("certify: error: out of memory")
