@@ -227,7 +227,8 @@ def test_the_literature_comparison_has_the_transfer_table():
                           ["em", f"0.300 ({0.3 / 0.5:.3f})", f"0.400 ({0.4 / 0.55:.3f})", f"0.500 ({0.5 / 0.6:.3f})"]]
     text = _text(section)
     assert ("Transfer is measured here as the protection crafted on the crafting model cnn seen by the other "
-            "architectures; the published MI-UE and APBench transfer tables are in reports/POISONS.md.") in text
+            "architectures; how this compares with the MI-UE paper's and APBench's transfer results is discussed "
+            "in reports/POISONS.md (\"Transfer to other architectures\").") in text
     # a report without comparison (older, or hand-made) still gets the transfer block, in the same section
     del r["comparison"]
     assert _section(build_document(r), "Comparison with the literature").children[-1] == table

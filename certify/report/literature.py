@@ -75,8 +75,8 @@ def _transfer(report: dict) -> list:
     return [Paragraph([Strong("Transfer across architectures."), " Protected accuracy of each victim architecture "
                        "(in brackets: as a fraction of the same architecture's clean model). Transfer is measured "
                        f"here as the protection crafted on the crafting model {crafting} seen by the other "
-                       "architectures; the published MI-UE and APBench transfer tables are in ",
-                       Code("reports/POISONS.md"), "."]),
+                       "architectures; how this compares with the MI-UE paper's and APBench's transfer results "
+                       "is discussed in ", Code("reports/POISONS.md"), " (\"Transfer to other architectures\")."]),
             Table(["poison", f"{crafting} (crafting)"] + others, rows)]
 
 
