@@ -195,7 +195,7 @@ def cmd_run(ns, argv) -> int:
 
 def cmd_audit(ns, argv) -> int:
     from certify.config import load_config
-    from certify.audit import audit
+    from certify.auditing import audit
     from certify.registry import CONTROL
 
     cfg = load_config(ns.config, {**_flags(ns, RUN_FLAGS), "poisons": [CONTROL]})
@@ -207,7 +207,7 @@ def cmd_audit(ns, argv) -> int:
 
 def cmd_plan(ns, argv) -> int:
     from certify.config import load_config
-    from certify.plan import Targets, load_request, run_plan
+    from certify.planning import Targets, load_request, run_plan
 
     if ns.skip is not None or ns.baseline is not None:
         raise UserError("plan: --skip and --no-baseline do not apply (a plan always certifies each budget "

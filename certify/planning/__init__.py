@@ -32,9 +32,9 @@ from certify.errors import UserError
 from certify.intervals import summarize
 from certify.models import count_parameters
 from certify.pipeline import begin, run_tasks
-from certify.plan.budgets import VARIABLE_NORMS, Budget, parse_budgets, with_budget
-from certify.plan import perceptual
-from certify.plan.targets import Targets, attacker_best, meets, recommend
+from certify.planning.budgets import VARIABLE_NORMS, Budget, parse_budgets, with_budget
+from certify.planning import perceptual
+from certify.planning.targets import Targets, attacker_best, meets, recommend
 from certify.progress import say
 from certify.registry import CONTROL
 from certify.report.assemble import environment, timings
@@ -205,7 +205,7 @@ def _line(row: dict) -> str:
 
 def run_plan(cfg: RunConfig, request: PlanRequest, command: str) -> tuple[dict, Path]:
     """Run the plan's graph and write plan.json, plan.md, plan.html and figures/ to --out."""
-    from certify.plan.render import write_plan
+    from certify.planning.render import write_plan
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     cfg = dataclasses.replace(cfg, poisons=[request.poison], skip=["scores", "recovery"],  # SAL keeps no epochs
