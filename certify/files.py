@@ -1,11 +1,14 @@
-"""Reading a small file a user names (a configuration, a report, a run checkpoint): a regular file
-only, its size checked before a byte is read, so /dev/zero, a FIFO or a huge file is one line, not
-a hang or an exhausted memory."""
+"""Files a user names or is given: reading a small one (a configuration, a report, a run checkpoint)
+as a regular file only, its size checked before a byte is read, so /dev/zero, a FIFO or a huge file
+is one line, not a hang or an exhausted memory; and writing any output atomically (temp file, then
+rename), so an interrupted run never leaves half a file."""
 from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 from certify.errors import UserError
 
@@ -37,3 +40,23 @@ def read_small_text(path, limit: int, what: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{what} {p}: not a text (UTF-8) file") from None
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; reports are read by others, like any file
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from certify.curves import close, point_at
 from certify.errors import CheckFailed, UserError
+from certify.files import atomic_write
 from certify.registry import CONTROL
 from certify.report import load_report
 from certify.report.schema import format_path
@@ -391,8 +392,6 @@ def _xml_text(s: str) -> str:
 
 def write_junit(rows: list[Row], path, tolerance: float, alpha: float = 0.05) -> None:
     import xml.etree.ElementTree as ET
-
-    from certify.cache import atomic_write
 
     failures = sum(r.verdict in FAILING for r in rows)
     skipped = sum(r.verdict in (NOT_JUDGED, NEW) for r in rows)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from attacks.base import POISONS, undershoot
 from certify import certificate, panel, replicates, slices
-from certify.cache import atomic_write, tensor_digest
+from certify.cache import tensor_digest
+from certify.files import atomic_write
 from certify.config import RunConfig, to_dict
 from certify.context import RunContext
 from certify.crafting import poison_params

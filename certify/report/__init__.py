@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from certify.errors import UserError
-from certify.files import read_small_text
+from certify.files import atomic_write, read_small_text
 from certify.report.schema import SCHEMA_ID, format_path, validate_report
 
 __all__ = ["write_report", "render", "load_report", "validate_report", "SCHEMA_ID"]
@@ -50,14 +50,10 @@ def _plain(value: Any, path: list) -> Any:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from certify.cache import atomic_write
-
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    from certify.cache import atomic_write
-
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
