@@ -4,7 +4,9 @@ is one line, not a hang or an exhausted memory; and writing any output atomicall
 rename), so an interrupted run never leaves half a file."""
 from __future__ import annotations
 
+import json
 import os
+import sys
 import stat
 import tempfile
 from pathlib import Path
@@ -40,6 +42,20 @@ def read_small_text(path, limit: int, what: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{what} {p}: not a text (UTF-8) file") from None
+
+
+def read_json(path, limit: int, what: str):
+    """The JSON value of a small file (`read_small_text`); UserError naming the file unless it parses."""
+    p = Path(path)
+    text = read_small_text(p, limit, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise UserError(f"{p}: not valid JSON (nested too deeply)") from None
+    except ValueError:  # json turns digits into an int, and Python refuses overly long ones
+        raise UserError(f"{p}: not valid JSON (an integer longer than {sys.get_int_max_str_digits()} digits)") from None
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
