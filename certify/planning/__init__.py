@@ -39,8 +39,9 @@ from certify.planning.targets import Targets, attacker_best, meets, recommend
 from certify.progress import say
 from certify.registry import CONTROL
 from certify.report.assemble import environment, timings
+from certify.report.schema import PLAN_SCHEMA_ID
 
-SCHEMA = "ue-certify/plan/v1"
+SCHEMA = PLAN_SCHEMA_ID
 # the slices of a plan: the run's, less scores and recovery, and the perceptual distances
 SLICES = slices.only("crafting", "victims", "panel", "certificate") + (perceptual.SLICE,)
 
