@@ -89,7 +89,8 @@ def run(*, command: str | None = None, **options) -> Report:
     cache_dir, resume, data_root, download, image_size; lists are lists (`poisons=["miue"]`,
     `defenses=[]` for none), `baseline=False` is --no-baseline. `config` a YAML file the options
     override; `quiet=True` silences progress. Bad input raises `certify.UserError`. Returns the
-    Report written to `out` (default reports/runs/<timestamp>-<poisons>/).
+    Report written to `out` (default reports/runs/<timestamp>-<poisons>/). report.json records
+    `command` as the run's command (default: this call, e.g. "certify.run(poisons=['miue'])").
     """
     config, quiet, flags = _options("run", options, RUN_OPTIONS)
     with _progress(quiet):

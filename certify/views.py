@@ -91,12 +91,13 @@ class Poison(_View):
     """One poison's section of report.json. Sections a run skipped (`skip=["recovery"]`) or that an
     older report lacks read None."""
 
-    __slots__ = ("name",)
+    __slots__ = ("_name",)
 
     def __init__(self, name: str, data: dict):
         super().__init__(data)
-        self.name = name
+        self._name = name
 
+    name = property(lambda self: self._name)
     budget = property(lambda self: self._get("budget"))
     clean_accuracy = property(lambda self: self._data["empirical"]["clean_accuracy"])
     protected_accuracy = property(lambda self: self._data["empirical"]["protected_accuracy"])

@@ -86,8 +86,9 @@ def test_views_read_the_report_as_it_is(api_report):
     rnd.defenses["jpeg"]["accuracy"] = 2.0
     cert.curve[0]["learnability"] = 2.0
     assert api_report.to_dict() == doc
-    with pytest.raises(AttributeError):
-        rnd.protected_accuracy = 0.0
+    for attribute in ("protected_accuracy", "name"):
+        with pytest.raises(AttributeError):
+            setattr(rnd, attribute, 0.0)
     with pytest.raises(TypeError):
         api_report.poisons["x"] = rnd
     with pytest.raises(KeyError):
