@@ -1,7 +1,7 @@
 """A content-addressed cache of artifacts (released data, weights, draws).
 
 Each artifact is keyed by a hash of exactly the configuration that determines it and written
-atomically (temp file, then rename), so an interrupted run never leaves half an artifact and any
+atomically (`certify.files.atomic_write`), so an interrupted run never leaves half an artifact and any
 run that needs the same artifact reuses it.
 """
 from __future__ import annotations
@@ -11,13 +11,13 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from certify.errors import UserError
+from certify.files import atomic_write
 
 
 def default_cache_dir() -> Path:
@@ -36,26 +36,6 @@ def tensor_digest(*tensors: torch.Tensor) -> str:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
         h.update(str(tuple(t.shape)).encode())
     return h.hexdigest()[:20]
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; reports are read by others, like any file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it
-    os.umask(mask)
-    return mask
 
 
 class Cache:

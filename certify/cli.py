@@ -1,4 +1,5 @@
-"""The `certify` command: argument parsing, subcommands, and bad input as one line with exit 2."""
+"""The `certify` command: argument parsing, printing and exit codes over the functions of `certify`
+(certify/api.py), and bad input as one line with exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -147,7 +148,7 @@ def build_parser() -> Parser:
                     "e.g. 2/255,4/255,8/255,16/255 (l-inf) or 0.5,1 (l2; NORM:VALUE also accepted)")
     pl.add_argument("--target-accuracy", dest="target_accuracy", type=float,
                     help="the attacker's best test accuracy (upper end) must be at most this (in [0, 1])")
-    pl.add_argument("--target-drop", "--target-gap", dest="target_gap", type=float,
+    pl.add_argument("--target-drop", "--target-gap", dest="target_drop", type=float,
                     help="the certified drop (the clean control's certified learnability minus the poison's) "
                     "must be at least this (in [0, 1]; --target-gap is the older name)")
     pl.add_argument("--target-undefended", dest="target_undefended", action="store_true",
@@ -165,6 +166,8 @@ def build_parser() -> Parser:
     c.add_argument("--alpha", type=float, default=0.05,
                    help="an accuracy is weaker only if its one-sided p-value is below this, in (0, 1) (default 0.05)")
     c.add_argument("--junit", help="write a JUnit XML file")
+    c.add_argument("--format", choices=["text", "github"], default="text",
+                   help="github: also an error annotation (::error) per weaker, abstaining or missing metric")
 
     rep = sub.add_parser("report", help="render report.md and report.html again from report.json")
     rep.add_argument("report_json")
@@ -173,77 +176,67 @@ def build_parser() -> Parser:
     return top
 
 
-def _flags(ns: argparse.Namespace, names: list[str]) -> dict:
+def _flags(ns: argparse.Namespace, names) -> dict:
     return {k: getattr(ns, k) for k in names if getattr(ns, k, None) is not None}
 
 
-RUN_FLAGS = ["poisons", "dataset", "test", "model", "victims", "defenses", "samples", "out", "seed", "seeds", "independent_models", "sigma", "q", "alpha",
-             "eta_sigma", "coverage", "executor", "workers", "threads", "address", "connect_timeout", "skip", "profile", "baseline", "cache_dir",
-             "resume", "data_root", "download", "image_size"]
+def _command(argv: list[str]) -> str:
+    """The command line report.json and plan.json record."""
+    return "certify " + shlex.join(argv)
+
+
+def _common(ns, argv) -> dict:
+    """The options every command's function takes from the top-level flags."""
+    return {"config": ns.config, "quiet": ns.quiet or ns.json, "command": _command(argv)}
 
 
 def cmd_run(ns, argv) -> int:
-    from certify.config import load_config
-    from certify.pipeline import run
+    from certify.api import RUN_OPTIONS, run
 
-    cfg = load_config(ns.config, _flags(ns, RUN_FLAGS))
-    command = "certify " + " ".join(shlex.quote(a) for a in argv)
-    report, out = run(cfg, command)
-    _print_summary(report, out, ns.json)
+    _print_summary(run(**_common(ns, argv), **_flags(ns, RUN_OPTIONS)), ns.json)
     return EXIT_OK
 
 
 def cmd_audit(ns, argv) -> int:
-    from certify.config import load_config
-    from certify.audit import audit
-    from certify.registry import CONTROL
+    from certify.api import AUDIT_OPTIONS, audit
 
-    cfg = load_config(ns.config, {**_flags(ns, RUN_FLAGS), "poisons": [CONTROL]})
-    command = "certify " + " ".join(shlex.quote(a) for a in argv)
-    report, out = audit(cfg, ns.release, command, ns.budget)
-    _print_summary(report, out, ns.json)
+    report = audit(ns.release, ns.dataset, ns.test, budget=ns.budget, **_common(ns, argv), **_flags(ns, AUDIT_OPTIONS))
+    _print_summary(report, ns.json)
     return EXIT_OK
 
 
 def cmd_plan(ns, argv) -> int:
-    from certify.config import load_config
-    from certify.plan import Targets, load_request, run_plan
+    from certify.api import PLAN_OPTIONS, plan
 
     if ns.skip is not None or ns.baseline is not None:
         raise UserError("plan: --skip and --no-baseline do not apply (a plan always certifies each budget "
                         "against the clean control)")
-    flags = _flags(ns, [f for f in RUN_FLAGS if f not in ("poisons", "skip", "baseline")])
-    cfg = load_config(ns.config, {**flags, "poisons": [ns.poison]})
-    request = load_request(cfg, ns.poison, ns.budgets, Targets(ns.target_accuracy, ns.target_gap,
-                                                                  "undefended" if ns.target_undefended
-                                                                  else "best-defended"))
-    doc, out = run_plan(cfg, request, "certify " + " ".join(shlex.quote(a) for a in argv))
+    result = plan(ns.poison, ns.budgets, target_accuracy=ns.target_accuracy, target_drop=ns.target_drop,
+                  target_undefended=ns.target_undefended, **_common(ns, argv), **_flags(ns, PLAN_OPTIONS))
     if ns.json:
-        print(json.dumps({"plan": str(out / "plan.json"), "recommended": doc["recommended"],
-                          "budgets": doc["budgets"]}, indent=1))
+        print(json.dumps({"plan": str(result.path), "recommended": result.recommended, "budgets": result.rows},
+                         indent=1))
     else:
-        given = request.targets.given
-        rec = doc["recommended"] or ("none meets the targets" if given else "none (no targets given)")
-        print(f"plan: {out / 'plan.json'} (also plan.md, plan.html); recommended budget: {rec}")
+        given = ns.target_accuracy is not None or ns.target_drop is not None
+        rec = result.recommended or ("none meets the targets" if given else "none (no targets given)")
+        print(f"plan: {result.path} (also plan.md, plan.html); recommended budget: {rec}")
     return EXIT_OK
 
 
-def _print_summary(report: dict, out, as_json: bool) -> None:
+SUMMARY = ("protected_accuracy", "clean_accuracy", "protected_interval", "seeds")  # --json's keys of each poison
+
+
+def _print_summary(report, as_json: bool) -> None:
     rows = {}
-    for name, sec in report["poisons"].items():
-        emp = sec["empirical"]
-        row = {"protected_accuracy": emp["protected_accuracy"], "clean_accuracy": emp["clean_accuracy"],
-               "protected_interval": emp["protected_interval"], "seeds": emp["seeds"]}
-        cert = sec.get("certificate")
-        if cert:
-            row["sigma"] = cert["sigma"]
-            row["certified"] = {str(p["eta_over_sigma"]): p["learnability"] for p in cert["curve"]}
-        rows[name] = row
+    for row in report.table():
+        rows[row["poison"]] = {k: row[k] for k in SUMMARY}
+        if row["certified"] is not None:
+            rows[row["poison"]].update(sigma=row["sigma"], certified=row["certified"])
     if as_json:
-        print(json.dumps({"report": str(out / "report.json"), "poisons": rows}, indent=1))
+        print(json.dumps({"report": str(report.path), "poisons": rows}, indent=1))
         return
-    k = len(report["seeds"])
-    print(f"report: {out / 'report.json'} (also report.md, report.html); "
+    k = len(report.seeds)
+    print(f"report: {report.path} (also report.md, report.html); "
           + (f"means over {k} seeds with 95 % Student-t intervals" if k > 1 else
              "one seed, 95 % Clopper-Pearson intervals over the test images"))
     for name, row in rows.items():
@@ -274,9 +267,20 @@ def cmd_poison(ns, argv) -> int:
 
 
 def cmd_check(ns, argv) -> int:
-    from certify.gate import check
+    from certify.api import check
 
-    return check(ns.baseline, ns.report, tolerance=ns.tolerance, junit=ns.junit, alpha=ns.alpha, as_json=ns.json)
+    if ns.format == "github" and ns.json:
+        raise UserError("check: --format github and --json both write to stdout; give one of them")
+    result = check(ns.baseline, ns.report, tolerance=ns.tolerance, alpha=ns.alpha)
+    if ns.junit:
+        result.write_junit(ns.junit)
+    print(json.dumps(result.to_dict(), indent=1) if ns.json else result.text())
+    if ns.format == "github":
+        for line in result.annotations():  # GitHub shows each on the workflow run and the pull request
+            print(line)
+    if result.problem:
+        raise CheckFailed(result.problem)
+    return result.exit_code
 
 
 def cmd_report(ns, argv) -> int:

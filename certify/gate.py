@@ -1,4 +1,5 @@
-"""`certify check BASELINE.json REPORT.json [--tolerance F] [--alpha A] [--junit FILE]`: the CI gate.
+"""`certify check BASELINE.json REPORT.json [--tolerance F] [--alpha A] [--junit FILE] [--format github]`
+and `certify.check`: the CI gate.
 
 Exit 1 if any poison present in the baseline got weaker in the report, or the poison, or a judged
 metric of it, is missing from the report. Exit 0 otherwise. A table is printed either way. The clean
@@ -26,21 +27,21 @@ and certificates made with different draw counts, σ, q, α (the family-wise lev
 K replicates, each at α/K, compares with one of one replicate at α), coverage or surrogate recipe are
 not comparable: UserError (exit 2), one line naming the field and both values. No empty comparison
 passes: a baseline judging no poison is a UserError, a report holding none of the metrics the baseline
-judges is CheckFailed (exit 1).
+judges fails the check (exit 1; `CheckResult.problem` says why).
 """
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from certify.curves import close, point_at
-from certify.errors import CheckFailed, UserError
+from certify.errors import UserError
+from certify.files import atomic_write
 from certify.registry import CONTROL
-from certify.report import load_report
 from certify.report.schema import format_path
+from certify.views import CheckResult
 
 EPS = 1e-9  # float slack so that a delta of exactly the tolerance passes
 
@@ -392,8 +393,6 @@ def _xml_text(s: str) -> str:
 def write_junit(rows: list[Row], path, tolerance: float, alpha: float = 0.05) -> None:
     import xml.etree.ElementTree as ET
 
-    from certify.cache import atomic_write
-
     failures = sum(r.verdict in FAILING for r in rows)
     skipped = sum(r.verdict in (NOT_JUDGED, NEW) for r in rows)
     suite = ET.Element("testsuite", name="certify check", tests=str(len(rows)), failures=str(failures),
@@ -437,7 +436,7 @@ def _compared_anything(rows: list[Row]) -> bool:
     return any(r.verdict in (OK, WEAKER, ABSTAINS) and r.report != ABSENT for r in rows)
 
 
-def _require_settings(tolerance, alpha) -> None:
+def require_settings(tolerance, alpha) -> None:
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) \
             or tolerance < 0:
         raise UserError(f"--tolerance must be a finite number >= 0, got {tolerance!r}")
@@ -452,41 +451,53 @@ def as_dict(r: Row) -> dict:
             "report": r.report, "delta": r.delta, "p": r.p, "test": r.test, "verdict": r.verdict}
 
 
-def check(baseline_path, report_path, tolerance: float = 0.02, junit=None, alpha: float = 0.05,
-          as_json: bool = False) -> int:
-    """Print the comparison table (`as_json`: one JSON document with every row, the result and the
-    test behind each row); return 1 if any judged poison got weaker or went missing, else 0.
-    CheckFailed (exit 1) if the report holds nothing the baseline judges."""
-    _require_settings(tolerance, alpha)
-    baseline = load_report(baseline_path)
-    report = load_report(report_path)
-    _require_judged(baseline, baseline_path)
+def evaluate(baseline: dict, report: dict, labels: tuple[str, str], tolerance: float = 0.02,
+             alpha: float = 0.05) -> CheckResult:
+    """The check of two validated reports (`labels`: how the result names them). UserError unless
+    the settings are sound (`require_settings`, checked by the caller before reading any file), the
+    baseline judges a poison and the reports compare like with like."""
+    _require_judged(baseline, labels[0])
     note = require_comparable(baseline, report)
     rows = compare(baseline, report, float(tolerance), float(alpha))
-    failed = [r for r in rows if r.verdict in FAILING]
-    compared = _compared_anything(rows)
-    if junit:
-        write_junit(rows, junit, float(tolerance), float(alpha))
-    if as_json:
-        print(json.dumps({"baseline": str(baseline_path), "report": str(report_path), "alpha": alpha,
-                          "tolerance": tolerance, "rule": rule_line(alpha, tolerance), "note": note,
-                          "result": "failed" if failed or not compared else "passed",
-                          "rows": [as_dict(r) for r in rows]}, indent=1))
-    else:
-        print(f"certify check: baseline {baseline_path} against report {report_path} "
-              f"(alpha {alpha:g}, tolerance {tolerance:g})")
-        if note:
-            print(note)
-        print(rule_line(alpha, tolerance))
-        print(format_table(rows))
-    if not compared:
-        raise CheckFailed(f"the report judges nothing the baseline judges: baseline poisons "
-                          f"{_shown(_judged(baseline))}, report poisons {_shown(list(report['poisons']))}")
-    if failed:
+    problem = None if _compared_anything(rows) else (
+        f"the report judges nothing the baseline judges: baseline poisons {_shown(_judged(baseline))}, "
+        f"report poisons {_shown(list(report['poisons']))}")
+    return CheckResult(labels[0], labels[1], tolerance, alpha, rows, note, problem)
+
+
+def format_text(result: CheckResult) -> str:
+    """The table `certify check` prints: heading, note, rule, rows and (unless the check compared
+    nothing) the outcome."""
+    lines = [f"certify check: baseline {result.baseline} against report {result.report} "
+             f"(alpha {result.alpha:g}, tolerance {result.tolerance:g})"]
+    if result.note:
+        lines.append(result.note)
+    lines += [rule_line(result.alpha, result.tolerance), format_table(result._rows)]
+    failed = [r for r in result._rows if r.verdict in FAILING]
+    if result.problem is None and failed:
         names = sorted({r.poison for r in failed})
-        if not as_json:
-            print(f"FAILED: {len(failed)} metric(s) weaker, abstaining or missing for {', '.join(names)}")
-        return 1
-    if not as_json:
-        print(f"passed: {sum(r.verdict == OK for r in rows)} judged metric(s) not shown weaker")
-    return 0
+        lines.append(f"FAILED: {len(failed)} metric(s) weaker, abstaining or missing for {', '.join(names)}")
+    elif result.problem is None:
+        lines.append(f"passed: {sum(r.verdict == OK for r in result._rows)} judged metric(s) not shown weaker")
+    return "\n".join(lines)
+
+
+def _escape(text: str, in_property: bool = False) -> str:
+    """A workflow command's value: %, CR and LF always escaped, and ':' and ',' inside a property."""
+    text = str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if in_property else text
+
+
+def annotations(result: CheckResult) -> list[str]:
+    """GitHub Actions error annotations: one per weaker, abstaining or missing metric, and one for a
+    check that compared nothing."""
+    lines = []
+    for r in result._rows:
+        if r.verdict in FAILING:
+            cells = dict(zip(COLUMNS, _cells(r)))
+            detail = ", ".join(f"{c} {cells[c]}" for c in COLUMNS[2:-1])
+            lines.append(f"::error title={_escape(f'certify check: {r.poison} {r.metric}', True)}::"
+                         f"{_escape(f'{r.verdict}: {r.poison} / {r.metric} ({detail})')}")
+    if result.problem:
+        lines.append(f"::error title={_escape('certify check', True)}::{_escape(result.problem)}")
+    return lines

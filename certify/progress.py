@@ -1,4 +1,4 @@
-"""Progress bars on stderr (tqdm), silenced by `--quiet` through one switch."""
+"""Progress bars on stderr (tqdm), silenced by `--quiet` (`quiet=True` in Python) through one switch."""
 from __future__ import annotations
 
 import sys
@@ -11,6 +11,10 @@ _quiet = False
 def set_quiet(quiet: bool) -> None:
     global _quiet
     _quiet = quiet
+
+
+def is_quiet() -> bool:
+    return _quiet
 
 
 def progress(iterable=None, **kwargs):

@@ -7,10 +7,9 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from certify.cache import atomic_write
 from certify.config import RunConfig, to_dict
 from certify.errors import UserError
-from certify.files import read_small_text
+from certify.files import atomic_write, read_small_text
 
 
 MAX_CHECKPOINT_BYTES = 2**20  # run.json holds one configuration

@@ -11,7 +11,7 @@ import torch
 
 from certify.cli import main
 from certify.errors import UserError
-from certify.plan.budgets import parse_budget
+from certify.planning.budgets import parse_budget
 
 TINY = "train: {epochs: 1}\n"
 
@@ -194,7 +194,7 @@ def test_a_release_half_unperturbed_is_warned_and_l0_budgets_are_read(tmp_path, 
 
 
 def test_l0_over_budget_is_in_pixels():
-    from certify.audit import measure_release, parse_declared
+    from certify.auditing import measure_release, parse_declared
 
     l0 = torch.tensor([1.0, 3.0, 0.0, 1.0])
     _, warnings = measure_release({"linf": l0, "l2": l0, "l0": l0}, parse_declared("l0:1"))

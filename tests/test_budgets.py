@@ -135,7 +135,7 @@ def test_a_release_well_under_its_budget_is_flagged_in_its_units():
 
 
 def test_plan_rows_of_one_release_are_marked_and_short_budgets_warned():
-    from certify.plan import _reached
+    from certify.planning import _reached
 
     def row(label, eps, measured):
         return {"budget": label, "norm": "linf", "epsilon": eps, "measured": {"linf_max": measured}}

@@ -125,9 +125,10 @@ def test_output_cut_short_by_its_reader_is_no_traceback():
     ("", []), ("none", []), ("jpeg", ["jpeg"]), ("at8,jpeg50", ["at8", "jpeg50"]),
 ])
 def test_defense_flag_defaults_to_the_suite_and_empty_or_none_skips_it(flag, defenses):
-    from certify.cli import RUN_FLAGS, _flags, build_parser
+    from certify.api import RUN_OPTIONS
+    from certify.cli import _flags, build_parser
     from certify.config import load_config
 
     args = ["run", "--dataset", "digits"] + ([] if flag is None else ["--defense", flag])
     ns = build_parser().parse_args(args)
-    assert load_config(None, _flags(ns, RUN_FLAGS)).defenses == defenses
+    assert load_config(None, _flags(ns, RUN_OPTIONS)).defenses == defenses

@@ -1,4 +1,4 @@
-"""certify.gate.check: the CI gate comparing a report against a baseline."""
+"""certify check and certify.check: the CI gate comparing a report against a baseline."""
 
 import json
 import xml.etree.ElementTree as ET
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+import certify
 from certify.cli import main
 from certify.errors import UserError
-from certify.gate import check
 from sample_reports import make_report
 
 
@@ -27,8 +27,13 @@ def pair(tmp_path):
     return tmp_path, base, make_report()
 
 
-def _run(tmp_path, base, rep, **kw):
-    return check(_write(tmp_path / "baseline.json", base), _write(tmp_path / "report.json", rep), **kw)
+def _run(tmp_path, base, rep, junit=None, **kw):
+    """`certify check`'s exit code on two report dicts; its table printed (UserError raised as `certify.check`'s)."""
+    result = certify.check(_write(tmp_path / "baseline.json", base), _write(tmp_path / "report.json", rep), **kw)
+    if junit:
+        result.write_junit(junit)
+    print(result.text())
+    return result.exit_code
 
 
 def test_equal_reports_pass_and_print_a_table(pair, capsys):
@@ -114,14 +119,14 @@ def test_malformed_and_foreign_inputs(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{oops")
     with pytest.raises(UserError, match="bad.json: not valid JSON"):
-        check(good, bad)
+        certify.check(good, bad)
     foreign = _write(tmp_path / "foreign.json", {"results": [1, 2, 3]})
     with pytest.raises(UserError, match="foreign.json"):
-        check(foreign, good)
+        certify.check(foreign, good)
     with pytest.raises(UserError, match="no such file"):
-        check(tmp_path / "absent.json", good)
+        certify.check(tmp_path / "absent.json", good)
     with pytest.raises(UserError, match="tolerance"):
-        check(good, good, tolerance=-0.1)
+        certify.check(good, good, tolerance=-0.1)
 
 
 def test_junit_file_is_written_and_parseable(pair):

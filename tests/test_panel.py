@@ -9,7 +9,7 @@ import torch
 
 from certify.cli import main
 from certify.gate import WEAKER, compare
-from certify.plan.targets import attacker_best
+from certify.planning.targets import attacker_best
 from certify.replicates import combine
 from certify.verdict import VerdictConfig, judge
 

@@ -12,9 +12,9 @@ import torch
 
 from certify.cli import main
 from certify.errors import UserError
-from certify.plan.budgets import parse_budgets
-from certify.plan.perceptual import distances
-from certify.plan.targets import Targets, attacker_best, recommend
+from certify.planning.budgets import parse_budgets
+from certify.planning.perceptual import distances
+from certify.planning.targets import Targets, attacker_best, recommend
 
 FAST = "train:\n  epochs: 3\nsurrogate:\n  epochs: 2\nsmoothing:\n  chunk: 10\n  sigma_draws: 10\n"
 

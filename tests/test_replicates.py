@@ -166,7 +166,7 @@ def test_one_seed_says_so_and_suggests_more():
 
 
 def test_a_plans_accuracy_target_holds_for_the_upper_end():
-    from certify.plan.targets import Targets, meets
+    from certify.planning.targets import Targets, meets
 
     row = {"protected_accuracy": 0.24, "certified_drop": None}
     target = Targets(protected_accuracy_at_most=0.25)

@@ -215,7 +215,7 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     the permissions any new file gets (0666 less the umask), so others can read a report."""
     import os
     from pathlib import Path
-    from certify.cache import atomic_write
+    from certify.files import atomic_write
 
     old = os.umask(0o022)
     try:

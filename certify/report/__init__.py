@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from certify.errors import UserError
-from certify.files import read_small_text
+from certify.files import atomic_write, read_json
 from certify.report.schema import SCHEMA_ID, format_path, validate_report
 
 __all__ = ["write_report", "render", "load_report", "validate_report", "SCHEMA_ID"]
@@ -50,14 +49,10 @@ def _plain(value: Any, path: list) -> Any:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from certify.cache import atomic_write
-
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    from certify.cache import atomic_write
-
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
@@ -102,15 +97,7 @@ MAX_REPORT_BYTES = 64 * 2**20  # a 20-seed report of every poison is a few MB
 def load_report(path) -> dict:
     """The validated report dict from a report.json; UserError (one line) naming the file otherwise."""
     p = Path(path)
-    text = read_small_text(p, MAX_REPORT_BYTES, "report")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    except RecursionError:
-        raise UserError(f"{p}: not valid JSON (nested too deeply)") from None
-    except ValueError:  # json turns digits into an int, and Python refuses overly long ones
-        raise UserError(f"{p}: not valid JSON (an integer longer than {sys.get_int_max_str_digits()} digits)") from None
+    doc = read_json(p, MAX_REPORT_BYTES, "report")
     if not isinstance(doc, dict) or "schema" not in doc:
         raise UserError(f"{p}: not a ue-certify report (no \"schema\" field; expected {SCHEMA_ID!r})")
     validate_report(doc, where=str(p))

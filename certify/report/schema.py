@@ -13,6 +13,7 @@ from typing import Any
 from certify.errors import UserError
 
 SCHEMA_ID = "ue-certify/report/v1"
+PLAN_SCHEMA_ID = "ue-certify/plan/v1"  # plan.json's: certify.planning writes it, certify.views reads it
 MAX_DEPTH = 32  # a report nests about 8 deep; the bound lets every reader recurse over it safely
 
 _NUM = {"type": "number"}

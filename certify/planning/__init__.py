@@ -23,7 +23,8 @@ from pathlib import Path
 
 from attacks.base import POISONS, undershoot
 from certify import certificate, panel, replicates, slices
-from certify.cache import atomic_write, tensor_digest
+from certify.cache import tensor_digest
+from certify.files import atomic_write
 from certify.config import RunConfig, to_dict
 from certify.context import RunContext
 from certify.crafting import poison_params
@@ -32,14 +33,15 @@ from certify.errors import UserError
 from certify.intervals import summarize
 from certify.models import count_parameters
 from certify.pipeline import begin, run_tasks
-from certify.plan.budgets import VARIABLE_NORMS, Budget, parse_budgets, with_budget
-from certify.plan import perceptual
-from certify.plan.targets import Targets, attacker_best, meets, recommend
+from certify.planning.budgets import VARIABLE_NORMS, Budget, parse_budgets, with_budget
+from certify.planning import perceptual
+from certify.planning.targets import Targets, attacker_best, meets, recommend
 from certify.progress import say
 from certify.registry import CONTROL
 from certify.report.assemble import environment, timings
+from certify.report.schema import PLAN_SCHEMA_ID
 
-SCHEMA = "ue-certify/plan/v1"
+SCHEMA = PLAN_SCHEMA_ID
 # the slices of a plan: the run's, less scores and recovery, and the perceptual distances
 SLICES = slices.only("crafting", "victims", "panel", "certificate") + (perceptual.SLICE,)
 
@@ -205,7 +207,7 @@ def _line(row: dict) -> str:
 
 def run_plan(cfg: RunConfig, request: PlanRequest, command: str) -> tuple[dict, Path]:
     """Run the plan's graph and write plan.json, plan.md, plan.html and figures/ to --out."""
-    from certify.plan.render import write_plan
+    from certify.planning.render import write_plan
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     cfg = dataclasses.replace(cfg, poisons=[request.poison], skip=["scores", "recovery"],  # SAL keeps no epochs

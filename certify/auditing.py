@@ -29,7 +29,7 @@ from certify.data.release import load_release
 from certify.data.resize import changes, fit
 from certify.errors import UserError
 from certify.pipeline import begin, evaluate_all
-from certify.plan.budgets import parse_budget
+from certify.planning.budgets import parse_budget
 from certify.progress import say
 from certify.report.content import in_units
 from certify.registry import CONTROL

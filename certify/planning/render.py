@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from certify.cache import atomic_write
+from certify.files import atomic_write
 from certify.report import figures as report_figures
 from certify.report.document import Bullets, Code, Figure, Paragraph, Preformatted, Section, Strong, Table
 from certify.report.html import render_html
