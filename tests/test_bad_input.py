@@ -441,7 +441,7 @@ ROWS = [
     ("npz-unknown-compression", RUN + DIGITS + ["--dataset", "npz:{W}/unknown-method.npz"], "not a readable .npz",
      INPROC, None),
     ("idx-header-product-overflows", RUN + DIGITS + ["--dataset", "idx:{W}/idx-overflow"],
-     "18,446,744,073,709,551,616 bytes uncompressed, over the limit", INPROC, None),
+     "(2147483648x2147483648x4 as float32): 73,786,976,294,838,206,464 bytes uncompressed, over the limit", INPROC, None),
     ("idx-damaged-deflate", RUN + DIGITS + ["--dataset", "idx:{W}/idx-bad-deflate"], "not readable", INPROC, None),
     ("folder-png-100000-square", RUN + DIGITS + ["--dataset", "folder:{W}/png-100000"], "image too large to decode",
      INPROC, None),
@@ -654,3 +654,30 @@ def test_bad_input_creates_no_out_folder(tmp_path, capsys, extra):
                  "--cache-dir", str(tmp_path / "cache"), *extra])
     assert code == 2 and "Traceback" not in capsys.readouterr().err
     assert not out.exists() and not out.parent.exists()
+
+
+def test_idx_and_folder_images_are_counted_as_float32(tmp_path, monkeypatch):
+    """(fourth pass, issue 32: left then) IDX and folder images are limited as the float32 set they
+    become, as npz's are: 4 GiB of uint8 is 16 GiB as float32. Shown with a lowered limit."""
+    from PIL import Image
+
+    from certify.data import _common
+    from certify.data.folder import read_folder
+    from certify.data.idx import load_idx
+    from certify.errors import UserError
+
+    monkeypatch.setattr(_common, "MAX_BYTES", 4000)  # 20x8x8 uint8 = 1,280 bytes, 5,120 as float32
+    (tmp_path / "idx").mkdir()
+    write_idx(tmp_path / "idx" / "t-images-idx3-ubyte.gz", np.zeros((20, 8, 8), np.uint8))
+    write_idx(tmp_path / "idx" / "t-labels-idx1-ubyte.gz", np.arange(20, dtype=np.uint8) % 2)
+    with pytest.raises(UserError, match=r"\(20x8x8 as float32\): 5,120 bytes.*over the limit of 4,000"):
+        load_idx(str(tmp_path / "idx"), "--dataset")
+    for c in range(2):  # 6 RGB images of 8x8: 1,152 bytes, 4,608 as float32
+        (tmp_path / "f" / str(c)).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8)).save(tmp_path / "f" / str(c) / f"{i}.png")
+    with pytest.raises(UserError, match=r"6 images of 8x8x3 as float32"):
+        read_folder(tmp_path / "f", "--dataset")
+    monkeypatch.setattr(_common, "MAX_BYTES", 8000)  # under the limit both read
+    assert load_idx(str(tmp_path / "idx"), "--dataset").x.shape[0] == 20
+    assert read_folder(tmp_path / "f", "--dataset")[0].shape == (6, 3, 8, 8)

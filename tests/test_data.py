@@ -686,8 +686,8 @@ def test_folder_decoded_size_is_checked_after_the_first_image(tmp_path, monkeypa
 
     rng = np.random.default_rng(15)
     write_folder(tmp_path, {"a": random_images(rng, 3, (64, 64)), "b": random_images(rng, 3, (64, 64))})
-    monkeypatch.setattr(common, "MAX_BYTES", 50_000)  # 6 x 64 x 64 x 3 = 73,728 bytes counted as RGB
-    one_line_error(lambda: load_split(f"folder:{tmp_path}"), "6 images of 64x64", "73,728 bytes")
+    monkeypatch.setattr(common, "MAX_BYTES", 50_000)  # 6 x 64 x 64 x 3 = 73,728 bytes as RGB, 294,912 as float32
+    one_line_error(lambda: load_split(f"folder:{tmp_path}"), "6 images of 64x64", "294,912 bytes")
 
 
 @pytest.mark.parametrize("arch", MODELS.names())

@@ -8,7 +8,7 @@ files (names starting with '.') are skipped; anything else must be an image.
 Sizes: with `image_size` S each image is resized to S×S as it is read (`resize`); without it the
 images must share one size, except where `mixed_ok` (an audit reading images as given) asks for a
 list of images of any sizes. Limits (`_common`): images at most `MAX_SIDE` pixels per side (checked
-from each header before it is decoded) and the decoded set, counted as RGB, at most `MAX_BYTES`.
+from each header before it is decoded) and the decoded set, counted as the float32 RGB set it becomes, at most `MAX_BYTES`.
 """
 from __future__ import annotations
 
@@ -104,13 +104,13 @@ def read_folder(root: str | Path, where: str, image_size: int | None = None, mix
         if first is None:
             first = (p, w, h)
             if not mixed_ok:  # every image must have this size: the set's size is known before the rest is decoded
-                check_bytes(n * w * h * 3, f"{where}: {n} images of {w}x{h}")
+                check_bytes(n * w * h * 3 * 4, f"{where}: {n} images of {w}x{h}x3 as float32")
         elif (w, h) != first[1:]:
             if not mixed_ok:
                 raise UserError(f"{p}: image size {w}x{h} differs from {first[1]}x{first[2]} of {first[0]} (all "
                                 f"images must have the same size; give --image-size S to resize every image to S×S)")
-        total += w * h * 3
-        check_bytes(total, f"{where}: the images up to {p}")
+        total += w * h * 3 * 4  # counted as the float32 RGB set they become
+        check_bytes(total, f"{where}: the images up to {p} as float32")
         images.append(a)
     if any(a.shape[-1] == 3 for a in images):  # one colour image makes the set RGB (as Pillow's L -> RGB)
         images = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for a in images]

@@ -25,10 +25,11 @@ def _shape(head: bytes, dims: int, path: Path) -> tuple[int, ...]:
     return tuple(int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
 
 
-def read_idx(path: Path, dims: int) -> np.ndarray:
+def read_idx(path: Path, dims: int, becomes: type = np.float32) -> np.ndarray:
     """The uint8 array in one IDX file with `dims` dimensions; one-line errors for anything else.
 
-    The header's size (a Python product: no overflow) is checked against `MAX_BYTES` before the
+    The header's size (a Python product: no overflow), counted as the `becomes` array the caller
+    makes of it (4 GiB of bytes are 16 GiB as float32), is checked against `MAX_BYTES` before the
     payload is read, and at most one byte more than it declares is read (or decompressed).
     """
     opener = gzip.open if path.suffix == ".gz" else open
@@ -36,7 +37,8 @@ def read_idx(path: Path, dims: int) -> np.ndarray:
         with opener(path, "rb") as f:
             shape = _shape(f.read(4 + 4 * dims), dims, path)
             size = math.prod(shape)
-            check_bytes(size, str(path))
+            check_bytes(size * np.dtype(becomes).itemsize,
+                        f"{path} ({'x'.join(map(str, shape))} as {np.dtype(becomes).name})")
             payload = f.read(size + 1)  # one byte more: a padded file is refused too
     except (OSError, EOFError, zlib.error) as e:
         raise UserError(f"{path}: not readable ({str(e).strip() or type(e).__name__})") from None
@@ -62,7 +64,7 @@ def load_idx(path: str, where: str) -> Source:
         raise UserError(f"{where}: {folder} is not a folder")
     images = read_idx(_one(folder, "*-images-idx3-ubyte"), 3)
     check_side(images.shape[1], images.shape[2], str(folder))
-    labels = read_idx(_one(folder, "*-labels-idx1-ubyte"), 1).astype(np.int64)
+    labels = read_idx(_one(folder, "*-labels-idx1-ubyte"), 1, np.int64).astype(np.int64)
     if len(images) != len(labels):
         raise UserError(f"{folder}: {len(images)} images but {len(labels)} labels")
     if len(labels) == 0:
