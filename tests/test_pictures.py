@@ -198,9 +198,67 @@ def test_every_ud_bar_carries_its_value_a_zero_one_too():
     # bars per series in poison order (none, miue): undefended 1, 0; under jpeg n/a, 1.33
     assert [t.get_text() for t in ax.texts] == ["1", "0", "n/a", "1.33"]
     zero = ax.texts[1]
-    assert zero.get_position()[1] == 0 and zero.get_va() == "bottom"  # just above the axis
+    assert zero.xy[1] == 0 and zero.get_va() == "bottom"  # just above the axis
     assert {t.get_text() for t in fig.legends[0].get_texts()} == {"no defense", "under jpeg", "1 = the clean model"}
     assert "above 1" in spec.caption and "same defense" in spec.caption  # a UD above 1 is explained
+    # the zero bar is seen: a stroke on the axis, in the colour of its series, under its bold label
+    from matplotlib.colors import same_color
+
+    grey = ax.containers[0].patches[0].get_facecolor()  # the undefended series' colour
+    strokes = [c for c in ax.collections if all(y == 0 for seg in c.get_segments() for _, y in seg)]
+    assert len(strokes) == 1 and same_color(strokes[0].get_colors()[0], grey)
+    (x0, _), (x1, _) = strokes[0].get_segments()[0]
+    bar = ax.containers[0].patches[1]  # miue's undefended bar, height 0
+    assert bar.get_x() <= x0 < x1 <= bar.get_x() + bar.get_width()
+    assert same_color(zero.get_color(), grey)
+    assert zero.get_fontweight() == "bold"
+
+
+def test_the_ud_legend_colours_are_the_bars_colours():
+    """Beside defended series the undefended bars are one series: every bar has its legend entry's colour
+    (a red poison bar under a grey "no defense" entry was read as a series the legend did not name)."""
+    from matplotlib.colors import same_color
+
+    r = make_report()
+    for name in ("none", "miue"):
+        r["poisons"][name]["sal_ud"]["defended"] = {"jpeg": {"ud": 1.0, "ud_null_reason": None}}
+    fig, _ = _drawn(r, "ud.png")
+    ax, = fig.axes
+    entries = {t.get_text(): h for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)}
+    for container, label in zip(ax.containers, ("no defense", "under jpeg")):
+        assert all(same_color(b.get_facecolor(), entries[label].get_facecolor()) for b in container.patches)
+    # alone, the undefended bars keep telling the control from the poisons, and need no legend entry
+    fig, _ = _drawn(make_report(), "ud.png")
+    none, miue = fig.axes[0].containers[0].patches
+    assert not same_color(none.get_facecolor(), miue.get_facecolor())
+
+
+def test_a_class_at_zero_accuracy_is_a_labelled_stroke_not_nothing():
+    r = make_report()
+    pc = {"clean": [0.5] * 10, "protected": [0.3] * 9 + [0.0]}
+    r["poisons"]["miue"]["empirical"]["per_class"] = pc
+    fig, spec = _drawn(r, "per-class-miue.png")
+    ax, = fig.axes
+    labels = [t for t in ax.texts if t.get_text() == "0"]
+    assert len(labels) == 1 and labels[0].xy == (pytest.approx(9.2), 0)
+    strokes = [c for c in ax.collections if all(y == 0 for seg in c.get_segments() for _, y in seg)]
+    assert len(strokes) == 1
+    assert "labelled 0" in spec.caption
+
+
+def test_the_draws_legend_covers_no_bar_of_the_histogram():
+    """The draws pile up at the left, under the legend's corner: the y-axis rises so that they end below it."""
+    r = make_report()
+    rng = np.random.default_rng(0)
+    r["poisons"]["miue"]["certificate"]["draws"] = [float(a) for a in np.concatenate(
+        [rng.normal(0.12, 0.01, 180), rng.normal(0.45, 0.02, 20)])]  # tall at the left
+    fig, _ = _drawn(r, "certificate-miue.png")
+    hx = fig.axes[-1]
+    box = hx.get_legend().get_window_extent()
+    bars = [b.get_window_extent() for b in hx.patches if b.get_height() > 0]
+    under = [b for b in bars if b.x0 < box.x1 and b.x1 > box.x0]
+    assert under, "the test must put bars under the legend"
+    assert all(b.y1 < box.y0 for b in under)
 
 
 def test_abstain_markers_of_every_curve_lie_on_the_eta_axis():
@@ -225,6 +283,9 @@ def test_html_tables_scroll_inside_their_own_box():
 
     page = build_html(make_report(), {})
     assert re.search(r"\.table-wrap\s*\{[^}]*overflow-x:\s*auto", CSS)
+    # its scrollbar is always drawn, not an overlay seen only while scrolling: a cut table shows it goes on
+    assert re.search(r"\.table-wrap::-webkit-scrollbar\s*\{[^}]*height", CSS)
+    assert re.search(r"\.table-wrap\s*\{[^}]*scrollbar-color", CSS)
     tables = page.count("<table>")
     assert tables > 0 and page.count('<div class="table-wrap"><table>') == tables
     assert page.count("</table></div>") == tables

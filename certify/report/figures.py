@@ -36,7 +36,8 @@ UD_CAPTION = ("UD = #LP(model) / #LP(clean model), the paper's unlearnable dista
               "layers are sharp than the clean model's, the model keeps learning (often the wrong features; the "
               "paper reports TAP above 1 and defenses raising UD). Under a defense, read a poison's bar against "
               "the clean control's bar under the same defense, that defense's own baseline. With few scored "
-              "layers UD moves in coarse steps. Every bar is labelled with its value (n/a: not available).")
+              "layers UD moves in coarse steps. Every bar is labelled with its value; a UD of 0 is a stroke on the "
+              "axis labelled 0 in its series' colour (n/a: not available).")
 RUN_TIME = ("samples",)  # drawn from pixels while the run has them; kept by re-rendering
 SAMPLES_PER_CLASS = 3
 SAMPLE_CLASSES = 10  # a grid shows at most the first 10 classes
@@ -155,7 +156,8 @@ def plan(report: dict) -> list[FigureSpec]:
             specs.append(FigureSpec(f"history-{s}.png", f"{name}: test accuracy per epoch", name, "history"))
         if emp.get("per_class") and name != CONTROL:
             specs.append(FigureSpec(f"per-class-{s}.png", f"{name}: test accuracy per class of the clean and the "
-                                    "protected model", name, "per_class"))
+                                    "protected model (a class at 0: a stroke on the axis, labelled 0)", name,
+                                    "per_class"))
         sal = sec.get("sal_ud") or {}
         if _has_matrix(sal.get("sal_protected")) or _has_matrix(sal.get("sal_clean")):
             specs.append(FigureSpec(f"sal-{s}.png", f"{name}: SAL per layer and epoch, protected and clean",
@@ -211,6 +213,22 @@ def _abstain_legend(ax, shown: bool, loc: str) -> None:
     ax.legend(handles, labels, loc=loc)
 
 
+def _legend_over_bars(ax, legend, margin: float = 0.04) -> None:
+    """Raise the y-axis until every bar under `legend` (placed in a top corner of `ax`) ends below it:
+    a tall bar of the draws' histogram would otherwise sit behind the legend. Measured on the laid-out
+    figure; the axes' height, and so the legend's share of it, stays when the limits change."""
+    fig = ax.figure
+    fig.draw_without_rendering()
+    box = legend.get_window_extent().transformed(ax.transAxes.inverted())
+    (x0, _), (x1, _) = ax.transData.inverted().transform(legend.get_window_extent().get_points())
+    lo, hi = ax.get_ylim()
+    under = [p.get_y() + p.get_height() for p in ax.patches
+             if p.get_x() < x1 and p.get_x() + p.get_width() > x0]
+    room = box.y0 - margin  # the axes fraction a bar may reach
+    if under and room > 0.2 and (max(under) - lo) / (hi - lo) > room:
+        ax.set_ylim(lo, lo + (max(under) - lo) / room)
+
+
 def _name_ticks(ax, names) -> None:
     """Poison names under their bars; many (or long) names are tilted and right-aligned to their tick,
     so neighbours do not overlap."""
@@ -262,7 +280,7 @@ def _certificate(report, name, fig):
             hx.hist(draws, bins=bins, color=POISON_COLOR, alpha=0.55, label=_t(f"{name} (N = {len(draws)})"))
         hx.axvline(cert["empirical_quantile"], color=POISON_COLOR, ls="--", lw=1,
                    label=f"empirical {cert['q']:g}-quantile")
-        hx.legend(loc="upper left")
+        _legend_over_bars(hx, hx.legend(loc="upper left"))
     hx.set_xlabel("test accuracy of a smoothing draw")
     hx.set_ylabel("draws")
     hx.set_title("draw accuracies")
@@ -297,6 +315,9 @@ def _per_class(report, name, fig):
                                              ("protected", POISON_COLOR, "protected model"))):
         vals = [_nan(v) for v in pc[key]] + [math.nan] * (k - len(pc[key]))
         ax.bar(x - 0.2 + 0.4 * j, vals, 0.4, color=color, label=label)
+        for px, v in zip(x - 0.2 + 0.4 * j, vals):  # a class at 0 draws no bar: say so
+            if v == 0:
+                _zero_mark(ax, px, 0.4, color, "0")
     tilt = k * max(len(n) for n in names) > 40  # long names side by side would overlap
     ax.set_xticks(x)
     ax.set_xticklabels([_t(n) for n in names], rotation=30 if tilt else 0, ha="right" if tilt else "center")
@@ -572,6 +593,15 @@ def ud_series(report: dict) -> list[tuple[str, list[str], list[float]]]:
     return out
 
 
+def _zero_mark(ax, px: float, width: float, color, text: str, rotation: int = 0, line: bool = True) -> None:
+    """A bar of height 0 (or not available) draws nothing: a stroke on the axis in the bar's colour
+    (`line`) and its value, bold and in that colour, just above it, so that it reads as a bar at 0."""
+    if line:
+        ax.hlines(0, px - width * 0.45, px + width * 0.45, color=color, lw=3, clip_on=False, zorder=3)
+    ax.annotate(text, (px, 0), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
+                rotation=rotation, fontsize=7, fontweight="bold", color=color)
+
+
 def _ud_label(v: float) -> str:
     return "n/a" if v != v else f"{v:.3g}"
 
@@ -587,12 +617,17 @@ def _ud(report, fig):
     width = 0.8 / len(series)
     for j, (label, _, vals) in enumerate(series):
         pos = x - 0.4 + width * (j + 0.5)
-        colors = ([CONTROL_COLOR if n == CONTROL else POISON_COLOR for n in names] if j == 0
-                  else METHOD_COLORS[(j - 1) % len(METHOD_COLORS)])
+        # alone, the undefended bars tell the control (grey) from the poisons (red); beside defended
+        # series they are one series, grey, as "no defense" is in the defenses chart and in the legend
+        colors = ([CONTROL_COLOR if n == CONTROL else POISON_COLOR for n in names] if len(series) == 1
+                  else [([CONTROL_COLOR] + METHOD_COLORS)[j % (len(METHOD_COLORS) + 1)]] * len(names))
         ax.bar(pos, vals, width, color=colors, label=_t(label) if len(series) > 1 else None)
-        for px, v in zip(pos, vals):  # every bar its value: a UD of 0 draws no bar, only this label
-            ax.text(px, 0 if v != v else v, _ud_label(v), ha="center", va="bottom", rotation=90 if len(series) > 1
-                    else 0, fontsize=7)
+        for px, v, c in zip(pos, vals, colors):  # every bar its value; a UD of 0 (or n/a) draws no bar
+            if v == 0 or v != v:
+                _zero_mark(ax, px, width, c, _ud_label(v), rotation=90 if len(series) > 1 else 0, line=v == 0)
+            else:
+                ax.text(px, v, _ud_label(v), ha="center", va="bottom", rotation=90 if len(series) > 1 else 0,
+                        fontsize=7)
     ax.axhline(1.0, color="k", ls="--", lw=0.8, label="1 = the clean model")
     ax.set_xticks(x)
     _name_ticks(ax, names)

@@ -16,7 +16,13 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width:
 h1 { font-size: 1.5rem; border-bottom: 2px solid #ddd; padding-bottom: .3rem; }
 h2 { font-size: 1.25rem; margin-top: 2rem; border-bottom: 1px solid #eee; }
 h3 { font-size: 1.05rem; margin-top: 1.2rem; }
-.table-wrap { overflow-x: auto; max-width: 100%; margin: .6rem 0; }
+.table-wrap { overflow-x: auto; max-width: 100%; margin: .6rem 0;
+              scrollbar-width: thin; scrollbar-color: #999 #eee; }
+/* a scrollbar always drawn (not an overlay that shows only while scrolling): a table cut at the column's
+   edge shows that it goes on */
+.table-wrap::-webkit-scrollbar { height: 8px; }
+.table-wrap::-webkit-scrollbar-thumb { background: #999; border-radius: 4px; }
+.table-wrap::-webkit-scrollbar-track { background: #eee; }
 table { border-collapse: collapse; font-size: .9rem; }
 th, td { border: 1px solid #ccc; padding: .25rem .55rem; text-align: left; }
 th { background: #f4f4f4; }
