@@ -251,13 +251,21 @@ def _surrogate_reason(section: dict, cfg: VerdictConfig) -> str | None:
             f"(more than {cfg.surrogate_gap:g} apart): the certificate does not speak for this victim")
 
 
-def remedy(best: Attack, name: str) -> str:
+# larger budgets to try, in the poison's own norm; an l0 poison (OPS's one pixel) has none to vary
+LARGER_BUDGETS = {"linf": "8/255,16/255", "l2": "1.0,2.0"}
+
+
+def remedy(best: Attack, name: str, norm: str = "linf") -> str:
     """What would raise a level the attacker's best holds down: the reason that names the attack
-    also names the next thing to try (a larger budget is measured by `certify plan`)."""
-    plan = f"`certify plan --poison {name} --budgets 8/255,16/255` measures larger budgets"
+    also names the next thing to try (a larger budget, where the norm has one, is measured by
+    `certify plan`)."""
+    budgets = LARGER_BUDGETS.get(norm)
+    larger = (f"a larger budget (`certify plan --poison {name} --budgets {budgets}` measures larger budgets)"
+              if budgets else "")
     what = best.what
     if what == "undefended":
-        return f"to raise the level: a larger budget ({plan}) or a stronger poison (reports/POISONS.md ranks them)"
+        stronger = "a stronger poison (reports/POISONS.md ranks them)"
+        return f"to raise the level: {larger + ' or ' if larger else ''}{stronger}"
     if what.startswith("jpeg"):
         restores, instead = "JPEG compression of the training set", "a JPEG-robust poison (low-frequency or larger-scale patterns)"
     elif what == "grayscale":
@@ -268,7 +276,7 @@ def remedy(best: Attack, name: str) -> str:
         restores, instead = "adversarial training", "a poison crafted against adversarial training (rem)"
     else:
         restores, instead = f"training under {what}", "a poison crafted to survive it (with its augmentations in the loop)"
-    return f"to raise the level: {restores} restores the accuracy, so try {instead} or a larger budget ({plan})"
+    return f"to raise the level: {restores} restores the accuracy, so try {instead}{' or ' + larger if larger else ''}"
 
 
 def judge(section: dict, control: dict | None, cfg: VerdictConfig, name: str = "POISON",
@@ -304,7 +312,7 @@ def judge(section: dict, control: dict | None, cfg: VerdictConfig, name: str = "
         reasons.append(f"attacker's best: {_shown(best.accuracy, best.interval)} ({best.label}); the upper end "
                        f"{best.upper:.3f} = {best.ratio:.2f} × {against} ({bound}: {level})")
     if level != "strong":
-        reasons.append(remedy(best, name))
+        reasons.append(remedy(best, name, (section.get("budget") or {}).get("norm", "linf")))
     seeds = _seeds_reason(emp)
     if seeds:
         reasons.append(seeds)

@@ -311,3 +311,14 @@ def test_an_undefended_level_suggests_a_larger_budget_and_strong_suggests_nothin
     assert any(r.startswith("to raise the level: a larger budget (`certify plan --poison miue") for r in v["reasons"])
     strong = judge(section(0.2), CONTROL, CFG, "miue")
     assert strong["level"] == "strong" and not any("to raise the level" in r for r in strong["reasons"])
+
+
+@pytest.mark.parametrize("norm, budgets", [("l2", "`certify plan --poison p --budgets 1.0,2.0`"), ("l0", None)])
+def test_the_remedy_names_budgets_in_the_poisons_own_norm(norm, budgets):
+    """An l2 poison is offered l2 budgets; an l0 poison (OPS's one pixel, which plan cannot vary) is
+    offered none (it was offered 8/255,16/255, l-inf budgets)."""
+    for sec in (section(0.3), section(0.1, defenses={**SUITE, "jpeg": 0.44})):
+        sec["budget"]["norm"] = norm
+        remedy = next(r for r in judge(sec, CONTROL, CFG, "p")["reasons"] if r.startswith("to raise the level: "))
+        assert "/255" not in remedy
+        assert (budgets in remedy) if budgets else ("certify plan" not in remedy and "larger budget" not in remedy)
