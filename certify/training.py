@@ -63,13 +63,21 @@ def flip_crop(x: torch.Tensor, gen: torch.Generator, flip: bool, crop: int) -> t
     return x
 
 
+def fast_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """x in channels-last memory on the CPU: oneDNN's convolutions and max-pooling there ran a whole
+    training of the default CNN ~1.4x faster than in NCHW (the pooling ~5x). Values are the same;
+    conv arithmetic differs by float rounding only."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and device.type == "cpu" else x
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Top-1 labels of all of x (on the CPU), eval mode, no dropped last batch."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out = torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
+    out = torch.cat([model(fast_layout(x[i:i + batch_size].to(device), device)).argmax(1).cpu()
+                     for i in range(0, len(x), batch_size)])
     model.train(was_training)
     return out
 
@@ -119,7 +127,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
             xb = flip_crop(xb, gen, cfg.flip, cfg.crop)
             if batch_transform is not None:
                 xb, yb = batch_transform(xb, yb, gen)
-            xb, yb = xb.to(device), yb.to(device)
+            xb, yb = fast_layout(xb.to(device), device), yb.to(device)
             if step_fn is not None:
                 loss = step_fn(model, opt, xb, yb, gen)
             else:
