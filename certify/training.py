@@ -106,7 +106,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     """Train `model` in place; return the per-epoch history (training loss, test accuracy, peak)."""
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # foreach: the per-parameter loop's arithmetic (bit-identical weights) in fewer calls per step
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          foreach=True)
     steps_per_epoch = -(-len(x) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     loss_fn = loss_fn or cross_entropy
