@@ -21,17 +21,29 @@ MODELS = Registry("model")
 CNN_MIN_SIDE, RESNET_MIN_SIDE, RESNET20_MIN_SIDE, VIT_PATCH = 8, 9, 5, 4
 
 
+class GlobalAvgPool(nn.Module):
+    """AdaptiveAvgPool2d(1) + Flatten with the same values: on the CPU that mean is computed as this
+    sum, then this division. The sum's backward is a broadcast view, which keeps the channels-last
+    layout the training feeds; the mean's materialises an NCHW gradient, and the ReLU's backward
+    before it ran ~10x slower on the mixed layouts."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum((2, 3)) / (x.shape[2] * x.shape[3])
+
+
 class SmallCNN(nn.Module):
     """Three conv-BN-ReLU blocks and a linear head; width 8 has ~6.5 k parameters on CIFAR."""
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 8):
         super().__init__()
         w = width
+        # pool before ReLU: max commutes with the monotone ReLU, so values and gradients are bit for bit
+        # those of ReLU-then-pool, with the ReLU on a quarter of the values (~5% of a training's time).
+        # Only parameter-free modules swap places: the state_dict's names are unchanged.
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(in_channels, w, 3, padding=1), nn.BatchNorm2d(w), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU(), GlobalAvgPool(),
         )
         self.head = nn.Linear(4 * w, num_classes)
 

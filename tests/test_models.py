@@ -77,3 +77,34 @@ def test_certify_list_shows_the_panel(capsys):
     models = capsys.readouterr().out.split("models:")[1]
     for arch in PANEL:
         assert f"  {arch} " in models
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_small_cnn_trains_bit_for_bit_as_conv_bn_relu_pool(layout):
+    """SmallCNN pools before its ReLUs and sums-then-divides for its global mean (both for speed): the
+    same logits and SGD-trained weights as the textbook order (ReLU then max-pool, AdaptiveAvgPool2d +
+    Flatten) built from the same modules."""
+    from torch import nn
+
+    model = build_model("cnn", (3, 16, 16), 10, seed=3)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    b = model.body
+    textbook = nn.Sequential(b[0], b[1], b[3], b[2], b[4], b[5], b[7], b[6], b[8], b[9], b[10],
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), model.head)
+    twin = build_model("cnn", (3, 16, 16), 10, seed=0)
+    twin.load_state_dict(start)
+    g = torch.Generator().manual_seed(0)
+    xs = torch.rand(3, 32, 3, 16, 16, generator=g)
+    ys = torch.randint(0, 10, (3, 32), generator=g)
+    for net in (twin, textbook):  # textbook trains model's own modules
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        for x, y in zip(xs, ys):
+            loss = torch.nn.functional.cross_entropy(net(x.contiguous(memory_format=layout)), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert not torch.equal(model.head.weight, start["head.weight"])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in twin.state_dict().items())
+    twin.eval(), textbook.eval()
+    with torch.no_grad():
+        assert torch.equal(twin(xs[0]), textbook(xs[0]))
