@@ -106,8 +106,10 @@ def step_schedule(p: MIUEParams) -> list[float]:
 
 
 def augment(x: torch.Tensor, delta: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
-    """The reference's post-augmentation: each clean image randomly flipped, then δ added unflipped."""
-    return (flip_crop(x, gen, flip, 0) + delta).clamp(0, 1)
+    """The reference's post-augmentation: each clean image randomly flipped, then δ added unflipped.
+    Channels-last, the layout on which the CPU's (oneDNN) convolutions and pooling of both the model's
+    training and δ's steps run fastest (about 1.5x at one thread)."""
+    return (flip_crop(x, gen, flip, 0) + delta).clamp(0, 1).contiguous(memory_format=torch.channels_last)
 
 
 def delta_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, p: MIUEParams,
