@@ -138,7 +138,9 @@ def craft_miue_delta(ctx: CraftContext, p: MIUEParams) -> tuple[torch.Tensor, nn
     """δ of MI-UE and the crafting model at the end of the last round."""
     gen = torch.Generator().manual_seed(derive(ctx.seed, "miue", "noise"))
     x, y, flip = ctx.x, ctx.y, ctx.train.flip
-    model = crafting_model(ctx, "miue")
+    # channels-last weights: the convolutions and pooling (and with them the batches) then run in that
+    # layout, which oneDNN runs about 1.5x faster at one thread; a no-op for models without 4-D weights
+    model = crafting_model(ctx, "miue").to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=ctx.train.momentum, weight_decay=p.weight_decay)
     steps_per_epoch = -(-len(x) // ctx.train.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(
