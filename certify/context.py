@@ -7,6 +7,7 @@ device and the task's thread count. Stages never build keys or touch the cache t
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
@@ -15,11 +16,21 @@ from torch import nn
 
 from certify.cache import Cache, key_of
 from certify.graph import Graph, Task
-from certify.models import build_model
+from certify.models import MODELS, build_model
 
 if TYPE_CHECKING:  # the config composes the slices' sections, and the slices use this module
     from certify.config import RunConfig
     from certify.data import Dataset
+
+
+@functools.lru_cache(maxsize=None)
+def model_code(arch: str) -> str:
+    """A digest of `arch`'s definition and of the training loop (each with the project modules it
+    imports), as `Registry.code` makes for a method."""
+    from certify import training
+    from certify.registry import _code_digest
+
+    return MODELS.code(arch) + _code_digest(os.path.realpath(training.__file__), training.__name__)
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,9 @@ class ModelSpec:
         return model.eval()
 
     def key(self) -> dict:
-        return {"arch": self.arch, "shape": list(self.shape), "classes": self.classes}
+        # the code that defines and trains the model is keyed too: a change to either (a memory layout
+        # that rounds differently, say) makes the models again instead of mixing old and new weights
+        return {"arch": self.arch, "shape": list(self.shape), "classes": self.classes, "code": model_code(self.arch)}
 
     def of(self, arch: str) -> ModelSpec:
         """The same data's spec for another architecture."""

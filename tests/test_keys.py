@@ -190,3 +190,18 @@ def test_a_changed_chunk_runs_the_draws_again_and_nothing_else(tmp_path, capsys)
     stages = [t["stage"] for t in second["execution"]["tasks"]]
     assert stages == ["draws"] * (2 * 4), stages  # none and random, 20 draws in chunks of 5
     assert _numbers(second) == _numbers(first)  # draw j depends on (seed, j) only
+
+
+def test_models_key_on_the_code_that_defines_and_trains_them():
+    """A model's artifacts (trained weights, and every task keyed by the model) follow the model's
+    definition and the training loop: a change that rounds differently (channels-last batches, say)
+    trains again instead of mixing old weights with new ones."""
+    from certify.context import ModelSpec, model_code
+    from certify.models import MODELS
+    from certify.registry import _code_digest
+
+    spec = ModelSpec("cnn", (3, 32, 32), 10)
+    assert spec.key()["code"] == model_code("cnn") != model_code("resnet20")
+    training = ROOT / "certify" / "training.py"
+    assert model_code("cnn").endswith(_code_digest(str(training.resolve()), "certify.training"))
+    assert model_code("cnn").startswith(MODELS.code("cnn"))
