@@ -192,7 +192,7 @@ def test_a_changed_chunk_runs_the_draws_again_and_nothing_else(tmp_path, capsys)
     assert _numbers(second) == _numbers(first)  # draw j depends on (seed, j) only
 
 
-def test_models_key_on_the_code_that_defines_and_trains_them():
+def test_models_key_on_the_code_that_defines_and_trains_them(tmp_path):
     """A model's artifacts (trained weights, and every task keyed by the model) follow the model's
     definition and the training loop: a change that rounds differently (channels-last batches, say)
     trains again instead of mixing old weights with new ones."""
@@ -200,8 +200,13 @@ def test_models_key_on_the_code_that_defines_and_trains_them():
     from certify.models import MODELS
     from certify.registry import _code_digest
 
-    spec = ModelSpec("cnn", (3, 32, 32), 10)
-    assert spec.key()["code"] == model_code("cnn") != model_code("resnet20")
-    training = ROOT / "certify" / "training.py"
-    assert model_code("cnn").endswith(_code_digest(str(training.resolve()), "certify.training"))
-    assert model_code("cnn").startswith(MODELS.code("cnn"))
+    assert ModelSpec("cnn", (3, 32, 32), 10).key()["code"] == model_code("cnn")
+    training = (ROOT / "certify" / "training.py").resolve()
+    assert model_code("cnn") == MODELS.code("cnn") + _code_digest(str(training), "certify.training")
+    digests = []
+    for name, edit in (("same", ""), ("edited", "\n# a comment\n")):  # two copies: digests are cached by path
+        copy = tmp_path / name / "certify"
+        shutil.copytree(ROOT / "certify", copy, ignore=shutil.ignore_patterns("__pycache__", "*.tar.gz"))
+        (copy / "training.py").write_text((copy / "training.py").read_text() + edit)
+        digests.append(_code_digest(str(copy / "training.py"), "certify.training"))
+    assert digests[0] == _code_digest(str(training), "certify.training") != digests[1]
