@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from certify.device import channels_last
 from certify.progress import progress
 
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
@@ -62,10 +63,9 @@ def flip_crop(x: torch.Tensor, gen: torch.Generator, flip: bool, crop: int) -> t
 
 
 def fast_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """x in channels-last memory on the CPU: oneDNN's convolutions and max-pooling there ran a whole
-    training of the default CNN ~1.4x faster than in NCHW (the pooling ~5x). Values are the same;
-    conv arithmetic differs by float rounding only."""
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and device.type == "cpu" else x
+    """Batches in channels-last memory on the CPU (a whole training of the default CNN measured ~1.4x
+    faster than in NCHW, the pooling ~5x); on a GPU as they are."""
+    return channels_last(x) if device.type == "cpu" else x
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ import torch
 from torch import fx, nn
 from torch.func import functional_call, vmap
 
+from certify.device import channels_last
 from certify.models import trainable
 from certify.seeding import generator
 
@@ -27,12 +28,7 @@ def draw_noise(params: dict[str, torch.Tensor], seed: int, j: int) -> dict[str, 
 
 def perturbed(params, sigma: float, seed: int, j: int) -> dict[str, torch.Tensor]:
     noise = draw_noise(params, seed, j)
-    return {n: _fast_layout(p + sigma * noise[n]) for n, p in params.items()}
-
-
-def _fast_layout(t: torch.Tensor) -> torch.Tensor:
-    # channels-last conv kernels measured ~2.5x faster than NCHW for small conv nets on the CPU
-    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+    return {n: channels_last(p + sigma * noise[n]) for n, p in params.items()}
 
 
 class MaxPoolReLU(nn.Module):
@@ -121,7 +117,7 @@ class InferenceForm:
             scale = gamma / torch.sqrt(var + self.eps[bn])
             bias = params.get(f"{conv}.bias")
             bias = (bias - mean) if bias is not None else -mean
-            params[f"{conv}.weight"] = _fast_layout(params[f"{conv}.weight"] * scale.view(-1, 1, 1, 1))
+            params[f"{conv}.weight"] = channels_last(params[f"{conv}.weight"] * scale.view(-1, 1, 1, 1))
             params[f"{conv}.bias"] = bias * scale + beta
         return params, buffers
 
@@ -140,7 +136,7 @@ def draw_accuracies(model: nn.Module, sigma: float, seed: int, start: int, stop:
     params = trainable(model)
     buffers = {n: b.detach() for n, b in model.named_buffers()}
     fast = InferenceForm(model)
-    x, y = _fast_layout(x.to(device)), y.to(device)
+    x, y = channels_last(x.to(device)), y.to(device)
     out = np.empty(stop - start, dtype=np.float64)
     for lo in range(start, stop, draws_per_pass):
         hi = min(stop, lo + draws_per_pass)
