@@ -9,9 +9,10 @@ draws stacked into one pass, as a run's chunk tasks do on the CPU. The engine ev
 through `certify.certificate.certify_weights` (the chunk tasks of a run), serial and on a local Ray
 instance of each worker count. Everything runs with `--threads` torch threads per evaluator (1,
 as a run's draw workers). Reports draws per second, GFLOP/s, the fraction of the arithmetic limit
-(forward FLOPs per draw x draws/s / the matmul rate measured at the same thread count, the
-higher of a measurement before and one after the rows), the ratio to the reference, and whether
-the draws and certificates agree.
+(forward FLOPs per draw x draws/s / the matmul rate measured at the same thread count, the higher
+of a measurement before and one after the rows, times the Ray workers; for the in-process paths
+also per CPU second of this process, which stays meaningful on a machine other jobs share), the
+ratio to the reference and to the loop, and whether the draws and certificates agree.
 
 usage: python bench/certify_throughput.py [--samples 100,1000,10000] [--test-images 250,1000] [--workers 1,2]
        [--reference-up-to 1000] [--paths reference,loop,stacked,serial,ray] [--threads 1] [--draws-per-pass 8]
@@ -59,14 +60,17 @@ def forward_flops(model: torch.nn.Module, shape) -> int:
     return 2 * macs
 
 
-def matmul_rate(threads: int, n: int = 2048, reps: int = 8) -> float:
+def matmul_rate(threads: int, n: int = 2048, reps: int = 8) -> tuple[float, float]:
+    """FLOP/s per wall second and per CPU second of this process (the CPU rate, divided by the
+    threads, is what a core gives while it runs this process on a shared machine)."""
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(reps):
         a @ b
-    return reps * 2 * n ** 3 / (time.perf_counter() - t)
+    flops = reps * 2 * n ** 3
+    return flops / (time.perf_counter() - t), flops / (time.process_time() - c)
 
 
 @torch.no_grad()
@@ -114,6 +118,7 @@ def ints(text: str) -> list[int]:
 
 
 PATHS = ("reference", "loop", "stacked", "serial", "ray")
+IN_PROCESS = ("reference", "loop", "stacked", "serial")
 
 
 def paths(text: str) -> list[str]:
@@ -148,16 +153,21 @@ def main():
     seed = derive(0, "draws")  # the engine's draw stream for run seed 0
     timed = []  # each path's timings: fractions are filled in once the second matmul rate is known
 
-    def record(row, name, n, fn):
+    def record(row, name, n, fn, evaluators=1):
         torch.set_num_threads(threads)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         acc = fn()
-        dt = time.perf_counter() - t
+        dt, dc = time.perf_counter() - t, time.process_time() - c
         gflops = n / dt * row["flops_per_draw"] / 1e9
-        row[name] = {"seconds": dt, "draws_per_s": n / dt, "gflops": gflops}
+        # the limit of `evaluators` Ray workers is that many times one evaluator's
+        row[name] = {"seconds": dt, "draws_per_s": n / dt, "gflops": gflops, "evaluators": evaluators}
+        line = f"{gflops:6.1f} GFLOP/s, {100 * gflops * 1e9 / (evaluators * rates[0][0]):5.1f} % of the first matmul rate"
+        if name in IN_PROCESS:  # the CPU time of Ray's workers is not this process's
+            cpu_gflops = n / dc * row["flops_per_draw"] / 1e9
+            row[name].update(cpu_seconds=dc, cpu_gflops=cpu_gflops)
+            line += f"; per CPU second {cpu_gflops:6.1f} GFLOP/s, {100 * cpu_gflops * 1e9 / rates[0][1]:5.1f} %"
         timed.append(row[name])
-        print(f"N={n:>6} test={row['test_images']:>5} {name:>10}: {dt:7.1f} s, {n / dt:7.1f} draws/s, "
-              f"{gflops:6.1f} GFLOP/s, {100 * gflops * 1e9 / rates[0]:5.1f} % of the first matmul rate", flush=True)
+        print(f"N={n:>6} test={row['test_images']:>5} {name:>10}: {dt:7.1f} s, {n / dt:7.1f} draws/s, " + line, flush=True)
         return acc
 
     grid = [0.05, 0.1, 0.25, 0.5, 1.0]
@@ -190,7 +200,7 @@ def main():
                 for w in args.workers if "ray" in args.paths else []:
                     res["ray_start_seconds"][w] = ray_instance(w)
                     acc[f"ray{w}"] = record(row, f"ray{w}", n, lambda: engine(sub, state, args.sigma, n, "ray", threads,
-                                                                              d + f"/r{w}"))
+                                                                              d + f"/r{w}"), w)
             if "loop" in acc:
                 for name in [k for k in acc if k not in ("reference", "loop")]:
                     agreement(row, f"{name}_vs_loop", acc[name], acc["loop"])
@@ -204,15 +214,20 @@ def main():
                     row[f"efficiency_ray{w}"] = row["ray1"]["seconds"] / (w * row[f"ray{w}"]["seconds"])
             res["runs"].append(row)
     rates.append(matmul_rate(threads))
-    limit = max(rates)
-    res["matmul_flops"] = {"before": rates[0], "after": rates[1], "limit": limit}
+    limit, cpu_limit = max(r[0] for r in rates), max(r[1] for r in rates)
+    res["matmul_flops"] = {"before": rates[0][0], "after": rates[1][0], "limit": limit,
+                           "per_cpu_second": {"before": rates[0][1], "after": rates[1][1], "limit": cpu_limit}}
     for t in timed:
-        t["fraction_of_limit"] = t["gflops"] * 1e9 / limit
-    print(f"matmul rate ({threads} thread(s), 2048^2): {rates[0] / 1e9:.1f} GFLOP/s before, "
-          f"{rates[1] / 1e9:.1f} after; fractions of {limit / 1e9:.1f}:")
+        t["fraction_of_limit"] = t["gflops"] * 1e9 / (t["evaluators"] * limit)
+        if "cpu_gflops" in t:
+            t["cpu_fraction_of_limit"] = t["cpu_gflops"] * 1e9 / cpu_limit
+    print(f"matmul rate ({threads} thread(s), 2048^2): {rates[0][0] / 1e9:.1f} GFLOP/s before, {rates[1][0] / 1e9:.1f} "
+          f"after (per CPU second {rates[0][1] / 1e9:.1f} and {rates[1][1] / 1e9:.1f}); fractions of the higher:")
     for row in res["runs"]:
         print(f"  N={row['samples']:>6} test={row['test_images']:>5}: " + ", ".join(
-            f"{k} {100 * v['fraction_of_limit']:.1f} %" for k, v in row.items() if isinstance(v, dict)))
+            f"{k} {100 * v['fraction_of_limit']:.1f} %" + (f" ({100 * v['cpu_fraction_of_limit']:.1f} % per CPU second)"
+                                                          if "cpu_fraction_of_limit" in v else "")
+            for k, v in row.items() if isinstance(v, dict)))
     print(json.dumps(res, indent=1))
 
 

@@ -213,7 +213,8 @@ class Stacked:
                 h = F.linear(h, *weights[name]).view(len(h), g, -1).transpose(0, 1)
             else:
                 w, b = weights[name]
-                h = torch.bmm(h, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+                wt = w.transpose(1, 2)
+                h = torch.bmm(h, wt) if b is None else torch.baddbmm(b.unsqueeze(1), h, wt)
         return h
 
 
