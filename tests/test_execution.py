@@ -59,11 +59,110 @@ def test_weights_not_drifted(job):
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
 
 
-def test_batched_pass_matches_loop(job):
-    m = job.model()
-    loop = draw_accuracies(m, 0.05, 7, 0, 6, job.x, job.y, 100, draws_per_pass=1)
-    batched = draw_accuracies(m, 0.05, 7, 0, 6, job.x, job.y, 100, draws_per_pass=3)
-    assert np.allclose(loop, batched, atol=2 / len(job.y))
+@pytest.fixture(scope="module")
+def trained(digits):
+    """The small CNN trained briefly: its draws' predictions are not near-constant."""
+    from certify.training import TrainConfig, train
+
+    model = build_model("cnn", digits.shape, digits.num_classes, seed=2)
+    train(model, digits.x_train, digits.y_train, TrainConfig(epochs=2, batch_size=64, flip=False), seed=0)
+    return model
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+@pytest.mark.parametrize("per_pass, eval_batch, parts", [
+    (4, 100, [(0, 14)]),
+    (8, 64, [(0, 5), (5, 14)]),  # a chunk shorter than a pass
+    (3, 359, [(0, 7), (7, 9), (9, 14)]),  # a pass over every image at once
+])
+def test_stacked_pass_equals_loop(trained, digits, seed, per_pass, eval_batch, parts):
+    """Draws stacked into one pass give the loop's accuracies exactly, however they are chunked."""
+    x, y = digits.x_test, digits.y_test
+    loop = draw_accuracies(trained, 0.02, seed, 0, 14, x, y, 100)
+    stacked = np.concatenate([draw_accuracies(trained, 0.02, seed, lo, hi, x, y, eval_batch, per_pass)
+                              for lo, hi in parts])
+    assert np.array_equal(loop, stacked)
+    assert loop.std() > 0 and loop.mean() > 0.5  # distinct draws of a model that learned something
+
+
+class Chain(torch.nn.Module):
+    """A chain with what the small CNN lacks: a bias-free grouped conv, an unfolded conv, a 3x3
+    pool, a flatten of 2x2 maps, a hidden linear and a bias-free head."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.body = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
+                                  nn.Conv2d(6, 8, 3, padding=1, groups=2, bias=False), nn.BatchNorm2d(8),
+                                  nn.ReLU(), nn.Conv2d(8, 8, 1), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                                  nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 10, bias=False))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.mark.parametrize("arch", ["cnn", "mlp", "chain"])
+def test_stacked_logits_are_each_draws_logits(digits, arch):
+    from certify.certificate.draws import InferenceForm, perturbed
+
+    torch.manual_seed(0)
+    model = (Chain() if arch == "chain" else build_model(arch, digits.shape, digits.num_classes, seed=0)).eval()
+    fast = InferenceForm(model)
+    params, buffers = trainable(model), dict(model.named_buffers())
+    states = [fast.state(perturbed(params, 0.1, 5, j), buffers) for j in range(3)]
+    with torch.no_grad():
+        out = fast.stacked.logits(fast.stacked.weights([p for p, _ in states]), digits.x_test[:50], 3)
+        for k, state in enumerate(states):
+            assert torch.allclose(out[k], torch.func.functional_call(fast.module, state, (digits.x_test[:50],)),
+                                  atol=1e-5)
+    assert out.shape == (3, 50, 10) and not torch.allclose(out[0], out[1])
+
+
+class Residual(torch.nn.Module):
+    """Not a chain (a skip connection): its draws take the loop or vmap."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.head = torch.nn.Linear(4, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.conv1(x))
+        return self.head((h + self.conv2(h)).mean((2, 3)))
+
+
+def test_which_models_stack(digits):
+    from certify.certificate.draws import InferenceForm
+
+    class SharedGroups(torch.nn.Module):  # a grouped first conv would mix draws on the shared input
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = torch.nn.Conv2d(2, 4, 3, groups=2), torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(self.conv(x).mean((2, 3)))
+
+    for arch in ["cnn", "cnn16", "mlp", "vgg-small"]:
+        assert InferenceForm(build_model(arch, (3, 32, 32), 10, seed=0)).stacked is not None, arch
+    assert InferenceForm(Chain()).stacked is not None
+    for model in [build_model("resnet20", (3, 32, 32), 10, seed=0), Residual(), SharedGroups()]:
+        assert InferenceForm(model).stacked is None
+
+
+def test_other_models_loop_or_vmap(digits):
+    """A model that does not stack loops on the CPU whatever draws_per_pass says; the vmap pass
+    (GPUs) agrees with the loop."""
+    from certify.certificate.draws import InferenceForm, _vmap_correct, perturbed
+
+    model = Residual().eval()
+    x, y = digits.x_test, digits.y_test
+    loop = draw_accuracies(model, 0.5, 7, 0, 6, x, y, 100)
+    assert np.array_equal(loop, draw_accuracies(model, 0.5, 7, 0, 6, x, y, 100, draws_per_pass=3))
+    fast = InferenceForm(model)
+    states = [fast.state(perturbed(trainable(model), 0.5, 7, j), {}) for j in range(6)]
+    with torch.no_grad():
+        batched = _vmap_correct(fast.module, states, x, y, 100).numpy() / len(y)
+    assert np.allclose(loop, batched, atol=2 / len(y)) and loop.std() > 0
 
 
 def test_serial_and_ray_identical_and_resume(job, tmp_path, ray_local):

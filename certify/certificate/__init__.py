@@ -87,7 +87,8 @@ def draws_task(data: Dataset, surrogate: dict, sigma: float, *, seed: int, start
 def _chunk_tasks(ctx: RunContext, surrogate: str, sigma: str, name: str | None) -> list[str]:
     cfg, sm = ctx.cfg, ctx.cfg.smoothing
     spec = {"seed": derive(cfg.seed, "draws"), "eval_batch": sm.eval_batch,
-            "draws_per_pass": 1 if ctx.device == "cpu" else 16}  # batched passes pay on GPUs only
+            # CPU: 8 draws stacked per pass (chain models; others loop), measured fastest of 4, 8, 16
+            "draws_per_pass": 8 if ctx.device == "cpu" else 16}
     return [ctx.cached("draws", {**spec, "start": lo, "stop": min(cfg.samples, lo + sm.chunk)}, draws_task,
                        (ctx.data_key, surrogate, sigma_input(sigma)), poison=name, threads=sm.threads, quiet=True)
             for lo in range(0, cfg.samples, sm.chunk)]
