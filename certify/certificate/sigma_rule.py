@@ -21,7 +21,7 @@ def sigma_task(data: Dataset, clean: dict, *, seed: int, draws: int, ratio: floa
     base = evaluate(net, data.x_test, data.y_test, eval_batch)
     tried, chosen = [], None
     for sigma in grid:
-        acc = draw_accuracies(net, sigma, seed, 0, draws, data.x_test, data.y_test, eval_batch)
+        acc = draw_accuracies(net, sigma, seed, 0, draws, data.x_test, data.y_test, eval_batch, draws_per_pass=8)
         median_ratio = float(np.median(acc)) / base if base > 0 else 0.0
         tried.append({"sigma": sigma, "median_ratio": median_ratio, "median_accuracy": float(np.median(acc))})
         if median_ratio < ratio:
