@@ -213,6 +213,8 @@ def test_inference_form_gives_the_same_outputs(digits):
     fast = InferenceForm(model)
     assert len(fast.pairs) == 3  # every conv of the small CNN is followed by its BN
     assert len(fast.pools) == 2
+    # the CNN pools before its ReLUs: both ReLUs after a pool are absorbed, the last one stays
+    assert sum(isinstance(m, torch.nn.ReLU) for m in fast.module.modules()) == 1
     params = {k: v for k, v in trainable(model).items()}
     buffers = dict(model.named_buffers())
     with torch.no_grad():
