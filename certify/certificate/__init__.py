@@ -24,7 +24,7 @@ import torch
 from certify.cache import tensor_digest
 from certify.certificate import bounds
 from certify.certificate.config import SIGMA_GRID
-from certify.certificate.draws import draw_accuracies
+from certify.certificate.draws import draw_accuracies, draws_per_pass
 from certify.certificate.sigma_rule import fixed, sigma_of, sigma_task
 from certify.certificate.surrogate import recipe, train_surrogate
 from certify.context import ModelSpec, RunContext, Slice, Viewed, images, task_device
@@ -87,8 +87,7 @@ def draws_task(data: Dataset, surrogate: dict, sigma: float, *, seed: int, start
 def _chunk_tasks(ctx: RunContext, surrogate: str, sigma: str, name: str | None) -> list[str]:
     cfg, sm = ctx.cfg, ctx.cfg.smoothing
     spec = {"seed": derive(cfg.seed, "draws"), "eval_batch": sm.eval_batch,
-            # CPU: 8 draws stacked per pass (chain models; others loop); 4, 8, 16 measured within 4 %
-            "draws_per_pass": 8 if ctx.device == "cpu" else 16}
+            "draws_per_pass": draws_per_pass(ctx.device)}
     return [ctx.cached("draws", {**spec, "start": lo, "stop": min(cfg.samples, lo + sm.chunk)}, draws_task,
                        (ctx.data_key, surrogate, sigma_input(sigma)), poison=name, threads=sm.threads, quiet=True)
             for lo in range(0, cfg.samples, sm.chunk)]

@@ -67,6 +67,12 @@ def _is_pool2x2(m: nn.Module) -> bool:
             and not m.return_indices)
 
 
+def draws_per_pass(device: str) -> int:
+    """Draws per pass: 16 through vmap on a GPU; 8 stacked on the CPU (chain models; others loop),
+    where 4, 8 and 16 measured within 4 % of each other."""
+    return 8 if device == "cpu" else 16
+
+
 class _LeafTracer(fx.Tracer):
     """fx's tracer, with the project's GlobalAvgPool kept as one call (a chain step of `Stacked`)."""
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from certify.certificate.config import SIGMA_GRID
-from certify.certificate.draws import draw_accuracies
+from certify.certificate.draws import draw_accuracies, draws_per_pass
 from certify.context import ModelSpec, task_device
 from certify.data import Dataset
 from certify.training import evaluate
@@ -21,7 +21,8 @@ def sigma_task(data: Dataset, clean: dict, *, seed: int, draws: int, ratio: floa
     base = evaluate(net, data.x_test, data.y_test, eval_batch)
     tried, chosen = [], None
     for sigma in grid:
-        acc = draw_accuracies(net, sigma, seed, 0, draws, data.x_test, data.y_test, eval_batch, draws_per_pass=8)
+        acc = draw_accuracies(net, sigma, seed, 0, draws, data.x_test, data.y_test, eval_batch,
+                              draws_per_pass(next(net.parameters()).device.type))
         median_ratio = float(np.median(acc)) / base if base > 0 else 0.0
         tried.append({"sigma": sigma, "median_ratio": median_ratio, "median_accuracy": float(np.median(acc))})
         if median_ratio < ratio:
