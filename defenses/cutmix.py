@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torchvision.transforms import v2
-
 from certify.validation import check_positive
 from defenses._common import mixing_defense
 from defenses.base import DEFENSES, Defense
@@ -25,4 +23,4 @@ class CutMixParams:
 
 @DEFENSES.register("cutmix", "CutMix (beta = 1) with soft labels", CutMixParams)
 def make_cutmix(p: CutMixParams) -> Defense:
-    return mixing_defense("cutmix", v2.CutMix, p.alpha)
+    return mixing_defense("cutmix", "CutMix", p.alpha)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torchvision.transforms import v2
-
 from certify.validation import check_positive
 from defenses._common import mixing_defense
 from defenses.base import DEFENSES, Defense
@@ -25,4 +23,4 @@ class MixUpParams:
 
 @DEFENSES.register("mixup", "MixUp (beta = 1) with soft labels", MixUpParams)
 def make_mixup(p: MixUpParams) -> Defense:
-    return mixing_defense("mixup", v2.MixUp, p.alpha)
+    return mixing_defense("mixup", "MixUp", p.alpha)

@@ -17,7 +17,6 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 from certify.errors import UserError
 from certify.training import flip_crop
@@ -77,6 +76,8 @@ def strong_augment(x: torch.Tensor, gen: torch.Generator, trivial_augment: bool 
         x = x[torch.arange(n).view(n, 1), perm.to(dev)]
     x = flip_crop(x, gen, flip, max(1, round(4 * h / 32)))
     if trivial_augment:
+        from torchvision.transforms import v2  # on use: its import costs ~150 MiB in every process
+
         seed = int(torch.randint(0, 2**62, (1,), generator=gen))
         ta = v2.TrivialAugmentWide()
         with torch.random.fork_rng(devices=[]):

@@ -52,6 +52,27 @@ def test_jpeg_changes_images_and_keeps_range():
     assert jpeg_compress(g, 10).shape == g.shape
 
 
+@pytest.mark.parametrize("quality", [10, 50, 95])
+def test_jpeg_is_torchvisions_codec(quality):
+    """Pillow's round trip gives torchvision's bytes, on real photos (cifar10-mini), perturbed ones
+    and gray images."""
+    import warnings
+
+    from torchvision.transforms.v2.functional import jpeg as tv_jpeg
+
+    from certify.data import load_dataset
+    from defenses.jpeg import jpeg_compress
+
+    x = load_dataset("cifar10-mini", seed=0).x_train[:64]
+    noise = (torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 8 / 255
+    for images in (x, (x + noise).clamp(0, 1), x[:, :1]):
+        u8 = (images * 255).round().to(torch.uint8)
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs for TorchCodec
+            warnings.simplefilter("ignore", DeprecationWarning)
+            expected = tv_jpeg(u8, quality).float() / 255
+        assert torch.equal(jpeg_compress(images, quality, chunk=24), expected)
+
+
 def test_grayscale_equal_channels_and_identity_on_gray():
     from defenses.grayscale import to_grayscale
 

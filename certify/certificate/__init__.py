@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from certify.cache import tensor_digest
-from certify.certificate import bounds
 from certify.certificate.config import SIGMA_GRID
 from certify.certificate.draws import draw_accuracies, draws_per_pass
 from certify.certificate.sigma_rule import fixed, sigma_of, sigma_task
@@ -131,7 +130,7 @@ def section(ctx: RunContext, keys: dict, values: dict) -> dict:
     sur = values[keys["surrogate"]]
     indep = distance(ctx.model, values[keys["clean"]]["state"], values[keys["independent"]]["state"])
     rec = recipe(cfg.surrogate, sigma)
-    stats = bounds.summarize(draws, cfg.q, cfg.alpha, sigma, cfg.eta_sigma, cfg.coverage)
+    stats = _summarize(draws, cfg, sigma)
     # `samples` once, from the draws, where the section has always placed it
     cert = {"sigma": sigma, "q": cfg.q, "alpha": cfg.alpha, "samples": stats.pop("samples"), "surrogate": rec["kind"],
             "surrogate_recipe": rec, "surrogate_accuracy": sur["accuracy"], "sigma_rule": rule, **stats,
@@ -140,6 +139,15 @@ def section(ctx: RunContext, keys: dict, values: dict) -> dict:
         cert["independent_models"] = victims_field(ctx, sur, [values[k] for k in keys["scope_victims"]],
                                         stats["max_certified_eta"])
     return {"certificate": cert}
+
+
+def _summarize(draws: np.ndarray, cfg, sigma: float) -> dict:
+    """The bounds of the draws. `bounds` is imported here, where the driver assembles: its scipy.stats
+    costs every Ray worker that imports this package for its tasks ~0.6 s and ~46 MiB, and none of
+    them bounds anything."""
+    from certify.certificate import bounds
+
+    return bounds.summarize(draws, cfg.q, cfg.alpha, sigma, cfg.eta_sigma, cfg.coverage)
 
 
 SLICE = Slice("certificate", add, section, run)
@@ -153,5 +161,4 @@ def certify_weights(ctx: RunContext, state: dict, sigma: float, *, cluster=None)
     chunks = _chunk_tasks(ctx, sur, sig, None)
     out = run_graph(ctx.graph, ctx.cache, executor=ctx.cfg.executor, t0=time.time(), cluster=cluster)
     draws = np.concatenate([out.values[k]["accuracies"].numpy() for k in chunks])
-    cfg = ctx.cfg
-    return draws, bounds.summarize(draws, cfg.q, cfg.alpha, sigma, cfg.eta_sigma, cfg.coverage)
+    return draws, _summarize(draws, ctx.cfg, sigma)
